@@ -1,0 +1,54 @@
+#!/bin/sh
+# Installs what mnmon needs on Debian 12 (bookworm) and makes the virtualenv.
+#   deploy/install-debian.sh          runtime: bcc, kernel headers, the venv with mnmon
+#   deploy/install-debian.sh --test   also what the tests need: the stock kernel and
+#                                     qemu for the real-kernel bed, prometheus, openssl
+# apt runs only when a package is missing, so a second run is quick.
+set -eu
+cd "$(dirname "$0")/.."
+
+runtime="python3 python3-venv python3-bpfcc bpfcc-tools kmod make"
+# The real-kernel bed boots Debian's stock kernel with the host filesystem as root.
+testpkgs="linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static udev
+          prometheus openssl gcc make"
+
+want="$runtime"
+[ "${1:-}" = "--test" ] && want="$want $testpkgs"
+
+# bcc compiles against the running kernel's headers; a host whose kernel Debian
+# does not package (a custom or sandboxed kernel) runs degraded: mnmon says so.
+if [ ! -e "/lib/modules/$(uname -r)/build" ]; then
+    want="$want linux-headers-$(uname -r)"
+fi
+
+missing=""
+for p in $want; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q "install ok installed" ||
+        missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    [ "$(id -u)" -eq 0 ] || { echo "install-debian: run as root to install:$missing" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    for p in $missing; do
+        case "$p" in
+        linux-headers-"$(uname -r)")
+            apt-get install -y -qq "$p" >/dev/null 2>&1 ||
+                echo "install-debian: no $p in the archive; mnmon will run degraded on this kernel" >&2 ;;
+        *) echo "$p" ;;
+        esac
+    done | xargs -r apt-get install -y -qq --no-install-recommends >/dev/null
+fi
+
+# The distribution's python3 (not another one on PATH) is the one python3-bpfcc serves.
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import bcc' 2>/dev/null; then
+    rm -rf .venv
+    /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e . 2>&1 | grep -v '^WARNING: Location' || true
+if [ "${1:-}" = "--test" ]; then
+    .venv/bin/pip install -q --disable-pip-version-check -r tests/requirements.txt 2>&1 |
+        grep -v '^WARNING: Location' || true
+fi
+.venv/bin/python -c 'import bcc, click, prometheus_client, yaml' ||
+    { echo "install-debian: the virtualenv is incomplete" >&2; exit 1; }

@@ -1,0 +1,69 @@
+"""The metric families mnmon exports: the public contract dashboards and alerts rely on.
+
+Every rendering (Prometheus exposition, the CLI table, the CLI JSON) takes its
+names, types, help texts and label names from here.
+"""
+from dataclasses import dataclass
+
+MODES = ("blockable", "nonblockable")
+RESULTS = ("ok", "eagain", "error")
+REAP_RESULTS = ("reaped", "notifier_blocked", "skipped")
+# Who ran a non-blockable reap of a victim's mm.
+REAP_CALLERS = ("oom_reaper", "process_mrelease", "exit_mmap")
+KINDS = ("list", "interval")
+
+# log2 latency buckets, in seconds: 1 us .. ~8.4 s (powers of two of nanoseconds).
+LATENCY_BUCKETS = tuple((1 << s) / 1e9 for s in range(10, 34))
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    type: str                  # counter | gauge | histogram | info
+    help: str
+    labels: tuple = ()
+
+
+def _f(name, type_, help_, *labels):
+    return Family(name, type_, help_, tuple(labels))
+
+
+FAMILIES = {f.name: f for f in [
+    _f("mnmon_invalidate_range_start_total", "counter",
+       "Calls of __mmu_notifier_invalidate_range_start by mode and result.", "mode", "result"),
+    _f("mnmon_invalidations_by_event_total", "counter",
+       "Calls of __mmu_notifier_invalidate_range_start by mmu_notifier_event (kernels 5.2+).", "event"),
+    _f("mnmon_invalidate_range_end_total", "counter",
+       "Calls of __mmu_notifier_invalidate_range_end."),
+    _f("mnmon_invalidate_range_start_duration_seconds", "histogram",
+       "Time spent in __mmu_notifier_invalidate_range_start, all notifiers together.", "mode"),
+    _f("mnmon_invalidations_in_progress", "gauge",
+       "Invalidation sections started successfully and not ended yet."),
+    _f("mnmon_unpaired_invalidate_starts_total", "counter",
+       "Notifier starts that succeeded inside a failed non-blockable start and got no end "
+       "(the skipped-end bug fixed by c2655835fd8c in 5.12)."),
+    _f("mnmon_notifier_invalidations_total", "counter",
+       "Notifier invalidate callbacks by outcome. eagain: the notifier would have blocked.",
+       "notifier", "module", "kind", "mode", "result"),
+    _f("mnmon_notifier_invalidate_range_end_total", "counter",
+       "invalidate_range_end callbacks of list notifiers.", "notifier", "module"),
+    _f("mnmon_notifier_invalidation_duration_seconds", "histogram",
+       "Time spent in one notifier's invalidate callback.", "notifier", "module", "mode"),
+    _f("mnmon_oom_victims_total", "counter", "Processes the OOM killer marked as victims."),
+    _f("mnmon_oom_reap_attempts_total", "counter",
+       "Attempts to reap an OOM victim's memory by result.", "result"),
+    _f("mnmon_oom_reap_calls_total", "counter",
+       "Calls of __oom_reap_task_mm by caller and result.", "caller", "result"),
+    _f("mnmon_oom_reaper_gave_up_total", "counter",
+       "Victims the OOM reaper gave up on after its retries."),
+    _f("mnmon_oom_reap_blocked_total", "counter",
+       "Reap attempts that a notifier made fail, by that notifier.", "notifier", "module"),
+    _f("mnmon_oom_reap_duration_seconds", "histogram", "Time spent in one __oom_reap_task_mm call."),
+    _f("mnmon_probe_attached", "gauge", "Whether a probe is attached (1) or not (0), and how.",
+       "probe", "method"),
+    _f("mnmon_events_lost_total", "counter",
+       "Events mnmon could not record: ring buffer full, kretprobe instances exhausted."),
+    _f("mnmon_build_info", "gauge", "mnmon's version, the bcc it runs on and the kernel.",
+       "version", "bcc_version", "kernel"),
+    _f("mnmon_scrape_duration_seconds", "gauge", "Time the last collection of BPF maps took."),
+]}

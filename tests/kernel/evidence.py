@@ -1,0 +1,109 @@
+"""The kernel's own evidence: trace events it emitted, lines it logged.
+
+Scenario tests compare what they drove, and later what mnmon reports, with these.
+"""
+import errno
+import os
+import re
+from pathlib import Path
+
+TRACEFS = Path("/sys/kernel/tracing")
+
+
+class TraceInstance:
+    """A private tracefs instance with some events enabled, so tests never share buffers.
+
+    with TraceInstance("oom", ["oom/mark_victim", "oom/start_task_reaping"]) as t:
+        ...
+    t.events("oom/mark_victim") -> list of the events' field dicts
+    """
+
+    def __init__(self, name, events, buffer_kb=8192):
+        self.dir = TRACEFS / "instances" / f"mnmon-{name}-{os.getpid()}"
+        self.wanted = events
+        self.buffer_kb = buffer_kb
+        self.text = ""
+
+    def __enter__(self):
+        if self.dir.exists():
+            self.dir.rmdir()
+        self.dir.mkdir()
+        (self.dir / "buffer_size_kb").write_text(str(self.buffer_kb))
+        for ev in self.wanted:
+            (self.dir / "events" / ev / "enable").write_text("1")
+        return self
+
+    def __exit__(self, *exc):
+        for ev in self.wanted:
+            (self.dir / "events" / ev / "enable").write_text("0")
+        self.text = (self.dir / "trace").read_text()
+        self.dir.rmdir()
+
+    def events(self, name):
+        """Events named 'system/event' from the buffer, each as {field: value} plus 'pid' of the emitter."""
+        short = name.split("/")[1]
+        out = []
+        for line in self.text.splitlines():
+            m = re.match(r"\s*(\S+)-(\d+)\s+\[\d+\].*?\s" + re.escape(short) + r": (.*)$", line)
+            if m:
+                fields = dict(re.findall(r"(\w+)=(\S+)", m.group(3)))
+                fields["_task"], fields["_tid"] = m.group(1), int(m.group(2))
+                out.append(fields)
+        return out
+
+
+class HitCounter:
+    """Counts every hit of one trace event with a hist trigger: exact, no buffer to overflow."""
+
+    def __init__(self, event, instance="count"):
+        self.event = event
+        self.inst = TraceInstance(f"{instance}-{event.replace('/', '-')}", [])
+        self.hits = None
+
+    def __enter__(self):
+        self.inst.__enter__()
+        (self.inst.dir / "events" / self.event / "trigger").write_text("hist:keys=common_pid:vals=hitcount")
+        return self
+
+    def __exit__(self, *exc):
+        trig = self.inst.dir / "events" / self.event / "trigger"
+        hist = (self.inst.dir / "events" / self.event / "hist").read_text()
+        trig.write_text("!hist:keys=common_pid:vals=hitcount")
+        self.inst.__exit__(*exc)
+        self.hits, dropped = parse_hist_totals(hist)
+        assert dropped == 0, f"{self.event}: hist trigger dropped {dropped} entries"
+
+
+def parse_hist_totals(text):
+    """(hits, dropped) from a hist trigger's 'Totals:' block."""
+    hits = re.search(r"^\s*Hits:\s*(\d+)", text, re.M)
+    dropped = re.search(r"^\s*Dropped:\s*(\d+)", text, re.M)
+    return int(hits.group(1)) if hits else 0, int(dropped.group(1)) if dropped else 0
+
+
+class KernelLog:
+    """Kernel log lines written after construction (reads /dev/kmsg from its end)."""
+
+    def __init__(self):
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)
+
+    def lines(self):
+        out = []
+        while True:
+            try:
+                rec = os.read(self.fd, 8192)
+            except OSError as e:
+                if e.errno == errno.EAGAIN:
+                    return out
+                if e.errno == errno.EPIPE:      # overwritten records: skip ahead
+                    continue
+                raise
+            out.append(rec.decode(errors="replace").split(";", 1)[-1].rstrip("\n").split("\n")[0])
+
+    def close(self):
+        os.close(self.fd)
+
+
+def kvm_available():
+    return Path("/dev/kvm").exists()

@@ -1,0 +1,93 @@
+"""Boot Debian's stock kernel under QEMU software emulation and run one command in it.
+
+The guest's root is this host's filesystem (virtme-ng), so the repository, the
+virtualenv and the kernel headers are all visible inside; the repository is
+mounted writable.  Booting costs ~20 s, so callers run a whole pytest session
+(or demo, or benchmark) per boot.
+
+    python -m tests.kernel.vm [--kernel 6.1.0-NN-amd64] -- COMMAND...
+
+Exit status is the command's.
+"""
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+GUEST_SETUP = REPO / "tests" / "kernel" / "guest_setup.sh"
+
+
+class BedError(Exception):
+    """The bed cannot boot: something it needs is missing."""
+
+
+def newest_kernel(modules=Path("/lib/modules")):
+    """The newest installed Debian amd64 kernel that has headers, e.g. '6.1.0-56-amd64'."""
+    found = sorted(
+        (p.name for p in modules.glob("*-amd64") if (p / "build").exists()),
+        key=lambda v: [int(x) if x.isdigit() else x for x in v.replace("-", ".").split(".")],
+    )
+    if not found:
+        raise BedError("no Debian kernel with headers installed (apt-get install linux-image-amd64 linux-headers-amd64)")
+    return found[-1]
+
+
+def vng_argv(kver, command, *, cpus=2, memory="2G", env=None):
+    """The virtme-ng command line that boots kver and runs command (a list) as root."""
+    image = Path(f"/boot/vmlinuz-{kver}")
+    if not image.exists():
+        raise BedError(f"{image} is missing (apt-get install linux-image-amd64)")
+    vng = shutil.which("vng", path=f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
+    if not vng:
+        raise BedError("vng (virtme-ng) not found: run make setup-test")
+    guest_env = {"MNMON_GUEST": "1", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    guest_env.update(env or {})
+    inner = " ".join(
+        [f"cd {shlex.quote(str(REPO))} &&", "sh", shlex.quote(str(GUEST_SETUP)), "&&", "env"]
+        + [f"{k}={shlex.quote(v)}" for k, v in guest_env.items()]
+        + [shlex.quote(c) for c in command]
+    )
+    return [
+        vng, "--run", str(image),
+        "--disable-kvm",            # software emulation: the host's /dev/kvm is not ours to use
+        "--qemu-opts=-cpu max",     # max exposes SVM, so kvm_amd loads inside the guest
+        "--cpus", str(cpus), "--memory", memory,
+        f"--rwdir={REPO}",
+        # The OOM scenarios log ~1000 reaper lines; the default 128 KiB buffer would drop some.
+        "--append", "log_buf_len=8M",
+        "--exec", inner,
+    ]
+
+
+def run(kver, command, *, timeout=3600, **kw):
+    """Boot, run command, return its exit status. Output streams to ours."""
+    argv = vng_argv(kver, command, **kw)
+    # vng calls its sibling virtme-run through PATH.
+    env = dict(os.environ, PATH=f"{Path(argv[0]).parent}:{os.environ.get('PATH', '')}")
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=timeout, env=env).returncode
+    except subprocess.TimeoutExpired:
+        print(f"vm: guest command still running after {timeout} s, stopped", file=sys.stderr)
+        return 124
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernel", default="", help="kernel release under /boot (default: newest Debian amd64)")
+    ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("command", nargs="+")
+    args = ap.parse_args(argv)
+    try:
+        kver = args.kernel or newest_kernel()
+        return run(kver, args.command, timeout=args.timeout)
+    except BedError as e:
+        print(f"vm: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
