@@ -1,0 +1,130 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * mnmon's BPF side, one compile unit (bcc compiles once at start: one compile,
+ * not three, is what start-up time can afford). Each concern is a file of its own:
+ *
+ *   invalidate.bpf.c  __mmu_notifier_invalidate_range_start/_end: counts, latency,
+ *                     sections in progress
+ *   notifiers.bpf.c   each notifier's callbacks: outcome, latency, start/end pairing;
+ *                     discovery of callbacks at registration
+ *   oom.bpf.c         the OOM reaper: victims, attempts, who blocked them, give-ups
+ *
+ * Knobs, chosen per kernel by monitor/attach_plan.py and passed as -D cflags:
+ *   MN_API        the kernel's notifier API generation (see KERNEL_NOTES):
+ *                 419: blockable is an argument (4.19-4.20)
+ *                 500: range->blockable (5.0-5.1)
+ *                 502: range->flags & MMU_NOTIFIER_RANGE_BLOCKABLE (5.2+)
+ *                 505: interval notifiers exist (5.5+)
+ *   CORE_KFUNC    1: fentry/fexit on the core entry points (BTF + trampolines)
+ *   REAP_KFUNC    1: fentry/fexit on __oom_reap_task_mm
+ *   USE_RINGBUF   1: BPF ring buffer (5.8+), else a perf buffer
+ *   HAVE_STRUCTS  0: the headers do not match the running kernel: nothing here may
+ *                 read a kernel struct, only tracepoint records are safe
+ *   MV_ANON_RSS_OFF, MV_FILE_RSS_OFF, MV_SHMEM_RSS_OFF: offsets of oom:mark_victim's
+ *                 rss fields where the tracepoint has them (6.9+), from its format file
+ */
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+#if HAVE_STRUCTS
+#include <linux/mm_types.h>
+#include <linux/mmu_notifier.h>
+#endif
+#include "mnmon.h"
+
+#ifndef MN_API
+#define MN_API 502
+#endif
+
+/* ------------------------------------------------------------- shared */
+BPF_PERCPU_ARRAY(events_lost, u64, 1);
+
+/* A core invalidate_range_start in flight on a thread (notifier callbacks run inside it). */
+struct core_inflight {
+	u64 ts;
+	u64 started[MAX_STARTED];	/* list subscriptions whose start succeeded and await an end */
+	u8 mode;
+	u8 event;
+	u8 nstarted;
+	u8 failure_attributed;		/* a probed callback failed: the failure has an owner */
+};
+BPF_HASH(core_inflight, u32, struct core_inflight, 10240);
+
+/* An __oom_reap_task_mm call in flight: the notifiers that failed inside it. */
+struct reap_inflight {
+	u64 ts;
+	u64 blockers[MAX_BLOCKERS];
+	u32 victim;
+	u8 caller;
+	u8 nblockers;
+};
+BPF_HASH(reap_inflight, u32, struct reap_inflight, 256);
+
+#if USE_RINGBUF
+BPF_RINGBUF_OUTPUT(events, 64);
+#else
+BPF_PERF_OUTPUT(events);
+#endif
+
+static __always_inline void emit(void *ctx, struct mnmon_event *e)
+{
+	int err;
+
+	e->ts_ns = bpf_ktime_get_ns();
+#if USE_RINGBUF
+	err = events.ringbuf_output(e, sizeof(*e), 0);
+#else
+	err = events.perf_submit(ctx, e, sizeof(*e));
+#endif
+	if (err) {
+		u32 zero = 0;
+		u64 *lost = events_lost.lookup(&zero);
+
+		if (lost)
+			(*lost)++;
+	}
+}
+
+static __always_inline u32 tid(void)
+{
+	return (u32)bpf_get_current_pid_tgid();
+}
+
+#if HAVE_STRUCTS
+/* Blockability of a range, for kernels that pass it in the range (5.0+). */
+static __always_inline u8 range_mode(const struct mmu_notifier_range *range)
+{
+#if MN_API >= 502
+	unsigned int flags = 0;
+
+	bpf_probe_read_kernel(&flags, sizeof(flags), &range->flags);
+	return (flags & MMU_NOTIFIER_RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+#else
+	bool blockable = 0;
+
+	bpf_probe_read_kernel(&blockable, sizeof(blockable), &range->blockable);
+	return blockable ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+#endif
+}
+
+static __always_inline u8 range_event(const struct mmu_notifier_range *range)
+{
+#if MN_API >= 502
+	enum mmu_notifier_event ev = 0;
+
+	bpf_probe_read_kernel(&ev, sizeof(ev), &range->event);
+	return ev < NR_EVENTS_TYPES ? ev : NR_EVENTS_TYPES - 1;
+#else
+	return 0;
+#endif
+}
+
+static __always_inline u8 classify_int(int ret)
+{
+	return ret == 0 ? RESULT_OK : ret == -11 /* -EAGAIN */ ? RESULT_EAGAIN : RESULT_ERROR;
+}
+
+#include "invalidate.bpf.c"
+#include "notifiers.bpf.c"
+#endif /* HAVE_STRUCTS */
+
+#include "oom.bpf.c"

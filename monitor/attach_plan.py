@@ -1,0 +1,127 @@
+"""What to attach on this kernel, and how: the one place where that is decided.
+
+plan(facts) is pure, so the kernel generations this project cannot boot are
+covered by tests of it (tests/unit/test_attach_plan.py).
+"""
+from dataclasses import dataclass, field
+
+FENTRY, KPROBE, TRACEPOINT, ATTEMPT_COUNT = "fentry", "kprobe", "tracepoint", "attempt-count"
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """One probe users see in `mnmon doctor` and mnmon_probe_attached{probe}."""
+    probe: str
+    targets: tuple                 # functions or 'category:event' tracepoints
+    methods: tuple = ()            # preferred first; empty: unavailable, see reason
+    programs: dict = field(default_factory=dict, compare=False)   # method -> (entry, return)
+    reason: str = ""
+    core: bool = False             # needed for per-notifier outcomes (doctor's exit status)
+
+
+@dataclass
+class Plan:
+    api: int
+    cflags: list
+    probes: list
+    callbacks: str                 # "" if per-notifier callback probes can attach, else why not
+
+
+def api_generation(version):
+    """The notifier API generation of a kernel version (see bpf/mnmon.bpf.c, MN_API)."""
+    if version < (4, 19):
+        return 0        # before non-blockable invalidation existed
+    if version < (5, 0):
+        return 419      # blockable is an argument
+    if version < (5, 2):
+        return 500      # range->blockable
+    if version < (5, 5):
+        return 502      # range->flags
+    if version < (7, 1):
+        return 505      # + interval notifiers (6.6 drops _end's only_end: no probe reads it)
+    return 701          # + two-pass interval ops (invalidate_start/_finish)
+
+
+def _function_probe(name, targets, facts, *, struct_reads, fentry_ok, programs, why_not_struct, core=False):
+    missing = [t for t in targets if t not in facts.symbols]
+    if len(missing) == len(targets):
+        return ProbeSpec(name, targets, reason=f"{', '.join(missing)} not in kallsyms (inlined, static or not built)", core=core)
+    targets = tuple(t for t in targets if t not in missing)
+    if struct_reads and why_not_struct:
+        return ProbeSpec(name, targets, reason=why_not_struct, core=core)
+    methods = []
+    if fentry_ok and FENTRY in programs:
+        methods.append(FENTRY)
+    if facts.kprobes and KPROBE in programs:
+        methods.append(KPROBE)
+    if not methods:
+        reason = "no kprobes on this kernel (CONFIG_KPROBES off)"
+        if FENTRY in programs:
+            reason += ", and no fentry (needs 5.5+, BTF and BPF trampolines)"
+        return ProbeSpec(name, targets, reason=reason, core=core)
+    return ProbeSpec(name, targets, tuple(methods), programs, core=core)
+
+
+def plan(facts):
+    """The probes to attach on a kernel described by facts (monitor.kernel.KernelFacts)."""
+    api = api_generation(facts.version)
+    why_not_struct = ""
+    if facts.headers != "matching":
+        why_not_struct = ("no kernel headers for this kernel" if facts.headers == "none" else
+                          f"headers at {facts.headers_dir} are not this kernel's: struct offsets unknown")
+    if api == 0:
+        why_not_struct = f"kernel {facts.release} predates non-blockable invalidation (4.19)"
+    fentry_ok = facts.kfunc and facts.btf and facts.version >= (5, 5)
+    fn = lambda *a, **k: _function_probe(*a, facts=facts, fentry_ok=fentry_ok,
+                                         why_not_struct=why_not_struct, **k)
+    probes = [
+        fn("invalidate_range_start", ("__mmu_notifier_invalidate_range_start",), struct_reads=True, core=True,
+           programs={FENTRY: ("kfunc____mmu_notifier_invalidate_range_start",
+                              "kretfunc____mmu_notifier_invalidate_range_start"),
+                     KPROBE: ("core_start_entry", "core_start_return")}),
+        fn("invalidate_range_end", ("__mmu_notifier_invalidate_range_end",), struct_reads=True, core=True,
+           programs={FENTRY: ("kfunc____mmu_notifier_invalidate_range_end", None),
+                     KPROBE: ("core_end_entry", None)}),
+        fn("notifier_register", ("__mmu_notifier_register",), struct_reads=True,
+           programs={KPROBE: ("on_mmu_notifier_register", None)}),
+    ]
+    if api >= 505:
+        probes.append(fn("interval_notifier_insert",
+                         ("mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked"),
+                         struct_reads=True, programs={KPROBE: ("on_interval_insert", None)}))
+    probes.append(fn("oom_reap_task_mm", ("__oom_reap_task_mm",), struct_reads=False,
+                     programs={FENTRY: ("kfunc____oom_reap_task_mm", "kretfunc____oom_reap_task_mm"),
+                               KPROBE: ("reap_entry", "reap_return")}))
+    gave_up = fn("oom_reaper_gave_up", ("sched_show_task",), struct_reads=True,
+                 programs={KPROBE: ("on_sched_show_task", None)})
+    if not gave_up.methods:
+        # Counting attempts per victim from oom:start/skip_task_reaping stands in.
+        gave_up = ProbeSpec("oom_reaper_gave_up", ("oom:start_task_reaping",),
+                            (ATTEMPT_COUNT,) if "oom:start_task_reaping" in facts.tracepoints else (),
+                            reason=gave_up.reason)
+    probes.append(gave_up)
+    for tp, prog in [("oom:mark_victim", "on_mark_victim"), ("oom:start_task_reaping", "on_start_task_reaping"),
+                     ("oom:skip_task_reaping", "on_skip_task_reaping"),
+                     ("syscalls:sys_enter_process_mrelease", "on_mrelease_enter"),
+                     ("syscalls:sys_exit_process_mrelease", "on_mrelease_exit")]:
+        if tp in facts.tracepoints:
+            probes.append(ProbeSpec(tp, (tp,), (TRACEPOINT,), {TRACEPOINT: (prog, None)}))
+        else:
+            probes.append(ProbeSpec(tp, (tp,), reason="tracepoint not in tracefs (kernel too old or tracefs not mounted)"))
+
+    by = {p.probe: p for p in probes}
+    callbacks = why_not_struct or ("" if facts.kprobes else "no kprobes on this kernel (CONFIG_KPROBES off); "
+                                   "bcc cannot fentry module functions before 0.28")
+    mv = facts.mark_victim_fields
+    cflags = [
+        f"-DMN_API={api or 419}",
+        f"-DHAVE_STRUCTS={0 if why_not_struct else 1}",
+        f"-DCORE_KFUNC={int(FENTRY in by['invalidate_range_start'].methods)}",
+        f"-DREAP_KFUNC={int(FENTRY in by['oom_reap_task_mm'].methods)}",
+        f"-DGAVE_UP_PROBE={int(KPROBE in by['oom_reaper_gave_up'].methods)}",
+        f"-DUSE_RINGBUF={int(facts.version >= (5, 8))}",     # BPF ring buffer: 5.8
+    ]
+    if all(k in mv for k in ("anon_rss", "file_rss", "shmem_rss")):     # oom:mark_victim, 6.9+
+        cflags += [f"-DMV_ANON_RSS_OFF={mv['anon_rss']}", f"-DMV_FILE_RSS_OFF={mv['file_rss']}",
+                   f"-DMV_SHMEM_RSS_OFF={mv['shmem_rss']}"]
+    return Plan(api, cflags, probes, callbacks)

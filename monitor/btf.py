@@ -1,0 +1,102 @@
+"""Just enough of the BTF format to read function prototypes.
+
+mnmon finds notifier callbacks by their prototype (see discovery.py), so it needs
+FUNC -> FUNC_PROTO -> parameter types, from vmlinux BTF and from modules' split
+BTF (whose type ids and string offsets continue the base's). Format:
+Documentation/bpf/btf.rst.
+"""
+import struct
+
+MAGIC = 0xEB9F
+_HDR = struct.Struct("<HBBIIIII")        # magic version flags hdr_len type_off type_len str_off str_len
+_TYPE = struct.Struct("<III")            # name_off info size_or_type
+
+INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, FUNC, \
+    FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(1, 20)
+
+# Bytes that follow struct btf_type, per kind: (fixed, per vlen item).
+_TRAILER = {INT: (4, 0), ARRAY: (12, 0), STRUCT: (0, 12), UNION: (0, 12), ENUM: (0, 8),
+            FUNC_PROTO: (0, 8), VAR: (4, 0), DATASEC: (0, 12), DECL_TAG: (4, 0), ENUM64: (0, 12)}
+_MODIFIERS = {TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}
+
+
+class BTFError(ValueError):
+    """Not BTF, or BTF this reader does not understand."""
+
+
+class BTF:
+    """Types of one BTF blob, optionally split on top of a base (a module over vmlinux)."""
+
+    def __init__(self, data, base=None):
+        if len(data) < _HDR.size:
+            raise BTFError("too short for a BTF header")
+        magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = _HDR.unpack_from(data)
+        if magic != MAGIC:
+            raise BTFError(f"bad magic {magic:#x}")
+        self.base = base
+        self._strings = bytes(data[hdr_len + str_off: hdr_len + str_off + str_len])
+        self._str_base = len(base._all_strings()) if base else 0
+        self._first_id = base.next_id if base else 1
+        # kind, name_off, vlen, size_or_type, offset of trailer -- indexed by id - first_id
+        self.types = []
+        view = memoryview(data)[hdr_len + type_off: hdr_len + type_off + type_len]
+        pos, end = 0, len(view)
+        while pos < end:
+            name_off, info, size_or_type = _TYPE.unpack_from(view, pos)
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            pos += _TYPE.size
+            if kind == 0 or kind > ENUM64:
+                raise BTFError(f"unknown kind {kind} at type {self._first_id + len(self.types)}")
+            fixed, per = _TRAILER.get(kind, (0, 0))
+            self.types.append((kind, name_off, vlen, size_or_type, pos))
+            pos += fixed + per * vlen
+        self._view = view
+        self.next_id = self._first_id + len(self.types)
+
+    def _all_strings(self):
+        return (self.base._all_strings() if self.base else b"") + self._strings
+
+    def name(self, name_off):
+        if name_off < self._str_base:
+            return self.base.name(name_off)
+        s = self._strings
+        i = name_off - self._str_base
+        return s[i: s.index(b"\0", i)].decode()
+
+    def type(self, type_id):
+        """(kind, name, vlen, size_or_type, btf owning it, trailer offset) of a type id."""
+        if type_id < self._first_id:
+            return self.base.type(type_id)
+        kind, name_off, vlen, size_or_type, off = self.types[type_id - self._first_id]
+        return kind, self.name(name_off), vlen, size_or_type, self, off
+
+    def functions(self):
+        """(name, proto type id) of every FUNC in this blob (not its base)."""
+        for kind, name_off, _vlen, proto, _off in self.types:
+            if kind == FUNC:
+                yield self.name(name_off), proto
+
+    def describe(self, type_id):
+        """A type as a short string: 'int', 'void', 'struct mmu_notifier *', '_Bool'..."""
+        if type_id == 0:
+            return "void"
+        kind, name, _vlen, ref, _btf, _off = self.type(type_id)
+        if kind in _MODIFIERS:
+            return self.describe(ref)
+        if kind == PTR:
+            return self.describe(ref) + " *"
+        if kind in (STRUCT, FWD):
+            return f"struct {name}"
+        if kind == UNION:
+            return f"union {name}"
+        if kind in (ENUM, ENUM64):
+            return f"enum {name}"
+        return name
+
+    def prototype(self, proto_id):
+        """(return type, [param types]) of a FUNC_PROTO, each as describe() spells it."""
+        kind, _name, vlen, ret, btf, off = self.type(proto_id)
+        if kind != FUNC_PROTO:
+            raise BTFError(f"type {proto_id} is not a FUNC_PROTO")
+        params = [self.describe(struct.unpack_from("<II", btf._view, off + 8 * i)[1]) for i in range(vlen)]
+        return self.describe(ret), params

@@ -1,0 +1,106 @@
+"""Facts about the running kernel that decide what mnmon can attach, and how."""
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+# Functions whose presence in kallsyms the plan looks at.
+SYMBOLS_OF_INTEREST = (
+    "__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
+    "__mmu_notifier_register", "mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked",
+    "__oom_reap_task_mm", "oom_reap_task_mm", "sched_show_task",
+)
+TRACEPOINTS_OF_INTEREST = (
+    "oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping", "oom:skip_task_reaping",
+    "oom:wake_reaper", "syscalls:sys_enter_process_mrelease", "syscalls:sys_exit_process_mrelease",
+)
+
+
+@dataclass
+class KernelFacts:
+    release: str
+    version: tuple                    # (major, minor, patch)
+    btf: bool                         # /sys/kernel/btf/vmlinux
+    headers: str                      # matching | other | none
+    headers_dir: str = ""
+    kprobes: bool = False
+    kfunc: bool = False               # bcc sees BTF and BPF trampolines (attach may still be refused)
+    symbols: frozenset = frozenset()  # SYMBOLS_OF_INTEREST present in kallsyms
+    tracepoints: frozenset = frozenset()
+    mark_victim_fields: dict = field(default_factory=dict)   # name -> offset in the record
+    privileged: bool = True
+
+
+def parse_version(release):
+    """'6.1.0-56-amd64' -> (6, 1, 0); '4.19.0' -> (4, 19, 0)."""
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    if not m:
+        raise ValueError(f"cannot read a kernel version from {release!r}")
+    return tuple(int(x or 0) for x in m.groups())
+
+
+def parse_tracepoint_format(text):
+    """{field name: offset} of a tracepoint format file (common_* fields included)."""
+    out = {}
+    for m in re.finditer(r"field:[^;]*?([A-Za-z_]\w*)(?:\[\w*\])?;\s*offset:(\d+);", text):
+        out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def tracefs():
+    for d in TRACEFS_DIRS:
+        if Path(d, "events").is_dir():
+            return Path(d)
+    return None
+
+
+def find_headers(release, modules=Path("/lib/modules"), env=os.environ):
+    """('matching' | 'other' | 'none', directory). bcc compiles against these.
+
+    'other' headers (another kernel's) let tracepoint programs compile, but any
+    program reading kernel structs would read wrong offsets: the plan keeps those off.
+    """
+    if env.get("BCC_KERNEL_SOURCE"):
+        d = Path(env["BCC_KERNEL_SOURCE"])
+        return ("matching" if release in str(d.resolve()) else "other"), str(d)
+    own = modules / release / "build"
+    if own.exists():
+        return "matching", str(own)
+    if Path("/sys/kernel/kheaders.tar.xz").exists():
+        return "matching", "/sys/kernel/kheaders.tar.xz"
+    others = sorted((p / "build" for p in modules.glob("*") if (p / "build").exists()), key=str)
+    return ("other", str(others[-1])) if others else ("none", "")
+
+
+def privileged():
+    """root, or the capabilities bcc needs (CAP_BPF 39 + CAP_PERFMON 38, or CAP_SYS_ADMIN 21)."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        eff = int(re.search(r"^CapEff:\s*([0-9a-f]+)", Path("/proc/self/status").read_text(), re.M).group(1), 16)
+    except (OSError, AttributeError):
+        return False
+    return bool(eff & (1 << 21)) or (bool(eff & (1 << 39)) and bool(eff & (1 << 38)))
+
+
+def gather(symbols, kfunc_support=lambda: False):
+    """Read the facts from this host. symbols: a monitor.symbols.Symbols."""
+    release = os.uname().release
+    headers, hdir = find_headers(release)
+    tfs = tracefs()
+    tps, mv = set(), {}
+    if tfs:
+        for tp in TRACEPOINTS_OF_INTEREST:
+            if (tfs / "events" / tp.replace(":", "/")).is_dir():
+                tps.add(tp)
+        fmt = tfs / "events/oom/mark_victim/format"
+        if fmt.exists():
+            mv = parse_tracepoint_format(fmt.read_text())
+    kprobes = Path("/sys/bus/event_source/devices/kprobe").exists() or bool(tfs and (tfs / "kprobe_events").exists())
+    return KernelFacts(
+        release=release, version=parse_version(release), btf=Path("/sys/kernel/btf/vmlinux").exists(),
+        headers=headers, headers_dir=hdir, kprobes=kprobes, kfunc=kfunc_support(),
+        symbols=frozenset(s for s in SYMBOLS_OF_INTEREST if s in symbols),
+        tracepoints=frozenset(tps), mark_victim_fields=mv, privileged=privileged())

@@ -1,0 +1,196 @@
+"""Compiling mnmon's BPF program, attaching it as the plan says, and keeping
+notifier callbacks attached as they are discovered.
+
+Nothing here prints: outcomes are ProbeStatus records and exceptions with context.
+"""
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor import attach_plan, discovery, kernel
+from monitor.symbols import Symbols
+
+BPF_DIR = Path(os.environ.get("MNMON_BPF_DIR", Path(__file__).resolve().parent.parent / "bpf")).resolve()
+# kretprobe instances per callback: sleeping notifiers on many threads hold one each.
+MAXACTIVE = 256
+
+
+class MonitorError(Exception):
+    """mnmon cannot run here; the message says why and what would fix it."""
+
+
+@dataclass
+class ProbeStatus:
+    probe: str
+    method: str          # what attached, or what was tried last
+    attached: bool
+    reason: str = ""
+
+
+def _bcc():
+    try:
+        import bcc
+    except ImportError as e:
+        raise MonitorError(f"bcc is not importable ({e}): install python3-bpfcc") from None
+
+    class NoAutoload(bcc.BPF):
+        # bcc attaches every kfunc__ program on load and one refusal aborts the
+        # whole load; mnmon attaches each probe itself, with its fallbacks.
+        def _trace_autoload(self):
+            pass
+    return bcc, NoAutoload
+
+
+class Monitor:
+    """The loaded program, what is attached, and the maps to read."""
+
+    def __init__(self, bpf, facts, plan, symbols, statuses):
+        self.bpf, self.facts, self.plan, self.symbols = bpf, facts, plan, symbols
+        self.statuses = statuses                   # probe name -> ProbeStatus
+        self.callbacks = {}                        # (symbol, module) -> (Callback, addr)
+        self.scanner = discovery.BTFScanner()
+        self._modules = _read_modules()
+
+    @classmethod
+    def start(cls, disable=()):
+        """Compile and attach. Raises MonitorError when nothing useful can run."""
+        bcc, NoAutoload = _bcc()
+        if not kernel.privileged():
+            raise MonitorError("mnmon needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)")
+        symbols = Symbols.load()
+        facts = kernel.gather(symbols, kfunc_support=bcc.BPF.support_kfunc)
+        if facts.headers == "none":
+            raise MonitorError(f"no kernel headers for {facts.release}: bcc cannot compile "
+                               f"(apt-get install linux-headers-{facts.release})")
+        plan = attach_plan.plan(facts)
+        if facts.headers == "other":
+            # Tracepoint programs compile against any headers; struct readers are off (HAVE_STRUCTS=0).
+            os.environ["BCC_KERNEL_SOURCE"] = facts.headers_dir
+        try:
+            bpf = NoAutoload(text=compile_unit(), cflags=plan.cflags + [f"-I{BPF_DIR}"])
+        except Exception as e:      # bcc raises bare Exception on compile errors
+            raise MonitorError(f"BPF program did not compile: {e}") from None
+        statuses = {}
+        for spec in plan.probes:
+            if spec.probe in disable:
+                statuses[spec.probe] = ProbeStatus(spec.probe, "", False, "disabled by configuration")
+            else:
+                statuses[spec.probe] = _attach(bpf, spec)
+        mon = cls(bpf, facts, plan, symbols, statuses)
+        mon.refresh()
+        return mon
+
+    # ------------------------------------------------------------ discovery
+    def refresh(self):
+        """Attach callbacks found since last time: in BTF of new modules, at registration.
+        Cheap when nothing changed; the daemon calls it every few seconds."""
+        if self.plan.callbacks:
+            return []
+        modules = _read_modules()
+        if modules != self._modules:
+            self.symbols = Symbols.load()
+            for gone in self._modules - modules:
+                self.scanner.forget(gone)
+                self._drop_module(gone)
+            self._modules = modules
+        found = self.scanner.scan()
+        table = self.bpf["discovered"]
+        for k, v in table.items():
+            name, module = self.symbols.resolve(k.value)
+            if name == "unknown":       # a module loaded after our kallsyms read
+                self.symbols = Symbols.load()
+                name, module = self.symbols.resolve(k.value)
+            found.append(discovery.Callback(name, module, v.value))
+        return [st for cb in found if (st := self.attach_callback(cb))]
+
+    def attach_callback(self, cb):
+        """Probe one callback; returns its ProbeStatus, or None if it already was."""
+        key = (cb.symbol, cb.module)
+        sym = self.symbols.lookup(cb.symbol)
+        if key in self.callbacks or cb.symbol == "unknown":
+            return None
+        probe = f"notifier:{cb.symbol}"
+        if sym is None or sym.module != cb.module:
+            st = ProbeStatus(probe, attach_plan.KPROBE, False, "not in kallsyms")
+        else:
+            entry, ret = {discovery.LIST: ("cb_list_entry", "cb_list_return"),
+                          discovery.INTERVAL: ("cb_interval_entry", "cb_interval_return"),
+                          discovery.LIST_END: ("cb_list_end", None)}[cb.kind]
+            try:
+                self.bpf.attach_kprobe(event=cb.symbol, fn_name=entry)
+                if ret:
+                    self.bpf.attach_kretprobe(event=cb.symbol, fn_name=ret, maxactive=MAXACTIVE)
+                if cb.kind == discovery.LIST_END:
+                    t = self.bpf["probed_end_fns"]
+                    t[t.Key(sym.addr)] = t.Leaf(1)
+                st = ProbeStatus(probe, attach_plan.KPROBE, True)
+            except Exception as e:
+                st = ProbeStatus(probe, attach_plan.KPROBE, False, str(e))
+        self.callbacks[key] = (cb, sym.addr if sym else 0)
+        self.statuses[probe] = st
+        return st
+
+    def _drop_module(self, module):
+        # The kernel removed the kprobes with the module's text; forget them so a reload re-attaches.
+        for key in [k for k in self.callbacks if k[1] == module]:
+            cb, _ = self.callbacks.pop(key)
+            for fn in (cb.symbol,):
+                for detach in (self.bpf.detach_kprobe, self.bpf.detach_kretprobe):
+                    try:
+                        detach(event=fn)
+                    except Exception:
+                        pass
+            self.statuses.pop(f"notifier:{cb.symbol}", None)
+
+    def close(self):
+        self.bpf.cleanup()
+
+
+def _attach(bpf, spec):
+    """Attach one planned probe, trying its methods in order."""
+    if not spec.methods:
+        return ProbeStatus(spec.probe, "", False, spec.reason)
+    errors = []
+    for method in spec.methods:
+        if method == attach_plan.ATTEMPT_COUNT:
+            return ProbeStatus(spec.probe, method, True)     # lives inside the oom tracepoint programs
+        entry, ret = spec.programs[method]
+        try:
+            for target in spec.targets:
+                if method == attach_plan.FENTRY:
+                    bpf.attach_kfunc(fn_name=entry)
+                    if ret:
+                        bpf.attach_kretfunc(fn_name=ret)
+                elif method == attach_plan.KPROBE:
+                    bpf.attach_kprobe(event=target, fn_name=entry)
+                    if ret:
+                        bpf.attach_kretprobe(event=target, fn_name=ret, maxactive=MAXACTIVE)
+                else:
+                    bpf.attach_tracepoint(tp=target, fn_name=entry)
+            return ProbeStatus(spec.probe, method, True)
+        except Exception as e:
+            errors.append(f"{method}: {e}")
+    return ProbeStatus(spec.probe, spec.methods[-1], False, "; ".join(errors))
+
+
+def compile_unit(main=None):
+    """bpf/mnmon.bpf.c with its concern files (#include "x.bpf.c") put in place.
+
+    bcc rewrites map calls (.lookup, .atomic_increment...) and makes programs only
+    in the main file it is given, so the concern files must be part of it. Headers
+    (.h) stay includes.
+    """
+    main = Path(main or BPF_DIR / "mnmon.bpf.c")
+    out = []
+    for line in main.read_text().splitlines(keepends=True):
+        m = re.match(r'#include "([\w.]+\.bpf\.c)"', line)
+        out.append((main.parent / m.group(1)).read_text() if m else line)
+    return "".join(out)
+
+
+def _read_modules():
+    try:
+        return frozenset(line.split()[0] for line in Path("/proc/modules").read_text().splitlines())
+    except OSError:
+        return frozenset()

@@ -1,0 +1,144 @@
+"""BPF maps -> Snapshot. read_raw() is the only part that touches bcc; build_snapshot()
+is pure and takes plain lists and dicts (unit-tested on literals).
+
+Series emitted (see monitor/metrics.py): mnmon_invalidate_range_start_total{mode,result},
+mnmon_invalidations_by_event_total{event}, mnmon_invalidate_range_end_total,
+mnmon_invalidate_range_start_duration_seconds{mode}, mnmon_invalidations_in_progress,
+mnmon_unpaired_invalidate_starts_total, mnmon_notifier_invalidations_total{notifier,module,kind,mode,result},
+mnmon_notifier_invalidate_range_end_total{notifier,module},
+mnmon_notifier_invalidation_duration_seconds{notifier,module,mode}, mnmon_oom_victims_total,
+mnmon_oom_reap_attempts_total{result}, mnmon_oom_reap_calls_total{caller,result},
+mnmon_oom_reaper_gave_up_total, mnmon_oom_reap_blocked_total{notifier,module},
+mnmon_oom_reap_duration_seconds, mnmon_probe_attached{probe,method}, mnmon_events_lost_total.
+"""
+from monitor.metrics import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
+from monitor.model import Snapshot, log2_histogram
+
+KINDS = {0: "list", 1: "interval"}
+EVENTS = ("unmap", "clear", "protection_vma", "protection_page", "soft_dirty", "release", "migrate", "exclusive")
+UNKNOWN = ("unknown", "unknown")
+NR_LAT_SLOTS = 64
+
+ARRAYS = ("invalidate_starts", "invalidations_by_event", "invalidate_ends", "invalidate_start_latency",
+          "invalidate_start_latency_sum_ns", "unpaired_starts", "unattributed_failures", "oom_victims",
+          "oom_reap_attempts", "oom_reap_calls", "oom_reaper_gave_up", "oom_reap_latency",
+          "oom_reap_latency_sum_ns", "events_lost")
+HASHES = {"notifier_invalidations": ("ip", "kind", "mode", "result"), "notifier_latency": ("ip", "mode", "slot"),
+          "notifier_latency_sum_ns": ("ip", "mode"), "notifier_ends": None, "oom_reap_blocked": None}
+
+
+def _total(leaf):
+    try:
+        return sum(int(getattr(v, "value", v)) for v in leaf)   # per-CPU values
+    except TypeError:
+        return int(getattr(leaf, "value", leaf))
+
+
+def read_raw(bpf):
+    """Every counting map of the loaded program as plain Python: per-CPU values summed.
+    Maps the program was compiled without (HAVE_STRUCTS=0) are absent."""
+    raw = {}
+    names = set()
+    for name in ARRAYS + tuple(HASHES):
+        try:
+            table = bpf[name]
+        except KeyError:
+            continue
+        names.add(name)
+        if name in HASHES:
+            fields = HASHES[name]
+            raw[name] = {(tuple(getattr(k, f) for f in fields) if fields else k.value): _total(v)
+                         for k, v in table.items()}
+        else:
+            raw[name] = [_total(v) for v in table.values()]
+    return raw
+
+
+def _slots(values, base=0):
+    return {s: n for s, n in enumerate(values[base:base + NR_LAT_SLOTS]) if n}
+
+
+def build_snapshot(raw, resolve, attached_callbacks=(), statuses=()):
+    """Snapshot of raw map contents.
+
+    resolve(ip) -> (symbol, module); attached_callbacks: [(symbol, module, kind name)]
+    whose series exist at 0 from the start; statuses: ProbeStatus-like (probe, method, attached).
+    """
+    s = Snapshot()
+    core_on = any(st.attached for st in statuses if st.probe == "invalidate_range_start")
+    if "invalidate_starts" in raw and core_on:
+        starts = raw["invalidate_starts"]
+        for m, mode in enumerate(MODES):
+            for r, result in enumerate(RESULTS):
+                s.set("mnmon_invalidate_range_start_total", starts[m * 3 + r], mode=mode, result=result)
+            s.set("mnmon_invalidate_range_start_duration_seconds",
+                  log2_histogram(_slots(raw["invalidate_start_latency"], m * NR_LAT_SLOTS),
+                                 raw["invalidate_start_latency_sum_ns"][m]), mode=mode)
+        for e, n in enumerate(raw["invalidations_by_event"]):
+            if n or e < len(EVENTS):
+                s.set("mnmon_invalidations_by_event_total", n, event=EVENTS[e] if e < len(EVENTS) else str(e))
+        ends = raw["invalidate_ends"][0]
+        s.set("mnmon_invalidate_range_end_total", ends)
+        ok = starts[0] + starts[3]
+        s.set("mnmon_invalidations_in_progress", max(0, ok - ends))
+        s.set("mnmon_unpaired_invalidate_starts_total", raw["unpaired_starts"][0])
+        _notifiers(s, raw, resolve, attached_callbacks)
+    _oom(s, raw, resolve)
+    for st in statuses:
+        s.set("mnmon_probe_attached", 1 if st.attached else 0, probe=st.probe, method=st.method or "none")
+    s.set("mnmon_events_lost_total", raw.get("events_lost", [0])[0])
+    return s
+
+
+def _notifiers(s, raw, resolve, attached_callbacks):
+    for symbol, module, kind in attached_callbacks:
+        if kind == "list_end":
+            s.set("mnmon_notifier_invalidate_range_end_total", 0, notifier=symbol, module=module)
+            continue
+        for mode in MODES:
+            for result in RESULTS:
+                s.set("mnmon_notifier_invalidations_total", 0, notifier=symbol, module=module, kind=kind,
+                      mode=mode, result=result)
+    for (ip, kind, mode, result), n in raw.get("notifier_invalidations", {}).items():
+        name, module = resolve(ip)
+        s.add("mnmon_notifier_invalidations_total", n, notifier=name, module=module, kind=KINDS[kind],
+              mode=MODES[mode], result=RESULTS[result])
+    # Failed starts no probed callback owned: an explicit "unknown" notifier, never dropped.
+    for m, mode in enumerate(MODES):
+        for r, result in enumerate(RESULTS):
+            n = raw["unattributed_failures"][m * 3 + r]
+            if n:
+                s.add("mnmon_notifier_invalidations_total", n, notifier="unknown", module="unknown",
+                      kind="unknown", mode=mode, result=result)
+    for ip, n in raw.get("notifier_ends", {}).items():
+        name, module = resolve(ip)
+        s.add("mnmon_notifier_invalidate_range_end_total", n, notifier=name, module=module)
+    slots, sums = {}, {}
+    for (ip, mode, slot), n in raw.get("notifier_latency", {}).items():
+        slots.setdefault((resolve(ip), mode), {})[slot] = n
+    for (ip, mode), ns in raw.get("notifier_latency_sum_ns", {}).items():
+        sums[(resolve(ip), mode)] = sums.get((resolve(ip), mode), 0) + ns
+    for symbol, module, kind in attached_callbacks:
+        if kind != "list_end":
+            for m in range(len(MODES)):
+                slots.setdefault(((symbol, module), m), {})
+    for ((name, module), mode), sl in slots.items():
+        s.set("mnmon_notifier_invalidation_duration_seconds", log2_histogram(sl, sums.get(((name, module), mode), 0)),
+              notifier=name, module=module, mode=MODES[mode])
+
+
+def _oom(s, raw, resolve):
+    if "oom_victims" not in raw:
+        return
+    s.set("mnmon_oom_victims_total", raw["oom_victims"][0])
+    for r, result in enumerate(REAP_RESULTS):
+        s.set("mnmon_oom_reap_attempts_total", raw["oom_reap_attempts"][r], result=result)
+    for c, caller in enumerate(REAP_CALLERS):
+        for r, result in enumerate(REAP_RESULTS[:2]):       # a skip is not a call
+            s.set("mnmon_oom_reap_calls_total", raw["oom_reap_calls"][c * 3 + r], caller=caller, result=result)
+    s.set("mnmon_oom_reaper_gave_up_total", raw["oom_reaper_gave_up"][0])
+    for ip, n in raw.get("oom_reap_blocked", {}).items():
+        name, module = resolve(ip) if ip else UNKNOWN
+        s.add("mnmon_oom_reap_blocked_total", n, notifier=name, module=module)
+    s.set("mnmon_oom_reap_duration_seconds",
+          log2_histogram(_slots(raw["oom_reap_latency"]), raw["oom_reap_latency_sum_ns"][0]))
