@@ -41,9 +41,7 @@ static __always_inline void core_start_exit(void *ctx, int ret)
 	invalidate_starts.atomic_increment(idx);
 	idx = c->event;
 	invalidations_by_event.atomic_increment(idx);
-	slot = bpf_log2l(ns);
-	if (slot >= NR_LAT_SLOTS)
-		slot = NR_LAT_SLOTS - 1;
+	slot = log2_slot(ns);
 	idx = c->mode * NR_LAT_SLOTS + slot;
 	invalidate_start_latency.atomic_increment(idx);
 	idx = c->mode;

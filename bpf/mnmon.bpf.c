@@ -22,6 +22,7 @@
  *                 read a kernel struct, only tracepoint records are safe
  *   MV_ANON_RSS_OFF, MV_FILE_RSS_OFF, MV_SHMEM_RSS_OFF: offsets of oom:mark_victim's
  *                 rss fields where the tracepoint has them (6.9+), from its format file
+ *   MV_COMM_LOC_OFF: offset of its __data_loc comm field, likewise
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
@@ -82,6 +83,15 @@ static __always_inline void emit(void *ctx, struct mnmon_event *e)
 		if (lost)
 			(*lost)++;
 	}
+}
+
+/* Slot s of a latency histogram holds [2^s, 2^(s+1)) ns. bcc's bpf_log2l() is
+ * floor(log2) + 1 (its slot 0 is the value 0), hence the - 1. */
+static __always_inline u32 log2_slot(u64 ns)
+{
+	u32 slot = ns ? bpf_log2l(ns) - 1 : 0;
+
+	return slot < NR_LAT_SLOTS ? slot : NR_LAT_SLOTS - 1;
 }
 
 static __always_inline u32 tid(void)

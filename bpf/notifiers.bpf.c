@@ -116,7 +116,7 @@ static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 	v = notifier_latency_sum_ns.lookup_or_try_init(&lk, &zero);
 	if (v)
 		__sync_fetch_and_add(v, ns);
-	lk.slot = bpf_log2l(ns);
+	lk.slot = log2_slot(ns);
 	v = notifier_latency.lookup_or_try_init(&lk, &zero);
 	if (v)
 		__sync_fetch_and_add(v, 1);

@@ -83,6 +83,14 @@ int on_mark_victim(struct oom_pid_record *args)
 		e.rss_kb = anon + file + shmem;
 	}
 #endif
+#ifdef MV_COMM_LOC_OFF	/* __data_loc: offset in the low 16 bits, length in the high */
+	{
+		u32 loc = 0;
+
+		bpf_probe_read_kernel(&loc, sizeof(loc), (void *)args + MV_COMM_LOC_OFF);
+		bpf_probe_read_kernel_str(&e.comm, sizeof(e.comm), (void *)args + (loc & 0xffff));
+	}
+#endif
 	emit(args, &e);
 	return 0;
 }
@@ -173,9 +181,7 @@ static __always_inline void reap_exit(void *ctx, bool reaped)
 		idx = res;
 		oom_reap_attempts.atomic_increment(idx);
 	}
-	slot = bpf_log2l(ns);
-	if (slot >= NR_LAT_SLOTS)
-		slot = NR_LAT_SLOTS - 1;
+	slot = log2_slot(ns);
 	oom_reap_latency.atomic_increment(slot);
 	idx = 0;
 	oom_reap_latency_sum_ns.atomic_increment(idx, ns);

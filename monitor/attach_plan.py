@@ -124,4 +124,6 @@ def plan(facts):
     if all(k in mv for k in ("anon_rss", "file_rss", "shmem_rss")):     # oom:mark_victim, 6.9+
         cflags += [f"-DMV_ANON_RSS_OFF={mv['anon_rss']}", f"-DMV_FILE_RSS_OFF={mv['file_rss']}",
                    f"-DMV_SHMEM_RSS_OFF={mv['shmem_rss']}"]
+    if "comm" in mv:
+        cflags.append(f"-DMV_COMM_LOC_OFF={mv['comm']}")             # __data_loc char[]
     return Plan(api, cflags, probes, callbacks)

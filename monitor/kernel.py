@@ -1,6 +1,7 @@
 """Facts about the running kernel that decide what mnmon can attach, and how."""
 import os
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,10 +50,17 @@ def parse_tracepoint_format(text):
     return out
 
 
-def tracefs():
+def tracefs(mount=True):
+    """The tracefs mount, mounting it at /sys/kernel/tracing when none is (and we may)."""
     for d in TRACEFS_DIRS:
         if Path(d, "events").is_dir():
             return Path(d)
+    if mount and os.geteuid() == 0 and Path(TRACEFS_DIRS[0]).is_dir():
+        # What systemd does at boot; a bare container or initramfs may not have.
+        subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS_DIRS[0]],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        if Path(TRACEFS_DIRS[0], "events").is_dir():
+            return Path(TRACEFS_DIRS[0])
     return None
 
 

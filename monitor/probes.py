@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor import attach_plan, discovery, kernel
+from monitor import attach_plan, discovery, events, headers, kernel, readers
 from monitor.symbols import Symbols
 
 BPF_DIR = Path(os.environ.get("MNMON_BPF_DIR", Path(__file__).resolve().parent.parent / "bpf")).resolve()
@@ -51,6 +51,7 @@ class Monitor:
         self.callbacks = {}                        # (symbol, module) -> (Callback, addr)
         self.scanner = discovery.BTFScanner()
         self._modules = _read_modules()
+        self._user_lost = 0
 
     @classmethod
     def start(cls, disable=()):
@@ -66,7 +67,10 @@ class Monitor:
         plan = attach_plan.plan(facts)
         if facts.headers == "other":
             # Tracepoint programs compile against any headers; struct readers are off (HAVE_STRUCTS=0).
-            os.environ["BCC_KERNEL_SOURCE"] = facts.headers_dir
+            try:
+                os.environ["BCC_KERNEL_SOURCE"] = str(headers.usable_headers(facts.headers_dir))
+            except (OSError, headers.HeadersError) as e:
+                raise MonitorError(f"no usable kernel headers for {facts.release}: {e}") from None
         try:
             bpf = NoAutoload(text=compile_unit(), cflags=plan.cflags + [f"-I{BPF_DIR}"])
         except Exception as e:      # bcc raises bare Exception on compile errors
@@ -143,12 +147,52 @@ class Monitor:
                         pass
             self.statuses.pop(f"notifier:{cb.symbol}", None)
 
+    def snapshot(self):
+        """The numbers now, as one Snapshot (monitor/readers.py lists the series)."""
+        cbs = [(cb.symbol, cb.module, cb.kind_name) for cb, _ in self.callbacks.values()
+               if self.statuses.get(f"notifier:{cb.symbol}") and self.statuses[f"notifier:{cb.symbol}"].attached]
+        snap = readers.build_snapshot(readers.read_raw(self.bpf), self.symbols.resolve, cbs,
+                                      list(self.statuses.values()))
+        snap.add("mnmon_events_lost_total", self._user_lost + self._kretprobe_misses())
+        return snap
+
+    def open_events(self, callback):
+        """Deliver rare events (monitor.events.Event) to callback from poll_events()."""
+        def raw(_ctx, data, size):
+            callback(events.decode(data, size))
+        if self.facts.version >= (5, 8):
+            self.bpf["events"].open_ring_buffer(raw)
+        else:
+            self.bpf["events"].open_perf_buffer(lambda cpu, data, size: raw(None, data, size),
+                                                lost_cb=self._lost)
+        self._events_open = True
+
+    def poll_events(self, timeout_ms=1000):
+        if self.facts.version >= (5, 8):
+            self.bpf.ring_buffer_poll(timeout_ms)
+        else:
+            self.bpf.perf_buffer_poll(timeout_ms)
+
+    def _lost(self, n):
+        self._user_lost += n
+
+    def _kretprobe_misses(self):
+        """Returns our kretprobes missed (all instances busy): counted as lost events."""
+        tfs = kernel.tracefs(mount=False)
+        try:
+            text = (tfs / "kprobe_profile").read_text() if tfs else ""
+        except OSError:
+            return 0
+        return sum(int(line.split()[2]) for line in text.splitlines()
+                   if line.split() and line.split()[0].endswith(f"_bcc_{os.getpid()}"))
+
     def close(self):
         self.bpf.cleanup()
 
 
 def _attach(bpf, spec):
-    """Attach one planned probe, trying its methods in order."""
+    """Attach one planned probe, trying its methods in order; a method that half
+    attached is rolled back before the next is tried (no double counting)."""
     if not spec.methods:
         return ProbeStatus(spec.probe, "", False, spec.reason)
     errors = []
@@ -156,22 +200,51 @@ def _attach(bpf, spec):
         if method == attach_plan.ATTEMPT_COUNT:
             return ProbeStatus(spec.probe, method, True)     # lives inside the oom tracepoint programs
         entry, ret = spec.programs[method]
+        done = []
         try:
             for target in spec.targets:
-                if method == attach_plan.FENTRY:
-                    bpf.attach_kfunc(fn_name=entry)
-                    if ret:
-                        bpf.attach_kretfunc(fn_name=ret)
-                elif method == attach_plan.KPROBE:
-                    bpf.attach_kprobe(event=target, fn_name=entry)
-                    if ret:
-                        bpf.attach_kretprobe(event=target, fn_name=ret, maxactive=MAXACTIVE)
-                else:
-                    bpf.attach_tracepoint(tp=target, fn_name=entry)
+                for fn, is_ret in ((entry, False), (ret, True)):
+                    if fn:
+                        _attach_one(bpf, method, target, fn, is_ret)
+                        done.append((method, target, fn, is_ret))
             return ProbeStatus(spec.probe, method, True)
         except Exception as e:
-            errors.append(f"{method}: {e}")
+            for d in done:
+                _detach_one(bpf, *d)
+            errors.append(f"{method}: {_explain(e)}")
     return ProbeStatus(spec.probe, spec.methods[-1], False, "; ".join(errors))
+
+
+def _attach_one(bpf, method, target, fn, is_ret):
+    if method == attach_plan.FENTRY:
+        (bpf.attach_kretfunc if is_ret else bpf.attach_kfunc)(fn_name=fn)
+    elif method == attach_plan.KPROBE:
+        if is_ret:
+            bpf.attach_kretprobe(event=target, fn_name=fn, maxactive=MAXACTIVE)
+        else:
+            bpf.attach_kprobe(event=target, fn_name=fn)
+    else:
+        bpf.attach_tracepoint(tp=target, fn_name=fn)
+
+
+def _detach_one(bpf, method, target, fn, is_ret):
+    try:
+        if method == attach_plan.FENTRY:
+            (bpf.detach_kretfunc if is_ret else bpf.detach_kfunc)(fn_name=fn)
+        elif method == attach_plan.KPROBE:
+            (bpf.detach_kretprobe if is_ret else bpf.detach_kprobe)(event=target)
+        else:
+            bpf.detach_tracepoint(tp=target)
+    except Exception:
+        pass        # it was not attached after all
+
+
+def _explain(exc):
+    msg = str(exc)
+    # bcc says this for any EPERM; as root it means the kernel refuses the attach itself.
+    if "super-user" in msg and os.geteuid() == 0:
+        return "refused by the kernel (EPERM) although running as root"
+    return msg
 
 
 def compile_unit(main=None):

@@ -101,10 +101,10 @@ def child_victim(args):
     # List notifiers go on the head of the mm's hlist: the last one added is called first.
     for name, behaviour in reversed(args.list):
         slots[name] = fx.add_list(behaviour)
+    announce(slots=slots)
     parked = threading.Thread(target=fx.park, args=(args.park_ms,), daemon=True)
     parked.start()
     time.sleep(0.3)                 # let the thread reach msleep() before the OOM kill
-    announce(slots=slots)
     while True:                     # grow until the OOM killer picks us
         m, _ = anon_private(4 * MB)
         touch(m)
@@ -112,7 +112,10 @@ def child_victim(args):
 
 
 def announce(**what):
+    """Say who we are and what we subscribed, then wait for the parent's go
+    (it may first make sure a monitor has attached to our notifiers)."""
     print(json.dumps({"pid": os.getpid(), **what}), flush=True)
+    sys.stdin.readline()
 
 
 def hold():
@@ -132,14 +135,20 @@ class Child:
     at_done: object = None          # what the at_done callback returned
 
 
-def _spawn(argv, timeout, at_done=None):
-    """Run a scenario child; at_done() runs while a holding child waits, before it exits."""
+def _spawn(argv, timeout, at_done=None, on_ready=None):
+    """Run a scenario child. on_ready(info) runs before the child starts its work;
+    at_done() runs while a holding child waits after it, before it exits."""
     t0 = time.monotonic()
     p = subprocess.Popen([sys.executable, "-m", "tests.kernel.scenarios", *argv],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     result = None
     try:
+        if line:
+            if on_ready:
+                on_ready(json.loads(line))
+            p.stdin.write("go\n")
+            p.stdin.flush()
         if line and p.stdout.readline().strip() == "done" and at_done:
             result = at_done()
         p.stdin.close()
@@ -154,18 +163,18 @@ def _spawn(argv, timeout, at_done=None):
     return Child(info["pid"], info, p.returncode, time.monotonic() - t0, result)
 
 
-def run_kvm(iterations=200, pages=16, timeout=300, at_done=None):
-    return _spawn(["kvm", "--iterations", str(iterations), "--pages", str(pages)], timeout, at_done)
+def run_kvm(iterations=200, pages=16, timeout=300, at_done=None, on_ready=None):
+    return _spawn(["kvm", "--iterations", str(iterations), "--pages", str(pages)], timeout, at_done, on_ready)
 
 
 def run_churn(kind="list", behaviour="sleep", sleep_us=0, iterations=100, pages=1, timeout=600,
-              at_done=read_stats):
+              at_done=read_stats, on_ready=None):
     """Churn; by default child.at_done holds the fixture's counts read before the child exits."""
     return _spawn(["churn", "--kind", kind, "--behaviour", behaviour, "--sleep-us", str(sleep_us),
-                   "--iterations", str(iterations), "--pages", str(pages)], timeout, at_done)
+                   "--iterations", str(iterations), "--pages", str(pages)], timeout, at_done, on_ready)
 
 
-def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120):
+def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120, on_ready=None):
     """Run an OOM victim in its own memory cgroup; returns once every thread has exited.
 
     lists: [(name, behaviour)] in call order, e.g. [("A", "never_fail"), ("B", "fail_nonblock")].
@@ -180,7 +189,7 @@ def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120):
             argv += ["--list", f"{name}={behaviour}"]
         if interval:
             argv += ["--interval", interval]
-        return _spawn(argv, timeout)
+        return _spawn(argv, timeout, on_ready=on_ready)
     finally:
         for _ in range(100):
             try:

@@ -1,0 +1,68 @@
+"""Rare events from the BPF ring buffer: decoding (pure) and naming."""
+import ctypes
+from dataclasses import dataclass
+
+from monitor.metrics import REAP_CALLERS, REAP_RESULTS, RESULTS, MODES
+
+TYPES = {1: "notifier_failed", 2: "oom_victim", 3: "reap_attempt", 4: "reaper_gave_up", 5: "unpaired_start"}
+KINDS = {0: "list", 1: "interval", 2: "list_end"}
+
+
+class RawEvent(ctypes.Structure):
+    """struct mnmon_event of bpf/mnmon.h (tests/unit/test_events.py checks the layout)."""
+    _fields_ = [("ts_ns", ctypes.c_ulonglong), ("ip", ctypes.c_ulonglong), ("duration_ns", ctypes.c_ulonglong),
+                ("rss_kb", ctypes.c_ulonglong), ("type", ctypes.c_uint), ("pid", ctypes.c_uint),
+                ("tid", ctypes.c_uint), ("result", ctypes.c_int), ("caller", ctypes.c_uint),
+                ("kind", ctypes.c_uint), ("comm", ctypes.c_char * 16)]
+
+
+@dataclass
+class Event:
+    type: str
+    ts_ns: int
+    pid: int
+    tid: int
+    comm: str
+    ip: int = 0
+    duration_ns: int = 0
+    rss_kb: int = 0
+    result: int = 0
+    caller: int = 0
+    kind: int = 0
+
+    def describe(self, resolve):
+        """The event as named fields, what `mnmon watch --json` prints."""
+        out = {"event": self.type, "ts_ns": self.ts_ns}
+        if self.type == "notifier_failed":
+            name, module = resolve(self.ip)
+            out.update(notifier=name, module=module, kind=KINDS.get(self.kind, "?"),
+                       mode=MODES[self.caller] if self.caller < 2 else "?", result=RESULTS[self.result],
+                       duration_seconds=self.duration_ns / 1e9, pid=self.pid, comm=self.comm)
+        elif self.type == "oom_victim":
+            out.update(pid=self.pid)
+            if self.comm:
+                out["comm"] = self.comm
+            if self.rss_kb:
+                out["rss_kb"] = self.rss_kb
+        elif self.type == "reap_attempt":
+            out.update(victim_pid=self.pid, result=REAP_RESULTS[self.result])
+            if self.result != 2:
+                out.update(caller=REAP_CALLERS[self.caller], duration_seconds=self.duration_ns / 1e9)
+            if self.ip:
+                out["blocked_by"], out["blocked_by_module"] = resolve(self.ip)
+        elif self.type == "reaper_gave_up":
+            out.update(victim_pid=self.pid)
+        elif self.type == "unpaired_start":
+            out.update(unpaired=self.result, pid=self.pid, comm=self.comm)
+        return out
+
+
+def decode(data, size=None):
+    """An Event from a ring buffer record (a pointer or bytes)."""
+    if isinstance(data, (bytes, bytearray)):
+        raw = RawEvent.from_buffer_copy(bytes(data[:ctypes.sizeof(RawEvent)]))
+    else:
+        raw = ctypes.cast(data, ctypes.POINTER(RawEvent)).contents
+    return Event(type=TYPES.get(raw.type, f"type{raw.type}"), ts_ns=raw.ts_ns, pid=raw.pid, tid=raw.tid,
+                 comm=raw.comm.decode(errors="replace"), ip=raw.ip, duration_ns=raw.duration_ns,
+                 rss_kb=raw.rss_kb, result=raw.result, caller=raw.caller, kind=raw.kind)

@@ -1,0 +1,230 @@
+"""mnmon's numbers against ground truth on the real kernel: the fixture's own counts,
+the kvm:kvm_unmap_hva_range tracepoint, the oom:* tracepoints, the kernel log."""
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.kernel import scenarios
+from tests.kernel.evidence import HitCounter, KernelLog, TraceInstance
+from tests.kernel.fixture_dev import read_stats
+from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS
+
+NB, B = "nonblockable", "blockable"
+KVM_START = ("kvm_mmu_notifier_invalidate_range_start", "kvm")
+KVM_END = ("kvm_mmu_notifier_invalidate_range_end", "kvm")
+
+
+@pytest.fixture(scope="module")
+def mon():
+    from monitor.probes import Monitor
+    m = Monitor.start()
+    m.received = []
+    m.open_events(m.received.append)
+    yield m
+    m.close()
+
+
+def drain(mon):
+    """Events the ring buffer holds now."""
+    before = -1
+    while before != len(mon.received):
+        before = len(mon.received)
+        mon.poll_events(100)
+    return mon.received
+
+
+def wait_attached(mon, *symbols, timeout=15):
+    """Refresh discovery until every symbol's callback probe is attached (as the daemon would)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        mon.refresh()
+        if all(mon.statuses.get(f"notifier:{s}") and mon.statuses[f"notifier:{s}"].attached for s in symbols):
+            return time.monotonic() - (deadline - timeout)
+        time.sleep(0.2)
+    pytest.fail(f"not attached within {timeout}s: {symbols}: "
+                f"{[mon.statuses.get(f'notifier:{s}') for s in symbols]}")
+
+
+def value(snap, name, **labels):
+    v = snap.get(name, **labels)
+    return 0 if v is None else v
+
+
+def notifier(snap, symbol, mode, result, module="mnmon_fixture", kind="list"):
+    return value(snap, "mnmon_notifier_invalidations_total", notifier=symbol, module=module, kind=kind,
+                 mode=mode, result=result)
+
+
+def test_probes_attach_on_the_stock_kernel(mon):
+    st = mon.statuses
+    assert (st["invalidate_range_start"].method, st["invalidate_range_start"].attached) == ("fentry", True)
+    assert (st["invalidate_range_end"].method, st["invalidate_range_end"].attached) == ("fentry", True)
+    assert st["oom_reap_task_mm"].attached and st["oom_reaper_gave_up"].method == "kprobe"
+    for tp in ("oom:mark_victim", "oom:start_task_reaping", "oom:skip_task_reaping"):
+        assert st[tp].attached, st[tp]
+    # KVM's callbacks come from kvm.ko's BTF, before any VM exists.
+    assert st["notifier:kvm_mmu_notifier_invalidate_range_start"].attached
+    assert st["notifier:kvm_mmu_notifier_invalidate_range_end"].attached
+    snap = mon.snapshot()
+    assert snap.get("mnmon_probe_attached", probe="invalidate_range_start", method="fentry") == 1
+    # Known series exist at zero before anything happens.
+    assert snap.get("mnmon_notifier_invalidations_total", notifier=KVM_START[0], module="kvm", kind="list",
+                    mode=NB, result="eagain") is not None
+
+
+def _kvm_equals_tracepoint(mon, iterations=300):
+    before = mon.snapshot()
+    with HitCounter("kvm/kvm_unmap_hva_range") as hits:
+        child = scenarios.run_kvm(iterations=iterations, pages=16)
+    after = mon.snapshot()
+    assert child.returncode == 0
+    d = lambda snap, mode, result: notifier(snap, KVM_START[0], mode, result, module="kvm")
+    ok = d(after, B, "ok") - d(before, B, "ok")
+    assert hits.hits >= iterations
+    assert ok == hits.hits, f"mnmon counted {ok} KVM invalidations, the kernel traced {hits.hits}"
+    assert d(after, NB, "eagain") == d(before, NB, "eagain")
+    ends = value(after, "mnmon_notifier_invalidate_range_end_total", notifier=KVM_END[0], module="kvm") - \
+        value(before, "mnmon_notifier_invalidate_range_end_total", notifier=KVM_END[0], module="kvm")
+    assert ends == ok
+    return ok
+
+
+def test_kvm_notifier_counts_equal_the_kernels_trace(mon):
+    print(f"KVM: {_kvm_equals_tracepoint(mon)} invalidations, mnmon == kvm:kvm_unmap_hva_range")
+
+
+def _oom_scenario(mon, symbols, **kw):
+    base = {}
+
+    def ready(info):
+        wait_attached(mon, *symbols)
+        base["fixture"], base["snap"] = read_stats(), mon.snapshot()
+        drain(mon)
+        base["events"] = len(mon.received)
+
+    log = KernelLog()
+    with TraceInstance("oom", OOM_EVENTS) as trace:
+        child = scenarios.run_oom(on_ready=ready, **kw)
+    lines = log.lines()
+    log.close()
+    time.sleep(0.5)             # the reaper has finished with this victim: its pid is gone
+    after, fixture = mon.snapshot(), read_stats()
+    events = drain(mon)[base["events"]:]
+    tp = {ev: [e for e in trace.events(ev) if int(e.get("pid", -1)) == child.pid] for ev in OOM_EVENTS}
+    delta = lambda name, **l: value(after, name, **l) - value(base["snap"], name, **l)
+    fx = {name: (fixture[slot], base["fixture"].get(slot)) for name, slot in child.info["slots"].items()}
+    return child, delta, fx, tp, lines, events
+
+
+def fdelta(fx, name, field):
+    now, then = fx[name]
+    return getattr(now, field) - (getattr(then, field) if then else 0)
+
+
+def test_ab_oom_blocker_named_and_counts_equal_ground_truth(mon):
+    a_start, b_start = "mnmon_fx_list_never_fail_start", "mnmon_fx_list_fail_nonblock_start"
+    child, delta, fx, tp, lines, events = _oom_scenario(
+        mon, (a_start, "mnmon_fx_list_never_fail_end", b_start, "mnmon_fx_list_fail_nonblock_end"),
+        lists=[("A", "never_fail"), ("B", "fail_nonblock")])
+    assert child.returncode == -9
+    nd = lambda sym, mode, result: delta("mnmon_notifier_invalidations_total", notifier=sym,
+                                         module="mnmon_fixture", kind="list", mode=mode, result=result)
+    b_fail = fdelta(fx, "B", "nonblockable_fail")
+    assert b_fail > 0
+    # Per notifier, every mode and result: mnmon == the fixture's own counts.
+    for name, sym in (("A", a_start), ("B", b_start)):
+        assert nd(sym, NB, "eagain") == fdelta(fx, name, "nonblockable_fail"), name
+        assert nd(sym, NB, "ok") == fdelta(fx, name, "nonblockable_ok"), name
+        assert nd(sym, B, "ok") == fdelta(fx, name, "blockable_ok"), name
+        assert nd(sym, B, "eagain") == fdelta(fx, name, "blockable_fail") == 0, name
+    assert nd(a_start, NB, "eagain") == 0 and nd(a_start, NB, "ok") == b_fail
+    # The core start fails once per VMA B fails on; as many lines in the kernel's log.
+    assert delta("mnmon_invalidate_range_start_total", mode=NB, result="eagain") == b_fail
+    assert len([l for l in lines if "callback failed with -11 in non-blockable context" in l]) == b_fail
+    # 6.1 ends A inside the failing start (c2655835fd8c): nothing unpaired.
+    assert delta("mnmon_unpaired_invalidate_starts_total") == 0
+    assert fdelta(fx, "A", "nonblockable_ends") == fdelta(fx, "A", "nonblockable_ok")
+    # The reaper: one victim, ten attempts blocked, all by B, one give-up.
+    assert delta("mnmon_oom_victims_total") == len(tp["oom/mark_victim"]) == 1
+    assert delta("mnmon_oom_reap_attempts_total", result="notifier_blocked") == \
+        len(tp["oom/start_task_reaping"]) == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_attempts_total", result="reaped") == 0
+    assert delta("mnmon_oom_reap_calls_total", caller="oom_reaper", result="notifier_blocked") == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_blocked_total", notifier=b_start, module="mnmon_fixture") == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_blocked_total", notifier=a_start, module="mnmon_fixture") == 0
+    unable = [l for l in lines if re.search(rf"oom_reaper: unable to reap pid:{child.pid}\b", l)]
+    assert delta("mnmon_oom_reaper_gave_up_total") == len(unable) == 1
+    # The same story on the event stream, for `mnmon watch`.
+    kinds = [e.type for e in events]
+    assert kinds.count("notifier_failed") == b_fail
+    assert [e.pid for e in events if e.type == "oom_victim"] == [child.pid]
+    attempts = [e for e in events if e.type == "reap_attempt" and e.pid == child.pid]
+    assert len(attempts) == MAX_OOM_REAP_RETRIES
+    assert {mon.symbols.resolve(e.ip)[0] for e in attempts} == {b_start}
+    assert [e.pid for e in events if e.type == "reaper_gave_up"] == [child.pid]
+    print(f"A/B: B eagain {b_fail} (fixture {b_fail}), attempts blocked {MAX_OOM_REAP_RETRIES}, gave up 1")
+
+
+def test_interval_oom_failure_counted_though_the_kernel_logs_nothing(mon):
+    sym = "mnmon_fx_interval_fail_nonblock"
+    child, delta, fx, tp, lines, events = _oom_scenario(mon, (sym,), interval="fail_nonblock")
+    assert child.returncode == -9
+    got = delta("mnmon_notifier_invalidations_total", notifier=sym, module="mnmon_fixture", kind="interval",
+                mode=NB, result="eagain")
+    assert got == fdelta(fx, "interval", "nonblockable_fail") == MAX_OOM_REAP_RETRIES
+    assert not [l for l in lines if "callback failed" in l]
+    assert delta("mnmon_oom_reap_blocked_total", notifier=sym, module="mnmon_fixture") == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reaper_gave_up_total") == 1
+    assert delta("mnmon_oom_victims_total") == 1
+
+
+def test_sleeping_notifier_latency_lands_in_the_bucket_of_its_sleep(mon):
+    sym = "mnmon_fx_interval_sleep"
+    snaps = {}
+    child = scenarios.run_churn(kind="interval", behaviour="sleep", sleep_us=1500, iterations=40,
+                                on_ready=lambda info: (wait_attached(mon, sym), snaps.setdefault("b", mon.snapshot())),
+                                at_done=lambda: (read_stats(), mon.snapshot()))
+    fixture, after = child.at_done
+    h = after.get("mnmon_notifier_invalidation_duration_seconds", notifier=sym, module="mnmon_fixture", mode=B)
+    h0 = snaps["b"].get("mnmon_notifier_invalidation_duration_seconds", notifier=sym, module="mnmon_fixture", mode=B)
+    per_bucket = {le: n - dict(h0.buckets)[le] for le, n in h.buckets}
+    les = [le for le, _ in h.buckets]
+    mass = {le: per_bucket[le] - (per_bucket[les[i - 1]] if i else 0) for i, le in enumerate(les)}
+    top = max(mass, key=mass.get)
+    # 1.5 ms lies in (2^20, 2^21] ns: le = 2.097152 ms; the fixture timed itself there too.
+    assert top == pytest.approx((1 << 21) / 1e9)
+    assert fixture[child.info["slot"]].hist_log2_ns.index(max(fixture[child.info["slot"]].hist_log2_ns)) == 20
+    assert mass[top] >= 0.9 * 40
+
+
+def test_a_million_invalidations_counted_exactly(mon):
+    sym, n = "mnmon_fx_interval_never_fail", 1_000_000
+    snaps = {}
+    t0 = time.monotonic()
+    child = scenarios.run_churn(kind="interval", behaviour="never_fail", iterations=n, timeout=3000,
+                                on_ready=lambda info: (wait_attached(mon, sym), snaps.setdefault("b", mon.snapshot())),
+                                at_done=lambda: (read_stats(), mon.snapshot()))
+    fixture, after = child.at_done
+    before = snaps["b"]
+    got = notifier(after, sym, B, "ok", kind="interval") - notifier(before, sym, B, "ok", kind="interval")
+    truth = fixture[child.info["slot"]].blockable_ok
+    assert truth == n
+    assert got == truth, f"mnmon {got} != fixture {truth}"
+    core = value(after, "mnmon_invalidate_range_start_total", mode=B, result="ok") - \
+        value(before, "mnmon_invalidate_range_start_total", mode=B, result="ok")
+    assert core >= n
+    assert value(after, "mnmon_events_lost_total") == value(before, "mnmon_events_lost_total") == 0
+    print(f"load: {got} invalidations counted, fixture {truth}, {time.monotonic() - t0:.0f} s, 0 lost")
+
+
+def test_module_loaded_after_start_is_picked_up(mon):
+    # KVM reloaded under a running monitor: its callbacks come back from the new BTF.
+    subprocess.run(["rmmod", "kvm_amd", "kvm"], check=True)
+    mon.refresh()
+    assert "notifier:kvm_mmu_notifier_invalidate_range_start" not in mon.statuses
+    subprocess.run(["modprobe", "kvm_amd"], check=True)
+    took = wait_attached(mon, KVM_START[0], KVM_END[0], timeout=10)
+    assert took < 10
+    assert _kvm_equals_tracepoint(mon, iterations=100) >= 100
