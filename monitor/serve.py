@@ -1,0 +1,243 @@
+"""The `mnmon serve` daemon: attach, serve, tell systemd, reload on SIGHUP, detach on SIGTERM.
+
+The CLI passes `make_registry(settings)`, which attaches the BPF probes and
+returns an Attachment: the prometheus_client registry to serve and a close()
+that detaches. This module knows nothing of BPF, so it is tested with a plain
+registry.
+
+    every discovery.interval   the attachment's refresh(), if it has one
+    every WatchdogSec/2        WATCHDOG=1, when systemd asks for it
+    SIGHUP   re-read the config file (flags still win) and the web config file;
+             on error log it and keep serving with the old settings
+    SIGTERM  STOPPING=1, stop the server, close(), return 0 (SIGINT too)
+"""
+import dataclasses
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
+
+from monitor import sdnotify
+from monitor.config import ConfigError, format_duration
+from monitor.web.server import Exporter, ServeError
+
+# Probe settings are read once, at attach time; a reload cannot change them.
+_RESTART_ONLY = ("strict", "disable", "discovery_interval", "watchdog")
+
+
+class Attachment(Protocol):
+    """What make_registry(settings) returns.
+
+    registry: a prometheus_client CollectorRegistry with the probes' collectors.
+    close(): detach the probes; called once, after the server has stopped.
+    refresh(): optional; called from the main loop every discovery.interval to
+        attach what appeared since (new notifiers, modules). An exception is
+        logged and the next call comes on time. Returns new ProbeStatus-like
+        records (or nothing); each is logged.
+    """
+    registry: object
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Attached:
+    """The simplest Attachment: `Attached(registry, bpf.cleanup, monitor.refresh)`."""
+    registry: object
+    close: Callable[[], None] = lambda: None
+    refresh: Optional[Callable[[], object]] = None
+
+
+class Daemon:
+    """The daemon's steps without the signal loop, so tests can drive them one by one."""
+
+    def __init__(self, settings, make_registry, log, env=None):
+        self.settings = settings
+        self.make_registry = make_registry
+        self.log = log
+        self.env = os.environ if env is None else env
+        self.attachment = None
+        self.exporter = None
+        self.watchdog_period = None
+
+    def start(self):
+        """Attach, listen, send READY=1. Raises ConfigError, WebConfigError or ServeError
+        (and whatever make_registry raises), detaching again if the server cannot start."""
+        interval = sdnotify.watchdog_interval(self.env)
+        if self.settings.watchdog and interval is None:
+            raise ServeError("watchdog: true, but systemd set no WATCHDOG_USEC (WatchdogSec= in the unit)")
+        if self.settings.watchdog is False and interval is not None:
+            self.log.warning("watchdog: false, but systemd expects a ping every %s", format_duration(interval))
+            interval = None
+        self.watchdog_period = interval / 2 if interval else None
+        self.attachment = self.make_registry(self.settings)
+        try:
+            self.exporter = Exporter(self.attachment.registry, self.settings, self.log.getChild("web"))
+            self.exporter.start()
+        except BaseException:
+            attachment, self.attachment, self.exporter = self.attachment, None, None
+            attachment.close()
+            raise
+        self._notify(sdnotify.ready, f"serving {self.exporter.url}")
+
+    def reload(self):
+        """Re-read the settings and apply them; True if applied. Errors are logged and
+        the old settings stay: a typo in a config file must not take the exporter down."""
+        self._notify(sdnotify.reloading)
+        try:
+            new = self.settings.reload()
+            kept = {k: getattr(self.settings, k) for k in _RESTART_ONLY
+                    if getattr(new, k) != getattr(self.settings, k)}
+            for key in kept:
+                self.log.warning("reload: %s changed; that takes effect at the next restart", key)
+            new = dataclasses.replace(new, **kept)
+            self.exporter.reload(new)
+        except (ConfigError, ServeError) as e:
+            self.log.error("reload failed, still serving with the previous settings: %s", e)
+            applied = False
+        else:
+            self.settings = new
+            self.log.info("reloaded: serving %s", self.exporter.url)
+            applied = True
+        self._notify(sdnotify.ready, f"serving {self.exporter.url}")
+        return applied
+
+    def ping(self):
+        """WATCHDOG=1."""
+        self._notify(sdnotify.watchdog)
+
+    def refresh(self):
+        """The attachment's refresh(), if it has one; its failures are logged, not raised."""
+        fn = getattr(self.attachment, "refresh", None)
+        if fn is None:
+            return
+        try:
+            for found in fn() or ():
+                self.log.info("discovery: %s", found)
+        except Exception as e:     # noqa: BLE001 -- the next round may succeed; serving goes on
+            self.log.warning("discovery failed: %s", e, exc_info=self.log.isEnabledFor(logging.DEBUG))
+
+    def stop(self):
+        """STOPPING=1, stop the server, detach. Safe to call after a partial start."""
+        self._notify(sdnotify.stopping)
+        if self.exporter is not None:
+            self.exporter.stop()
+            self.exporter = None
+        if self.attachment is not None:
+            attachment, self.attachment = self.attachment, None
+            attachment.close()
+
+    def _notify(self, fn, *args):
+        try:
+            fn(*args, env=self.env)
+        except sdnotify.NotifyError as e:
+            self.log.warning("%s", e)
+
+
+def run(settings, make_registry, log, env=None):
+    """Run the daemon until SIGTERM or SIGINT; returns the exit status (0).
+
+    Must be called from the main thread (signal handlers live there). Start-up
+    errors are raised for the CLI to report (see Daemon.start).
+    """
+    daemon = Daemon(settings, make_registry, log, env)
+    # The C-level handler writes each signal's number to this socket, which wakes
+    # select() whichever thread the kernel delivered the signal to.
+    rsock, wsock = socket.socketpair()
+    rsock.setblocking(False)
+    wsock.setblocking(False)
+    signals = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+    old_wakeup = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
+    old_handlers = {s: signal.signal(s, _ignore) for s in signals}
+    try:
+        daemon.start()         # a SIGTERM during a slow attach waits in the socket
+        return _loop(daemon, rsock)
+    finally:
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        signal.set_wakeup_fd(old_wakeup)
+        rsock.close()
+        wsock.close()
+        daemon.stop()
+
+
+def _ignore(signum, frame):
+    pass                       # the wakeup socket carries the signal to _loop
+
+
+def _loop(daemon, rsock):
+    # [period, what to call, when next]: the watchdog now, discovery after one interval.
+    now = time.monotonic()
+    interval = daemon.settings.discovery_interval
+    timers = [[interval, daemon.refresh, now + interval]]
+    if daemon.watchdog_period:
+        timers.append([daemon.watchdog_period, daemon.ping, now])
+    while True:
+        now = time.monotonic()
+        for timer in timers:
+            if now >= timer[2]:
+                timer[1]()
+                timer[2] += timer[0]
+                if timer[2] <= now:          # fell behind (a slow refresh): no burst of catch-ups
+                    timer[2] = now + timer[0]
+        timeout = max(0.0, min(t[2] for t in timers) - time.monotonic())
+        readable, _, _ = select.select([rsock], [], [], timeout)
+        for signum in rsock.recv(256) if readable else b"":
+            if signum == signal.SIGHUP:
+                daemon.log.info("SIGHUP: reloading")
+                daemon.reload()
+            elif signum in (signal.SIGTERM, signal.SIGINT):
+                daemon.log.info("%s: stopping", signal.Signals(signum).name)
+                return 0
+
+
+# syslog priorities sd-daemon(3) reads from a "<N>" line prefix.
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+
+class JournalFormatter(logging.Formatter):
+    """"<6>message": the journal adds the time and reads the priority from the prefix."""
+
+    def format(self, record):
+        prio = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
+
+
+def stderr_is_journal(stream=None, env=None):
+    """Whether `stream` is the journal: $JOURNAL_STREAM ("dev:inode") names its file."""
+    stream = sys.stderr if stream is None else stream
+    env = os.environ if env is None else env
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return env.get("JOURNAL_STREAM", "") == f"{st.st_dev}:{st.st_ino}"
+
+
+def setup_logging(level=logging.INFO, stream=None, env=None):
+    """The "mnmon" logger, writing to stderr: "<6>msg" under systemd's journal,
+    "2024-05-01 12:00:00 info: msg" elsewhere. Returns the logger."""
+    stream = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(stream)
+    if stderr_is_journal(stream, env):
+        handler.setFormatter(JournalFormatter("%(message)s"))
+    else:
+        handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log = logging.getLogger("mnmon")
+    for old in list(log.handlers):
+        log.removeHandler(old)
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+    return log
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record):
+        # A copy: other handlers of the same record keep the usual spelling.
+        return super().format(logging.makeLogRecord({**record.__dict__, "levelname": record.levelname.lower()}))

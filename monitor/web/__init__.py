@@ -1,0 +1,1 @@
+"""The exporter's HTTP(S) side: the web configuration file and the server."""

@@ -1,0 +1,360 @@
+"""The Prometheus exporter-toolkit web configuration file (--web.config.file).
+
+Same layout as every Go exporter (exporter-toolkit docs/web-configuration.md):
+
+    tls_server_config:
+      cert_file: server.crt            # relative names are relative to this file
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert
+      client_ca_file: ca.crt
+      client_allowed_sans: [prometheus.example.org]
+      min_version: TLS12               # TLS10 TLS11 TLS12 TLS13
+      max_version: TLS13
+      prefer_server_cipher_suites: true
+    http_server_config:
+      http2: true                      # accepted; mnmon speaks HTTP/1.1
+      headers:
+        X-Content-Type-Options: nosniff
+    basic_auth_users:
+      prometheus: $2y$10$...           # bcrypt hash, e.g. htpasswd -nBC 10 "" | tr -d ':\\n'
+
+Parts of the Go toolkit Python's ssl module cannot do the same way are refused
+with the reason, never silently weakened: RequestClientCert and
+RequireAnyClientCert (Python verifies every client certificate it asks for),
+cipher_suites and curve_preferences (Go names), inline cert/key/client_ca, and
+rate_limit.
+"""
+import base64
+import binascii
+import hashlib
+import os
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Optional
+
+import bcrypt
+import yaml
+
+from monitor.config import ConfigError
+
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+
+# Go's tls.ClientAuthType names -> what Python's ssl can do for them.
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": None,
+    "RequireAnyClientCert": None,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+
+# The headers the toolkit lets a file set, and the values it accepts (None: any).
+HEADERS = {
+    "Content-Security-Policy": None,
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-XSS-Protection": None,
+    "Strict-Transport-Security": None,
+}
+_CANONICAL = {h.lower(): h for h in HEADERS}
+
+_UNSUPPORTED = {
+    "cert": "inline certificates are not supported; use cert_file",
+    "key": "inline keys are not supported; use key_file",
+    "client_ca": "an inline CA is not supported; use client_ca_file",
+    "cipher_suites": "Go cipher-suite names are not supported; OpenSSL's defaults apply",
+    "curve_preferences": "Go curve names are not supported; OpenSSL's defaults apply",
+    "rate_limit": "rate limiting is not supported",
+}
+_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "client_allowed_sans",
+             "min_version", "max_version", "prefer_server_cipher_suites"}
+
+_BCRYPT = re.compile(r"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
+# Checked when the user is unknown, so a wrong name costs as long as a wrong password.
+_DUMMY_HASH = b"$2b$10$cgVrPUKhW8gfHJcLNo.HBuuMsvXnwP2rwQUehQxaAgoooAmTxbV.S"
+
+
+class WebConfigError(ConfigError):
+    """A web configuration that cannot be used; names the file, key and reason."""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert_file: str
+    key_file: str
+    client_auth: int = ssl.CERT_NONE
+    client_ca_file: Optional[str] = None
+    client_allowed_sans: tuple = ()
+    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
+    max_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3
+    prefer_server_ciphers: bool = True
+
+
+class BasicAuth:
+    """Checks an Authorization header against {user: bcrypt hash}.
+
+    bcrypt at cost 10 takes ~70 ms, so good (user, password) pairs are cached, as the
+    toolkit does; a scrape every 15 s then costs one hash per password change.
+    """
+
+    def __init__(self, users):
+        self.users = {u: h.encode() for u, h in users.items()}
+        self._ok = set()
+
+    @property
+    def required(self):
+        return bool(self.users)
+
+    def check(self, header):
+        """True if no users are configured, or `header` ("Basic b64(user:pass)") matches one."""
+        if not self.users:
+            return True
+        creds = parse_basic(header)
+        if creds is None:
+            return False
+        user, password = creds
+        hashed = self.users.get(user)
+        key = hashlib.sha256(b"\0".join([user.encode(), password, hashed or b""])).digest()
+        if hashed is not None and key in self._ok:
+            return True
+        try:
+            ok = bcrypt.checkpw(password, hashed or _DUMMY_HASH)
+        except ValueError:           # bcrypt >= 5 refuses passwords over 72 bytes
+            ok = False
+        if ok and hashed is not None:
+            if len(self._ok) > 1000:
+                self._ok.clear()
+            self._ok.add(key)
+            return True
+        return False
+
+
+def parse_basic(header):
+    """(user, password bytes) from an Authorization header, or None if it is not
+    well-formed Basic credentials (wrong scheme, bad base64, not UTF-8, no colon)."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        # http.server hands header bytes over as latin-1 text; undo that first.
+        raw = base64.b64decode(value.strip().encode("latin-1"), validate=True)
+        user, sep, password = raw.partition(b":")
+        return (user.decode("utf-8"), password) if sep else None
+    except (UnicodeError, binascii.Error, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """A parsed web configuration; WebConfig() is plain HTTP with no auth."""
+    tls: Optional[TLSConfig] = None
+    users: dict = field(default_factory=dict)
+    headers: dict = field(default_factory=dict)
+    source: str = "web config"
+
+    def ssl_context(self):
+        """A server SSLContext (None without TLS). Opens and loads every file, so a
+        missing or bad certificate is a WebConfigError naming it, now."""
+        t = self.tls
+        if t is None:
+            return None
+        where = f"{self.source}: tls_server_config"
+        for key, path in (("cert_file", t.cert_file), ("key_file", t.key_file),
+                          ("client_ca_file", t.client_ca_file)):
+            if path:
+                _readable(f"{where}.{key}", path)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            ctx.minimum_version = t.min_version
+            ctx.maximum_version = t.max_version
+        except (ValueError, ssl.SSLError) as e:
+            raise WebConfigError(f"{where}: min_version/max_version: {e}") from None
+        if t.prefer_server_ciphers:
+            ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
+        try:
+            # OpenSSL's own error for a bad chain does not say which file is bad.
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=t.cert_file)
+        except ssl.SSLError as e:
+            raise WebConfigError(f"{where}.cert_file: {t.cert_file}: no PEM certificate in it "
+                                 f"({_ssl_reason(e)})") from None
+        try:
+            ctx.load_cert_chain(t.cert_file, t.key_file, password=_no_password)
+        except _EncryptedKey:
+            raise WebConfigError(f"{where}.key_file: {t.key_file}: the key is encrypted; "
+                                 "mnmon needs an unencrypted key") from None
+        except ssl.SSLError as e:
+            if e.reason == "KEY_VALUES_MISMATCH":
+                raise WebConfigError(f"{where}.key_file: {t.key_file}: not the key of "
+                                     f"cert_file {t.cert_file}") from None
+            raise WebConfigError(f"{where}.key_file: {t.key_file}: no PEM private key in it") from None
+        ctx.verify_mode = t.client_auth
+        if t.client_ca_file:
+            try:
+                ctx.load_verify_locations(cafile=t.client_ca_file)
+            except ssl.SSLError as e:
+                raise WebConfigError(f"{where}.client_ca_file: {t.client_ca_file}: {_ssl_reason(e)}") from None
+        return ctx
+
+    def basic_auth(self):
+        return BasicAuth(self.users)
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_password():
+    # Without a callback OpenSSL would prompt on the terminal; a daemon has none.
+    raise _EncryptedKey()
+
+
+def _ssl_reason(e):
+    # "KEY_VALUES_MISMATCH" reads better as "key values mismatch".
+    return e.reason.replace("_", " ").lower() if e.reason else str(e)
+
+
+def _readable(where, path):
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise WebConfigError(f"{where}: {path}: {e.strerror.lower()}") from None
+
+
+def parse(data, source="web config", base_dir=None):
+    """Validate a parsed YAML mapping into a WebConfig (files are not opened yet)."""
+    def fail(key, reason):
+        return WebConfigError(f"{source}: {key}: {reason}")
+
+    def path(key, value):
+        if not isinstance(value, str) or not value:
+            raise fail(key, f"{value!r} is not a file name")
+        return os.path.join(base_dir, value) if base_dir and not os.path.isabs(value) else value
+
+    if data is None:
+        return WebConfig(source=source)
+    if not isinstance(data, dict):
+        raise fail("top level", f"expected a mapping, got {type(data).__name__}")
+    for key in data:
+        if key in _UNSUPPORTED:
+            raise fail(key, _UNSUPPORTED[key])
+        if key not in ("tls_server_config", "http_server_config", "basic_auth_users"):
+            raise fail(key, "unknown key")
+
+    tls = None
+    t = data.get("tls_server_config") or {}
+    if not isinstance(t, dict):
+        raise fail("tls_server_config", "expected a mapping")
+    for key in t:
+        if key in _UNSUPPORTED:
+            raise fail(f"tls_server_config.{key}", _UNSUPPORTED[key])
+        if key not in _TLS_KEYS:
+            raise fail(f"tls_server_config.{key}", "unknown key")
+    if t:
+        k = "tls_server_config"
+        if not t.get("cert_file"):
+            raise fail(f"{k}.cert_file", "missing (TLS needs cert_file and key_file)")
+        if not t.get("key_file"):
+            raise fail(f"{k}.key_file", "missing (TLS needs cert_file and key_file)")
+        auth_name = t.get("client_auth_type", "NoClientCert")
+        if auth_name not in CLIENT_AUTH:
+            raise fail(f"{k}.client_auth_type", f"{auth_name!r} is not one of {', '.join(CLIENT_AUTH)}")
+        auth = CLIENT_AUTH[auth_name]
+        if auth is None:
+            raise fail(f"{k}.client_auth_type", f"{auth_name} is not supported: Python's ssl verifies "
+                       "every client certificate it asks for; use VerifyClientCertIfGiven or "
+                       "RequireAndVerifyClientCert with client_ca_file")
+        ca = path(f"{k}.client_ca_file", t["client_ca_file"]) if t.get("client_ca_file") else None
+        if ca and auth == ssl.CERT_NONE:
+            raise fail(f"{k}.client_ca_file", "set, but client_auth_type is NoClientCert")
+        if auth != ssl.CERT_NONE and not ca:
+            raise fail(f"{k}.client_ca_file", f"missing: {auth_name} needs the CA to verify clients against")
+        sans = t.get("client_allowed_sans") or []
+        if not isinstance(sans, list) or not all(isinstance(s, str) and s for s in sans):
+            raise fail(f"{k}.client_allowed_sans", "expected a list of names")
+        if sans and auth != ssl.CERT_REQUIRED:
+            raise fail(f"{k}.client_allowed_sans", "needs client_auth_type RequireAndVerifyClientCert")
+        versions = {}
+        for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
+            name = t.get(key, default)
+            if name not in TLS_VERSIONS:
+                raise fail(f"{k}.{key}", f"{name!r} is not one of {', '.join(TLS_VERSIONS)}")
+            versions[key] = TLS_VERSIONS[name]
+        if versions["min_version"] > versions["max_version"]:
+            raise fail(f"{k}.min_version", "is above max_version")
+        prefer = t.get("prefer_server_cipher_suites", True)
+        if not isinstance(prefer, bool):
+            raise fail(f"{k}.prefer_server_cipher_suites", f"{prefer!r} is not true or false")
+        tls = TLSConfig(path(f"{k}.cert_file", t["cert_file"]), path(f"{k}.key_file", t["key_file"]),
+                        auth, ca, tuple(sans), versions["min_version"], versions["max_version"], prefer)
+
+    return WebConfig(tls, _users(data.get("basic_auth_users"), fail),
+                     _headers(data.get("http_server_config"), fail), source)
+
+
+def _users(users, fail):
+    users = users or {}
+    if not isinstance(users, dict):
+        raise fail("basic_auth_users", "expected a mapping of user: bcrypt hash")
+    for user, hashed in users.items():
+        if not isinstance(user, str) or not user or ":" in user:
+            raise fail("basic_auth_users", f"{user!r} is not a user name (no colons)")
+        if not isinstance(hashed, str) or not _BCRYPT.match(hashed):
+            raise fail(f"basic_auth_users.{user}", "not a bcrypt hash (htpasswd -nBC 10 \"\" | tr -d ':\\n')")
+    return dict(users)
+
+
+def _headers(http, fail):
+    http = http or {}
+    if not isinstance(http, dict):
+        raise fail("http_server_config", "expected a mapping")
+    for key in http:
+        if key not in ("http2", "headers"):
+            raise fail(f"http_server_config.{key}", "unknown key")
+    if not isinstance(http.get("http2", True), bool):
+        raise fail("http_server_config.http2", "is not true or false")
+    headers = http.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise fail("http_server_config.headers", "expected a mapping")
+    out = {}
+    for name, value in headers.items():
+        where = f"http_server_config.headers.{name}"
+        canon = _CANONICAL.get(str(name).lower())
+        if canon is None:
+            raise fail(where, f"cannot be set (allowed: {', '.join(HEADERS)})")
+        if not isinstance(value, str) or "\r" in value or "\n" in value:
+            raise fail(where, f"{value!r} is not a one-line string")
+        if value and HEADERS[canon] and value.lower() not in HEADERS[canon]:
+            raise fail(where, f"{value!r} is not one of {', '.join(HEADERS[canon])}")
+        if value:                    # blank means unset, as in the toolkit
+            out[canon] = value
+    return out
+
+
+def load(path):
+    """WebConfig from a file; relative file names in it are relative to its directory.
+
+    Raises WebConfigError ("FILE: KEY: reason"). Certificates are opened by
+    WebConfig.ssl_context().
+    """
+    path = str(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as e:
+        raise WebConfigError(f"{path}: {e.strerror.lower()}") from None
+    except UnicodeDecodeError as e:
+        raise WebConfigError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise WebConfigError(f"{path}: {where}{getattr(e, 'problem', None) or e}") from None
+    return parse(data, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
