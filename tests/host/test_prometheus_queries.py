@@ -1,0 +1,85 @@
+"""Every dashboard query and every rule, evaluated by a real Prometheus scraping exporter_url.
+
+A query that Grafana would send must parse and, since the exporter behind
+exporter_url (tests/host/conftest.py) fills every family, return data. The rule
+files are loaded into the server too, and must evaluate without error.
+"""
+import re
+import shutil
+
+import pytest
+
+from monitor.metrics import FAMILIES
+from tests.host.promserver import JOB, Prometheus
+from tests.unit.test_dashboards import RULE_FILES, exposed_names, panel_queries, rule_expressions, variable_queries
+
+pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
+                                reason="prometheus not installed: apt-get install prometheus "
+                                       "(deploy/install-debian.sh --test)")
+
+# What Grafana puts in place of its variables. $datasource only picks the data source.
+GRAFANA_VARIABLES = {"instance": ".*", "notifier": ".*", "__rate_interval": "1m", "__interval": "15s",
+                     "__range": "1m"}
+PANELS = panel_queries()
+RULES = rule_expressions()
+
+
+def grafana_expand(expr):
+    """expr with $var and ${var} replaced as Grafana would; an unknown variable is a KeyError."""
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: GRAFANA_VARIABLES[m.group(1) or m.group(2)], expr)
+
+
+@pytest.fixture(scope="module")
+def prometheus(exporter_url, tmp_path_factory):
+    with Prometheus(exporter_url, tmp_path_factory.mktemp("prometheus"), RULE_FILES) as prom:
+        prom.wait_for_target()
+        # Two scrapes of a growing counter: rate() and increase() have data from here on.
+        prom.wait_for("rate(mnmon_oom_victims_total[1m]) > 0")
+        yield prom
+
+
+def test_grafana_expand():
+    assert grafana_expand('rate(x{instance=~"$instance"}[$__rate_interval]) ${notifier}') == \
+        'rate(x{instance=~".*"}[1m]) .*'
+    with pytest.raises(KeyError):
+        grafana_expand("$unknown")
+
+
+def test_the_target_is_up(prometheus):
+    [sample] = prometheus.query(f'up{{job="{JOB}"}}')["data"]["result"]
+    assert sample["value"][1] == "1"
+
+
+def test_every_family_is_scraped(prometheus):
+    result = prometheus.query('count by (__name__) ({__name__=~"mnmon_.+"})')["data"]["result"]
+    scraped = {r["metric"]["__name__"] for r in result}
+    assert set(exposed_names()) - scraped == set()
+    assert {exposed_names()[n].name for n in scraped} == set(FAMILIES)
+
+
+@pytest.mark.parametrize("dashboard,title,ref,expr", PANELS, ids=[f"{d}:{t}:{r}" for d, t, r, _ in PANELS])
+def test_panel_query_runs_and_returns_data(prometheus, dashboard, title, ref, expr):
+    answer = prometheus.query(grafana_expand(expr))
+    assert answer["status"] == "success", answer.get("error")
+    assert answer["data"]["result"], f"no data for {grafana_expand(expr)}"
+
+
+@pytest.mark.parametrize("dashboard,name,query", variable_queries(),
+                         ids=[f"{d}:{n}" for d, n, _ in variable_queries()])
+def test_variable_query_finds_values(prometheus, dashboard, name, query):
+    selector, label = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query).groups()
+    answer = prometheus.query(f"count by ({label}) ({grafana_expand(selector)})")
+    assert answer["status"] == "success", answer.get("error")
+    assert [r["metric"][label] for r in answer["data"]["result"]], f"${name} would offer nothing"
+
+
+@pytest.mark.parametrize("rule_file,name,expr", RULES, ids=[f"{f}:{n}" for f, n, _ in RULES])
+def test_rule_expression_runs(prometheus, rule_file, name, expr):
+    answer = prometheus.query(expr)
+    assert answer["status"] == "success", answer.get("error")
+
+
+def test_loaded_rules_evaluate_cleanly(prometheus):
+    loaded = prometheus.evaluated_rules()
+    assert sorted(r["name"] for r in loaded) == sorted(n for _, n, _ in RULES)
+    assert [(r["name"], r.get("lastError")) for r in loaded if r["health"] != "ok"] == []
