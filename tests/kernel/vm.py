@@ -10,6 +10,7 @@ mounted writable.  Booting costs ~20 s, so callers run a whole pytest session
 Exit status is the command's.
 """
 import argparse
+import fcntl
 import os
 import shlex
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST_SETUP = REPO / "tests" / "kernel" / "guest_setup.sh"
+LOCK = "/tmp/mnmon-vm.lock"
 
 
 class BedError(Exception):
@@ -64,8 +66,14 @@ def vng_argv(kver, command, *, cpus=2, memory="2G", env=None):
 
 
 def run(kver, command, *, timeout=3600, **kw):
-    """Boot, run command, return its exit status. Output streams to ours."""
+    """Boot, run command, return its exit status. Output streams to ours.
+
+    One guest at a time per host: two emulated guests on a small machine would
+    time each other out and skew every figure either measures.
+    """
     argv = vng_argv(kver, command, **kw)
+    lock = open(LOCK, "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     # vng calls its sibling virtme-run through PATH.
     env = dict(os.environ, PATH=f"{Path(argv[0]).parent}:{os.environ.get('PATH', '')}")
     try:
@@ -73,6 +81,8 @@ def run(kver, command, *, timeout=3600, **kw):
     except subprocess.TimeoutExpired:
         print(f"vm: guest command still running after {timeout} s, stopped", file=sys.stderr)
         return 124
+    finally:
+        lock.close()
 
 
 def main(argv=None):
