@@ -19,7 +19,7 @@ run: setup
 
 # Unit tests first (no root, no BPF), then what this host's kernel allows, then the real kernel.
 test: setup-test
-	$(MAKE) --no-print-directory test-unit test-kernel
+	$(MAKE) --no-print-directory test-unit test-host test-kernel
 
 test-unit:
 	$(PYTEST) -q tests/unit

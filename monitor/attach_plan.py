@@ -42,13 +42,15 @@ def api_generation(version):
     return 701          # + two-pass interval ops (invalidate_start/_finish)
 
 
-def _function_probe(name, targets, facts, *, struct_reads, fentry_ok, programs, why_not_struct, core=False):
+def _function_probe(name, targets, facts, *, struct_reads, fentry_ok, programs, why_not_struct, core=False,
+                    force=None):
     missing = [t for t in targets if t not in facts.symbols]
     if len(missing) == len(targets):
         return ProbeSpec(name, targets, reason=f"{', '.join(missing)} not in kallsyms (inlined, static or not built)", core=core)
     targets = tuple(t for t in targets if t not in missing)
     if struct_reads and why_not_struct:
-        return ProbeSpec(name, targets, reason=why_not_struct, core=core)
+        also = "" if facts.kprobes else "; also no kprobes (CONFIG_KPROBES off)"
+        return ProbeSpec(name, targets, reason=why_not_struct + also, core=core)
     methods = []
     if fentry_ok and FENTRY in programs:
         methods.append(FENTRY)
@@ -59,11 +61,26 @@ def _function_probe(name, targets, facts, *, struct_reads, fentry_ok, programs, 
         if FENTRY in programs:
             reason += ", and no fentry (needs 5.5+, BTF and BPF trampolines)"
         return ProbeSpec(name, targets, reason=reason, core=core)
+    if force:
+        if force not in methods:
+            return ProbeSpec(name, targets, reason=f"{force} forced, but only {', '.join(methods)} "
+                             f"can attach it here", core=core)
+        methods = [force]
     return ProbeSpec(name, targets, tuple(methods), programs, core=core)
 
 
-def plan(facts):
-    """The probes to attach on a kernel described by facts (monitor.kernel.KernelFacts)."""
+def plan(facts, force=None):
+    """The probes to attach on a kernel described by facts (monitor.kernel.KernelFacts).
+
+    force: {probe: method} pins function probes to one method, with no fallback
+    (benchmarks compare kprobe with fentry on one kernel). A forced method the
+    kernel cannot give leaves the probe unattached, with the reason; ValueError
+    for a method that is not fentry or kprobe, or a probe that is not a function
+    probe of this plan.
+    """
+    force = dict(force or {})
+    if bad := sorted(f"{p}={m}" for p, m in force.items() if m not in (FENTRY, KPROBE)):
+        raise ValueError(f"cannot force {', '.join(bad)}: only {FENTRY} or {KPROBE} can be forced")
     api = api_generation(facts.version)
     why_not_struct = ""
     if facts.headers != "matching":
@@ -72,8 +89,8 @@ def plan(facts):
     if api == 0:
         why_not_struct = f"kernel {facts.release} predates non-blockable invalidation (4.19)"
     fentry_ok = facts.kfunc and facts.btf and facts.version >= (5, 5)
-    fn = lambda *a, **k: _function_probe(*a, facts=facts, fentry_ok=fentry_ok,
-                                         why_not_struct=why_not_struct, **k)
+    fn = lambda name, *a, **k: _function_probe(name, *a, facts=facts, fentry_ok=fentry_ok,
+                                               why_not_struct=why_not_struct, force=force.pop(name, None), **k)
     probes = [
         fn("invalidate_range_start", ("__mmu_notifier_invalidate_range_start",), struct_reads=True, core=True,
            programs={FENTRY: ("kfunc____mmu_notifier_invalidate_range_start",
@@ -100,6 +117,8 @@ def plan(facts):
                             (ATTEMPT_COUNT,) if "oom:start_task_reaping" in facts.tracepoints else (),
                             reason=gave_up.reason)
     probes.append(gave_up)
+    if force:
+        raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
     for tp, prog in [("oom:mark_victim", "on_mark_victim"), ("oom:start_task_reaping", "on_start_task_reaping"),
                      ("oom:skip_task_reaping", "on_skip_task_reaping"),
                      ("syscalls:sys_enter_process_mrelease", "on_mrelease_enter"),

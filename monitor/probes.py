@@ -3,8 +3,11 @@ notifier callbacks attached as they are discovered.
 
 Nothing here prints: outcomes are ProbeStatus records and exceptions with context.
 """
+import contextlib
 import os
 import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,17 +57,30 @@ class Monitor:
         self._user_lost = 0
 
     @classmethod
-    def start(cls, disable=()):
-        """Compile and attach. Raises MonitorError when nothing useful can run."""
+    def start(cls, disable=(), force=None):
+        """Compile and attach. Raises MonitorError when nothing useful can run.
+
+        force: {probe: "fentry" | "kprobe"}, passed to attach_plan.plan().
+        """
         bcc, NoAutoload = _bcc()
         if not kernel.privileged():
             raise MonitorError("mnmon needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)")
         symbols = Symbols.load()
         facts = kernel.gather(symbols, kfunc_support=bcc.BPF.support_kfunc)
+        with _stderr_to(tempfile.TemporaryFile()) as noise:
+            try:
+                return cls._start(bcc, NoAutoload, symbols, facts, disable, force)
+            except MonitorError as e:
+                noise.seek(0)
+                detail = noise.read().decode(errors="replace").strip().splitlines()
+                raise MonitorError(f"{e}{': ' + detail[0] if detail else ''}") from None
+
+    @classmethod
+    def _start(cls, bcc, NoAutoload, symbols, facts, disable, force=None):
         if facts.headers == "none":
             raise MonitorError(f"no kernel headers for {facts.release}: bcc cannot compile "
                                f"(apt-get install linux-headers-{facts.release})")
-        plan = attach_plan.plan(facts)
+        plan = attach_plan.plan(facts, force)
         if facts.headers == "other":
             # Tracepoint programs compile against any headers; struct readers are off (HAVE_STRUCTS=0).
             try:
@@ -245,6 +261,31 @@ def _explain(exc):
     if "super-user" in msg and os.geteuid() == 0:
         return "refused by the kernel (EPERM) although running as root"
     return msg
+
+
+def start_monitor(disable=()):
+    return Monitor.start(disable=disable)
+
+
+def inspect_host():
+    """(KernelFacts, Plan) of this host, without compiling or attaching anything."""
+    bcc, _ = _bcc()
+    facts = kernel.gather(Symbols.load(), kfunc_support=bcc.BPF.support_kfunc)
+    return facts, attach_plan.plan(facts)
+
+
+@contextlib.contextmanager
+def _stderr_to(sink):
+    """Send C-level stderr (bcc's and libbpf's messages) to sink while attaching:
+    what failed is reported once, in a ProbeStatus or MonitorError, not as noise."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield sink
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def compile_unit(main=None):

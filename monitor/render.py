@@ -1,0 +1,125 @@
+"""The CLI's renderings of a Snapshot: JSON series and terminal tables."""
+import json
+
+from monitor.metrics import MODES, RESULTS
+
+
+def to_json(snapshot):
+    """The same series /metrics shows, as [{"name", "labels", "value"}]."""
+    return json.dumps([{"name": n, "labels": l, "value": v} for n, l, v in snapshot.flat()], indent=1)
+
+
+def quantile(q, buckets):
+    """histogram_quantile() of cumulative (le, count) buckets; None without observations."""
+    total = buckets[-1][1]
+    if not total:
+        return None
+    rank = q * total
+    prev_le, prev_n = 0.0, 0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return prev_le
+            return prev_le + (le - prev_le) * ((rank - prev_n) / (n - prev_n) if n > prev_n else 0)
+        prev_le, prev_n = le, n
+    return prev_le
+
+
+def fmt_seconds(s):
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g}{unit}"
+    return f"{s / 1e-9:.3g}ns"
+
+
+def log2_lines(buckets, unit="usecs", width=40):
+    """A bcc-style log2 histogram of cumulative (le seconds, count) buckets."""
+    per = []
+    prev = 0
+    lo = 0.0
+    for le, n in buckets:
+        if le != float("inf"):
+            per.append((lo, le, n - prev))
+        lo, prev = le, n
+    per = [p for p in per if p[2]] and per
+    if not per:
+        return []
+    first = next(i for i, p in enumerate(per) if p[2])
+    last = max(i for i, p in enumerate(per) if p[2])
+    top = max(p[2] for p in per)
+    scale = 1e6 if unit == "usecs" else 1e9
+    out = [f"{unit:>24} : count     distribution"]
+    for lo, hi, n in per[first:last + 1]:
+        bar = "*" * round(width * n / top)
+        out.append(f"{int(lo * scale):>10} -> {int(hi * scale) - 1:<10} : {n:<9} |{bar:<{width}}|")
+    return out
+
+
+def _table(headers, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    return [line(headers)] + [line(r) for r in rows]
+
+
+def table(snapshot, histograms=True):
+    """The `mnmon sample` report: core, per notifier, OOM reaper, probes."""
+    out = []
+    v = lambda name, **l: int(snapshot.get(name, **l) or 0)
+    if snapshot.get("mnmon_invalidate_range_end_total") is not None:
+        out.append("invalidate_range_start: " + ", ".join(
+            f"{m} {r} {v('mnmon_invalidate_range_start_total', mode=m, result=r)}" for m in MODES for r in RESULTS
+            if v("mnmon_invalidate_range_start_total", mode=m, result=r) or r == "ok"))
+        out.append(f"invalidate_range_end: {v('mnmon_invalidate_range_end_total')}   in progress: "
+                   f"{v('mnmon_invalidations_in_progress')}   unpaired starts: "
+                   f"{v('mnmon_unpaired_invalidate_starts_total')}")
+        out.append("")
+        out += _notifier_table(snapshot)
+    else:
+        out.append("invalidations: not measured on this kernel (see `mnmon doctor`)")
+    out.append("")
+    out += _oom_lines(snapshot)
+    if histograms:
+        for labels, h in snapshot.family("mnmon_notifier_invalidation_duration_seconds"):
+            lines = log2_lines(h.buckets)
+            if lines:
+                out += ["", f"{labels['notifier']} [{labels['module']}] {labels['mode']} latency:"] + lines
+    return "\n".join(out)
+
+
+def _notifier_table(snapshot):
+    rows = {}
+    for labels, value in snapshot.family("mnmon_notifier_invalidations_total"):
+        key = (labels["notifier"], labels["module"], labels["kind"])
+        rows.setdefault(key, {})[(labels["mode"], labels["result"])] = int(value)
+    lat = {(l["notifier"], l["module"], l["mode"]): h
+           for l, h in snapshot.family("mnmon_notifier_invalidation_duration_seconds")}
+    body = []
+    for (name, module, kind), c in sorted(rows.items()):
+        cells = [name, module, kind]
+        cells += [c.get((m, r), 0) for m in MODES for r in RESULTS]
+        for mode in MODES:
+            h = lat.get((name, module, mode))
+            cells += [fmt_seconds(quantile(0.5, h.buckets)) if h else "-",
+                      fmt_seconds(quantile(0.99, h.buckets)) if h else "-"]
+        body.append(cells)
+    if not body:
+        return ["no notifier callbacks attached"]
+    heads = ["notifier", "module", "kind", "blk ok", "blk eagain", "blk err", "nonblk ok", "nonblk eagain",
+             "nonblk err", "blk p50", "blk p99", "nonblk p50", "nonblk p99"]
+    return _table(heads, body)
+
+
+def _oom_lines(snapshot):
+    v = lambda name, **l: int(snapshot.get(name, **l) or 0)
+    if snapshot.get("mnmon_oom_victims_total") is None:
+        return ["OOM reaper: not measured"]
+    out = [f"OOM victims: {v('mnmon_oom_victims_total')}   reap attempts: "
+           + ", ".join(f"{r} {v('mnmon_oom_reap_attempts_total', result=r)}"
+                       for r in ("reaped", "notifier_blocked", "skipped"))
+           + f"   gave up: {v('mnmon_oom_reaper_gave_up_total')}"]
+    for labels, n in snapshot.family("mnmon_oom_reap_blocked_total"):
+        out.append(f"  reaper blocked by {labels['notifier']} [{labels['module']}]: {int(n)} attempts")
+    return out
