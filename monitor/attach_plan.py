@@ -106,9 +106,14 @@ def plan(facts, force=None):
         probes.append(fn("interval_notifier_insert",
                          ("mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked"),
                          struct_reads=True, programs={KPROBE: ("on_interval_insert", None)}))
-    probes.append(fn("oom_reap_task_mm", ("__oom_reap_task_mm",), struct_reads=False,
-                     programs={FENTRY: ("kfunc____oom_reap_task_mm", "kretfunc____oom_reap_task_mm"),
-                               KPROBE: ("reap_entry", "reap_return")}))
+    reap = fn("oom_reap_task_mm", ("__oom_reap_task_mm",), struct_reads=False,
+              programs={FENTRY: ("kfunc____oom_reap_task_mm", "kretfunc____oom_reap_task_mm"),
+                        KPROBE: ("reap_entry", "reap_return")})
+    if api == 0 and reap.methods:
+        # Before 4.19 (93065ac753e4) its false never meant a notifier failure: it meant a contended
+        # mmap_sem, a skip oom:skip_task_reaping already reports. Counted here, it would blame notifiers.
+        reap = ProbeSpec(reap.probe, reap.targets, reason=why_not_struct)
+    probes.append(reap)
     gave_up = fn("oom_reaper_gave_up", ("sched_show_task",), struct_reads=True,
                  programs={KPROBE: ("on_sched_show_task", None)})
     if not gave_up.methods:

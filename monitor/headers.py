@@ -40,7 +40,8 @@ def usable_headers(build_dir, run_dir=RUN_DIR):
     """A directory bcc can use as BCC_KERNEL_SOURCE for build_dir's headers."""
     build = Path(build_dir).resolve()
     parts = [build]
-    source = build.parent / "source" if build.name == "build" else None
+    # Before resolving: build is a link, and source sits beside the link, not its target.
+    source = Path(build_dir).parent / "source" if Path(build_dir).name == "build" else None
     # /lib/modules/X/source, else Debian's sibling: linux-headers-X-amd64 -> linux-headers-X-common
     if source and source.exists():
         parts.append(source.resolve())

@@ -50,6 +50,11 @@ def parse_tracepoint_format(text):
     return out
 
 
+def _version_key(release):
+    """Sort key of releases that orders 6.1.0-56 after 6.1.0-9."""
+    return [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in re.split(r"[.-]", release)]
+
+
 def tracefs(mount=True):
     """The tracefs mount, mounting it at /sys/kernel/tracing when none is (and we may)."""
     for d in TRACEFS_DIRS:
@@ -78,7 +83,8 @@ def find_headers(release, modules=Path("/lib/modules"), env=os.environ):
         return "matching", str(own)
     if Path("/sys/kernel/kheaders.tar.xz").exists():
         return "matching", "/sys/kernel/kheaders.tar.xz"
-    others = sorted((p / "build" for p in modules.glob("*") if (p / "build").exists()), key=str)
+    others = sorted((p / "build" for p in modules.glob("*") if (p / "build").exists()),
+                    key=lambda p: _version_key(p.parent.name))
     return ("other", str(others[-1])) if others else ("none", "")
 
 

@@ -115,7 +115,8 @@ def _notifiers(s, raw, resolve, attached_callbacks):
         s.add("mnmon_notifier_invalidate_range_end_total", n, notifier=name, module=module)
     slots, sums = {}, {}
     for (ip, mode, slot), n in raw.get("notifier_latency", {}).items():
-        slots.setdefault((resolve(ip), mode), {})[slot] = n
+        sl = slots.setdefault((resolve(ip), mode), {})
+        sl[slot] = sl.get(slot, 0) + n         # several ips can resolve to one function (or "unknown")
     for (ip, mode), ns in raw.get("notifier_latency_sum_ns", {}).items():
         sums[(resolve(ip), mode)] = sums.get((resolve(ip), mode), 0) + ns
     for symbol, module, kind in attached_callbacks:

@@ -1,0 +1,283 @@
+"""attach_plan.plan() for every kernel generation mnmon knows, and for hosts where only part
+of it can attach (the sandbox this is developed on, kernels without kprobes or headers)."""
+import re
+from pathlib import Path
+
+import pytest
+
+from monitor.attach_plan import ATTEMPT_COUNT, FENTRY, KPROBE, TRACEPOINT, api_generation, plan
+from monitor.kernel import KernelFacts, parse_tracepoint_format, parse_version
+from tests.unit.test_kernel_facts import MARK_VICTIM_6_1, MARK_VICTIM_6_9
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+F, K, T, A = (FENTRY,), (KPROBE,), (TRACEPOINT,), (ATTEMPT_COUNT,)
+FK = (FENTRY, KPROBE)
+OOM_TPS = ("oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping", "oom:skip_task_reaping",
+           "oom:wake_reaper")
+MRELEASE_TPS = ("syscalls:sys_enter_process_mrelease", "syscalls:sys_exit_process_mrelease")
+CORE_SYMBOLS = frozenset({"__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
+                          "__mmu_notifier_register", "__oom_reap_task_mm", "sched_show_task"})
+INTERVAL_SYMBOLS = frozenset({"mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked"})
+
+
+def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=None, symbols=None,
+          tracepoints=None, mark_victim=MARK_VICTIM_6_1):
+    """A kernel as monitor.kernel.gather() would describe it; what exists follows its version."""
+    version = parse_version(release)
+    if symbols is None:
+        symbols = CORE_SYMBOLS | (INTERVAL_SYMBOLS if version >= (5, 5) else frozenset())
+    if tracepoints is None:
+        tracepoints = frozenset(OOM_TPS) | (frozenset(MRELEASE_TPS) if version >= (5, 15) else frozenset())
+    if headers_dir is None:
+        headers_dir = "" if headers == "none" else f"/lib/modules/{release}/build"
+    return KernelFacts(release=release, version=version, btf=btf, headers=headers, headers_dir=headers_dir,
+                       kprobes=kprobes, kfunc=kfunc, symbols=frozenset(symbols), tracepoints=frozenset(tracepoints),
+                       mark_victim_fields=parse_tracepoint_format(mark_victim))
+
+
+def methods(p):
+    return {spec.probe: spec.methods for spec in p.probes}
+
+
+def by_name(p):
+    return {spec.probe: spec for spec in p.probes}
+
+
+def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf):
+    return [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCORE_KFUNC={core_kfunc}",
+            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}"]
+
+
+def expected_methods(core, reap, gave_up, interval=None, mrelease=()):
+    out = {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": K if core else ()}
+    if interval is not None:
+        out["interval_notifier_insert"] = interval
+    out.update({"oom_reap_task_mm": reap, "oom_reaper_gave_up": gave_up, "oom:mark_victim": T,
+                "oom:start_task_reaping": T, "oom:skip_task_reaping": T,
+                "syscalls:sys_enter_process_mrelease": mrelease, "syscalls:sys_exit_process_mrelease": mrelease})
+    return out
+
+
+PREDATES = "kernel 4.14.0-3-amd64 predates non-blockable invalidation (4.19)"
+
+KERNELS = [
+    # release, btf, kfunc, api, cflags, methods
+    ("4.14.0-3-amd64", False, False, 0, cflags(419, 0, 0, 0, 0, 0), expected_methods((), (), A)),
+    ("4.19.0-27-amd64", False, False, 419, cflags(419, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
+    ("5.0.21", False, False, 500, cflags(500, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
+    # BTF and a bcc that claims kfunc support, but no BPF trampolines before 5.5
+    ("5.2.21", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
+    ("5.4.0-150-generic", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
+    ("5.5.19", True, True, 505, cflags(505, 1, 1, 1, 1, 0), expected_methods(FK, FK, K, interval=K)),
+    ("5.10.0-30-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
+    ("6.1.0-56-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1),
+     expected_methods(FK, FK, K, interval=K, mrelease=T)),
+    ("6.6.30", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K, mrelease=T)),
+    ("7.1.0", True, True, 701, cflags(701, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K, mrelease=T)),
+]
+
+
+@pytest.mark.parametrize("release, btf, kfunc, api, flags, expected", KERNELS, ids=[k[0] for k in KERNELS])
+def test_plan_per_kernel(release, btf, kfunc, api, flags, expected):
+    p = plan(facts(release, btf=btf, kfunc=kfunc))
+    assert p.api == api
+    assert p.cflags == flags
+    assert methods(p) == expected
+    assert p.callbacks == (PREDATES if api == 0 else "")
+
+
+def test_4_14_is_unsupported():
+    p = by_name(plan(facts("4.14.0-3-amd64", btf=False, kfunc=False)))
+    for probe in ("invalidate_range_start", "invalidate_range_end", "notifier_register"):
+        assert p[probe].reason == PREDATES
+    # Before 4.19 __oom_reap_task_mm(tsk, mm) returned false for a contended mmap_sem (a skip that
+    # oom:skip_task_reaping already counts), never for a notifier: its result would blame notifiers.
+    assert p["oom_reap_task_mm"].reason == PREDATES
+    assert (p["oom_reaper_gave_up"].targets, p["oom_reaper_gave_up"].reason) == (("oom:start_task_reaping",), PREDATES)
+    assert "interval_notifier_insert" not in p
+
+
+def test_debian_12_prefers_fentry_and_keeps_kprobes_as_fallback():
+    p = by_name(plan(facts("6.1.0-56-amd64", btf=True, kfunc=True)))
+    start = p["invalidate_range_start"]
+    assert (start.targets, start.methods, start.core, start.reason) == (
+        ("__mmu_notifier_invalidate_range_start",), (FENTRY, KPROBE), True, "")
+    assert start.programs == {FENTRY: ("kfunc____mmu_notifier_invalidate_range_start",
+                                       "kretfunc____mmu_notifier_invalidate_range_start"),
+                              KPROBE: ("core_start_entry", "core_start_return")}
+    assert p["invalidate_range_end"].programs == {FENTRY: ("kfunc____mmu_notifier_invalidate_range_end", None),
+                                                  KPROBE: ("core_end_entry", None)}
+    assert p["invalidate_range_end"].core
+    reap = p["oom_reap_task_mm"]
+    assert (reap.targets, reap.methods, reap.core) == (("__oom_reap_task_mm",), (FENTRY, KPROBE), False)
+    assert reap.programs == {FENTRY: ("kfunc____oom_reap_task_mm", "kretfunc____oom_reap_task_mm"),
+                             KPROBE: ("reap_entry", "reap_return")}
+    assert p["notifier_register"].programs == {KPROBE: ("on_mmu_notifier_register", None)}
+    assert p["interval_notifier_insert"].targets == ("mmu_interval_notifier_insert",
+                                                     "mmu_interval_notifier_insert_locked")
+    assert p["oom_reaper_gave_up"].targets == ("sched_show_task",)
+    assert p["oom_reaper_gave_up"].programs == {KPROBE: ("on_sched_show_task", None)}
+    assert p["oom:mark_victim"].programs == {TRACEPOINT: ("on_mark_victim", None)}
+    assert [s.probe for s in p.values() if s.core] == ["invalidate_range_start", "invalidate_range_end"]
+
+
+def test_every_planned_program_is_in_the_bpf_source():
+    source = "".join(path.read_text() for path in sorted(BPF_DIR.glob("*.bpf.c")))
+    for spec in plan(facts("6.1.0-56-amd64", btf=True, kfunc=True)).probes:
+        for method, progs in spec.programs.items():
+            for prog in filter(None, progs):
+                if method == FENTRY:     # bcc names KFUNC_PROBE(fn) kfunc__fn, KRETFUNC_PROBE(fn) kretfunc__fn
+                    macro, fn = prog.split("__", 1)
+                    assert re.search(rf"^{macro.upper()}_PROBE\({fn},", source, re.M), prog
+                else:
+                    assert re.search(rf"^int {prog}\(", source, re.M), prog
+
+
+SANDBOX_HEADERS = "/lib/modules/6.1.0-56-amd64/build"
+OTHER_HEADERS = f"headers at {SANDBOX_HEADERS} are not this kernel's: struct offsets unknown"
+NO_KPROBES_TOO = "; also no kprobes (CONFIG_KPROBES off)"
+
+
+@pytest.mark.parametrize("kfunc, reap, reap_kfunc", [
+    (True, F, 1),         # bcc sees BTF and trampolines; the kernel refuses the attach later (EPERM)
+    (False, (), 0),
+])
+def test_sandbox_host(kfunc, reap, reap_kfunc):
+    """This development machine: 6.18, no kprobes, Debian 6.1's headers, tracepoints load."""
+    f = facts("6.18.44-fc-v657", btf=True, kfunc=kfunc, kprobes=False, headers="other",
+              headers_dir=SANDBOX_HEADERS, symbols=CORE_SYMBOLS | INTERVAL_SYMBOLS,
+              mark_victim=MARK_VICTIM_6_9)
+    p = plan(f)
+    assert p.api == 505
+    assert p.cflags == cflags(505, 0, 0, reap_kfunc, 0, 1) + [
+        "-DMV_ANON_RSS_OFF=24", "-DMV_FILE_RSS_OFF=32", "-DMV_SHMEM_RSS_OFF=40", "-DMV_COMM_LOC_OFF=12"]
+    by = by_name(p)
+    assert methods(p) == {"invalidate_range_start": (), "invalidate_range_end": (), "notifier_register": (),
+                          "interval_notifier_insert": (), "oom_reap_task_mm": reap, "oom_reaper_gave_up": A,
+                          "oom:mark_victim": T, "oom:start_task_reaping": T, "oom:skip_task_reaping": T,
+                          "syscalls:sys_enter_process_mrelease": T, "syscalls:sys_exit_process_mrelease": T}
+    for probe in ("invalidate_range_start", "invalidate_range_end", "notifier_register", "interval_notifier_insert"):
+        assert by[probe].reason == OTHER_HEADERS + NO_KPROBES_TOO
+    assert by["oom_reap_task_mm"].reason == ("" if kfunc else "no kprobes on this kernel (CONFIG_KPROBES off), "
+                                             "and no fentry (needs 5.5+, BTF and BPF trampolines)")
+    gave_up = by["oom_reaper_gave_up"]
+    assert (gave_up.targets, gave_up.reason) == (("oom:start_task_reaping",), OTHER_HEADERS + NO_KPROBES_TOO)
+    assert p.callbacks == OTHER_HEADERS
+
+
+def test_no_headers():
+    p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True, headers="none"))
+    by = by_name(p)
+    assert by["invalidate_range_start"].reason == "no kernel headers for this kernel"
+    assert by["oom_reap_task_mm"].methods == FK
+    assert p.callbacks == "no kernel headers for this kernel"
+    assert "-DHAVE_STRUCTS=0" in p.cflags and "-DCORE_KFUNC=0" in p.cflags
+
+
+def test_no_kprobes_but_fentry():
+    p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True, kprobes=False))
+    by = by_name(p)
+    assert methods(p) == expected_methods(F, F, A, interval=(), mrelease=T) | {"notifier_register": ()}
+    assert by["notifier_register"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
+    assert by["oom_reaper_gave_up"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
+    assert p.callbacks == ("no kprobes on this kernel (CONFIG_KPROBES off); "
+                           "bcc cannot fentry module functions before 0.28")
+    assert p.cflags == cflags(505, 1, 1, 1, 0, 1)
+
+
+def test_no_kprobes_no_fentry():
+    by = by_name(plan(facts("5.4.0-150-generic", btf=True, kfunc=False, kprobes=False)))
+    assert by["invalidate_range_start"].methods == ()
+    assert by["invalidate_range_start"].reason == ("no kprobes on this kernel (CONFIG_KPROBES off), "
+                                                   "and no fentry (needs 5.5+, BTF and BPF trampolines)")
+
+
+def test_fentry_needs_btf():
+    p = plan(facts("6.1.0-56-amd64", btf=False, kfunc=True))
+    assert by_name(p)["invalidate_range_start"].methods == K
+    assert "-DCORE_KFUNC=0" in p.cflags and "-DREAP_KFUNC=0" in p.cflags
+
+
+KALLSYMS_REASON = "not in kallsyms (inlined, static or not built)"
+
+
+def test_missing_symbols():
+    f = facts("6.1.0-56-amd64", btf=True, kfunc=True,
+              symbols={"__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
+                       "__mmu_notifier_register", "mmu_interval_notifier_insert"})
+    p = plan(f)
+    by = by_name(p)
+    reap = by["oom_reap_task_mm"]
+    assert (reap.methods, reap.reason) == ((), f"__oom_reap_task_mm {KALLSYMS_REASON}")
+    gave_up = by["oom_reaper_gave_up"]
+    assert (gave_up.targets, gave_up.methods, gave_up.reason) == (
+        ("oom:start_task_reaping",), A, f"sched_show_task {KALLSYMS_REASON}")
+    # one of two targets is enough; only the present one is probed
+    assert (by["interval_notifier_insert"].targets, by["interval_notifier_insert"].methods) == (
+        ("mmu_interval_notifier_insert",), K)
+    assert p.cflags == cflags(505, 1, 1, 0, 0, 1)
+
+
+def test_missing_all_targets_and_tracepoints():
+    f = facts("6.1.0-56-amd64", btf=True, kfunc=True, symbols=set(), tracepoints=set())
+    by = by_name(plan(f))
+    assert by["interval_notifier_insert"].reason == (
+        f"mmu_interval_notifier_insert, mmu_interval_notifier_insert_locked {KALLSYMS_REASON}")
+    assert by["invalidate_range_start"].reason == f"__mmu_notifier_invalidate_range_start {KALLSYMS_REASON}"
+    assert by["oom_reaper_gave_up"].methods == ()             # no tracepoint to count attempts on either
+    assert by["oom_reaper_gave_up"].reason == f"sched_show_task {KALLSYMS_REASON}"
+    for tp in ("oom:mark_victim", "oom:start_task_reaping", "oom:skip_task_reaping") + MRELEASE_TPS:
+        assert (by[tp].methods, by[tp].reason) == (
+            (), "tracepoint not in tracefs (kernel too old or tracefs not mounted)")
+
+
+def test_a_missing_symbol_is_reported_before_missing_headers():
+    f = facts("6.18.44-fc-v657", btf=True, kfunc=False, headers="other", symbols=set())
+    assert by_name(plan(f))["invalidate_range_start"].reason == \
+        f"__mmu_notifier_invalidate_range_start {KALLSYMS_REASON}"
+
+
+@pytest.mark.parametrize("mark_victim, extra", [
+    (MARK_VICTIM_6_1, []),
+    (MARK_VICTIM_6_9, ["-DMV_ANON_RSS_OFF=24", "-DMV_FILE_RSS_OFF=32", "-DMV_SHMEM_RSS_OFF=40",
+                       "-DMV_COMM_LOC_OFF=12"]),
+    ("", []),                                                              # tracefs not readable
+    # rss without comm, comm without all three rss fields
+    ("field:unsigned long anon_rss;\toffset:16;\nfield:unsigned long file_rss;\toffset:24;\n"
+     "field:unsigned long shmem_rss;\toffset:32;\n", ["-DMV_ANON_RSS_OFF=16", "-DMV_FILE_RSS_OFF=24",
+                                                      "-DMV_SHMEM_RSS_OFF=32"]),
+    ("field:__data_loc char[] comm;\toffset:12;\nfield:unsigned long anon_rss;\toffset:16;\n",
+     ["-DMV_COMM_LOC_OFF=12"]),
+])
+def test_mark_victim_fields(mark_victim, extra):
+    p = plan(facts("6.9.0", btf=True, kfunc=True, mark_victim=mark_victim))
+    assert p.cflags == cflags(505, 1, 1, 1, 1, 1) + extra
+
+
+@pytest.mark.parametrize("release, has_interval", [
+    ("5.4.0", False), ("5.4.300", False), ("5.5.0", True), ("6.1.0", True), ("7.1.0", True)])
+def test_interval_insert_only_from_5_5(release, has_interval):
+    p = plan(facts(release, btf=True, kfunc=True, symbols=CORE_SYMBOLS | INTERVAL_SYMBOLS))
+    assert ("interval_notifier_insert" in by_name(p)) is has_interval
+
+
+@pytest.mark.parametrize("release, ringbuf", [("5.7.19", 0), ("5.8.0", 1), ("5.8", 1)])
+def test_ring_buffer_from_5_8(release, ringbuf):
+    assert f"-DUSE_RINGBUF={ringbuf}" in plan(facts(release, btf=True, kfunc=True)).cflags
+
+
+@pytest.mark.parametrize("version, api", [
+    ((3, 10, 0), 0), ((4, 18, 20), 0), ((4, 19, 0), 419), ((4, 20, 17), 419), ((5, 0, 0), 500), ((5, 1, 21), 500),
+    ((5, 2, 0), 502), ((5, 4, 300), 502), ((5, 5, 0), 505), ((6, 1, 0), 505), ((6, 6, 0), 505), ((7, 0, 99), 505),
+    ((7, 1, 0), 701), ((8, 0, 0), 701),
+])
+def test_api_generation(version, api):
+    assert api_generation(version) == api
+
+
+def test_mn_api_values_are_those_mnmon_bpf_c_tests():
+    # Every generation the plan can pass must be one the BPF source distinguishes with >= tests.
+    source = "".join(path.read_text() for path in sorted(BPF_DIR.glob("*.bpf.c")))
+    tested = {int(x) for x in re.findall(r"MN_API >= (\d+)", source)}
+    assert tested == {500, 502, 505}
+    assert {api_generation(v) for v in ((4, 19, 0), (5, 0, 0), (5, 2, 0), (5, 5, 0))} == {419} | tested

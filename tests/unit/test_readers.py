@@ -1,0 +1,312 @@
+"""build_snapshot on literal map contents, shaped as bpf/*.bpf.c declares the maps."""
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from monitor import readers
+from monitor.metrics import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
+from monitor.model import log2_histogram
+from monitor.readers import build_snapshot
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+
+# The sizes readers.py assumes, to be checked against the BPF source below.
+SIZES = {"invalidate_starts": 6, "invalidations_by_event": 16, "invalidate_ends": 1,
+         "invalidate_start_latency": 128, "invalidate_start_latency_sum_ns": 2, "unpaired_starts": 1,
+         "unattributed_failures": 6, "oom_victims": 1, "oom_reap_attempts": 3, "oom_reap_calls": 9,
+         "oom_reaper_gave_up": 1, "oom_reap_latency": 64, "oom_reap_latency_sum_ns": 1, "events_lost": 1}
+
+
+def bpf_arrays():
+    """{map name: entries} of every BPF_PERCPU_ARRAY, its size expression evaluated with mnmon.h's defines."""
+    defines = dict(re.findall(r"^#define\s+(\w+)\s+(\d+)\b", (BPF_DIR / "mnmon.h").read_text(), re.M))
+    out = {}
+    for path in sorted(BPF_DIR.glob("*.bpf.c")):
+        for name, expr in re.findall(r"^BPF_PERCPU_ARRAY\((\w+),\s*u64,\s*([^)]+)\);", path.read_text(), re.M):
+            out[name] = eval(re.sub(r"[A-Z_]+", lambda m: defines[m.group(0)], expr))   # noqa: S307
+    return out
+
+
+def test_sizes_are_the_bpf_maps_sizes():
+    assert bpf_arrays() == SIZES
+    assert set(readers.ARRAYS) == set(SIZES)
+    assert readers.NR_LAT_SLOTS * len(MODES) == SIZES["invalidate_start_latency"]
+    assert len(MODES) * len(RESULTS) == SIZES["invalidate_starts"]
+    assert len(REAP_CALLERS) * len(REAP_RESULTS) == SIZES["oom_reap_calls"]
+
+
+def test_hash_keys_are_the_bpf_key_structs_fields():
+    text = (BPF_DIR / "notifiers.bpf.c").read_text()
+
+    def fields(struct):
+        body = text[text.index(f"struct {struct} {{"):]
+        body = body[:body.index("};")]
+        return tuple(f for f in re.findall(r"\b(\w+)(?:\[\d+\])?;", body) if f != "pad")
+    assert readers.HASHES["notifier_invalidations"] == fields("notifier_key")
+    assert readers.HASHES["notifier_latency"] == fields("notifier_lat_key")
+    assert set(readers.HASHES["notifier_latency_sum_ns"]) < set(fields("notifier_lat_key"))
+    assert re.search(r"BPF_PERCPU_HASH\(notifier_invalidations, struct notifier_key,", text)
+    assert re.search(r"BPF_PERCPU_HASH\(notifier_latency_sum_ns, struct notifier_lat_key,", text)
+
+
+def test_events_match_enum_mmu_notifier_event():
+    # KERNEL_NOTES: UNMAP=0, CLEAR, PROTECTION_VMA, PROTECTION_PAGE, SOFT_DIRTY, RELEASE, MIGRATE, EXCLUSIVE=7
+    assert readers.EVENTS == ("unmap", "clear", "protection_vma", "protection_page", "soft_dirty", "release",
+                              "migrate", "exclusive")
+
+
+@dataclass
+class Status:
+    probe: str
+    method: str
+    attached: bool
+
+
+# Callback addresses as a kprobe's ip gives them: entry + 1.
+KVM_START, KVM_START_2 = 0xffffffffc0a00001, 0xffffffffc0a00011
+KVM_END, NOUVEAU = 0xffffffffc0a00101, 0xffffffffc0b00001
+SYMS = {KVM_START: ("kvm_mmu_notifier_invalidate_range_start", "kvm"),
+        KVM_START_2: ("kvm_mmu_notifier_invalidate_range_start", "kvm"),    # same function, another ip
+        KVM_END: ("kvm_mmu_notifier_invalidate_range_end", "kvm"),
+        NOUVEAU: ("nouveau_svm_range_invalidate", "nouveau")}
+
+
+def resolve(ip):
+    return SYMS.get(ip, ("unknown", "unknown"))
+
+
+def zeros():
+    raw = {name: [0] * n for name, n in SIZES.items()}
+    raw.update(notifier_invalidations={}, notifier_latency={}, notifier_latency_sum_ns={}, notifier_ends={},
+               oom_reap_blocked={})
+    return raw
+
+
+def raw_maps():
+    raw = zeros()
+    raw["invalidate_starts"] = [100, 2, 1, 50, 7, 3]          # [mode][result]
+    raw["invalidations_by_event"][0] = 120
+    raw["invalidations_by_event"][1] = 5
+    raw["invalidations_by_event"][9] = 4                       # an event this mnmon has no name for
+    raw["invalidate_ends"] = [140]
+    raw["invalidate_start_latency"][9] = 3                     # blockable
+    raw["invalidate_start_latency"][12] = 2
+    raw["invalidate_start_latency"][64 + 40] = 1               # nonblockable, beyond 8.6 s
+    raw["invalidate_start_latency_sum_ns"] = [123456, 2_000_000_000_000]
+    raw["unpaired_starts"] = [2]
+    raw["unattributed_failures"] = [0, 1, 0, 0, 2, 0]
+    raw["notifier_invalidations"] = {(KVM_START, 0, 0, 0): 90, (KVM_START, 0, 1, 0): 40,
+                                     (KVM_START_2, 0, 1, 0): 5, (NOUVEAU, 1, 1, 1): 6, (NOUVEAU, 1, 0, 0): 10}
+    raw["notifier_latency"] = {(KVM_START, 0, 10): 90, (KVM_START, 1, 11): 40, (KVM_START_2, 1, 11): 5,
+                               (NOUVEAU, 1, 20): 6, (NOUVEAU, 0, 9): 10}
+    raw["notifier_latency_sum_ns"] = {(KVM_START, 0): 90_000, (KVM_START, 1): 80_000, (KVM_START_2, 1): 11_000,
+                                      (NOUVEAU, 1): 6_000_000, (NOUVEAU, 0): 5_000}
+    raw["notifier_ends"] = {KVM_END: 140}
+    raw["oom_victims"] = [3]
+    raw["oom_reap_attempts"] = [4, 2, 1]
+    raw["oom_reap_calls"] = [4, 2, 0, 1, 0, 0, 3, 1, 0]        # [caller][result]
+    raw["oom_reaper_gave_up"] = [1]
+    raw["oom_reap_blocked"] = {NOUVEAU: 2, 0: 1}
+    raw["oom_reap_latency"][20] = 4
+    raw["oom_reap_latency"][25] = 1
+    raw["oom_reap_latency_sum_ns"] = [9_000_000]
+    raw["events_lost"] = [6]
+    return raw
+
+
+ATTACHED = [("kvm_mmu_notifier_invalidate_range_start", "kvm", "list"),
+            ("kvm_mmu_notifier_invalidate_range_end", "kvm", "list_end"),
+            ("nouveau_svm_range_invalidate", "nouveau", "interval"),
+            ("hfi1_mmu_invalidate_range_start", "hfi1", "list")]
+STATUSES = [Status("invalidate_range_start", "fentry", True), Status("invalidate_range_end", "fentry", True),
+            Status("interval_notifier_insert", "", False), Status("oom:mark_victim", "tracepoint", True),
+            Status("notifier:kvm_mmu_notifier_invalidate_range_start", "kprobe", True)]
+
+
+@pytest.fixture
+def snap():
+    return build_snapshot(raw_maps(), resolve, ATTACHED, STATUSES)
+
+
+def test_core_starts(snap):
+    assert snap.family("mnmon_invalidate_range_start_total") == [
+        ({"mode": "blockable", "result": "eagain"}, 2), ({"mode": "blockable", "result": "error"}, 1),
+        ({"mode": "blockable", "result": "ok"}, 100), ({"mode": "nonblockable", "result": "eagain"}, 7),
+        ({"mode": "nonblockable", "result": "error"}, 3), ({"mode": "nonblockable", "result": "ok"}, 50)]
+
+
+def test_core_events_ends_in_progress_unpaired(snap):
+    assert snap.family("mnmon_invalidations_by_event_total") == [
+        ({"event": "9"}, 4), ({"event": "clear"}, 5), ({"event": "exclusive"}, 0), ({"event": "migrate"}, 0),
+        ({"event": "protection_page"}, 0), ({"event": "protection_vma"}, 0), ({"event": "release"}, 0),
+        ({"event": "soft_dirty"}, 0), ({"event": "unmap"}, 120)]
+    assert snap.get("mnmon_invalidate_range_end_total") == 140
+    assert snap.get("mnmon_invalidations_in_progress") == 10          # ok starts 100 + 50 - 140 ends
+    assert snap.get("mnmon_unpaired_invalidate_starts_total") == 2
+
+
+def test_in_progress_is_never_negative():
+    raw = raw_maps()
+    raw["invalidate_ends"] = [151]          # ends of sections started before mnmon attached
+    snap = build_snapshot(raw, resolve, [], STATUSES)
+    assert snap.get("mnmon_invalidations_in_progress") == 0
+
+
+def test_core_latency(snap):
+    blockable = snap.get("mnmon_invalidate_range_start_duration_seconds", mode="blockable")
+    assert blockable == log2_histogram({9: 3, 12: 2}, 123456)
+    assert [n for _, n in blockable.buckets[:5]] == [3, 3, 3, 5, 5]
+    assert blockable.buckets[-1] == (float("inf"), 5)
+    assert blockable.sum == 0.000123456
+    nonblockable = snap.get("mnmon_invalidate_range_start_duration_seconds", mode="nonblockable")
+    assert [n for _, n in nonblockable.buckets] == [0] * 24 + [1]
+    assert nonblockable.sum == 2000.0
+
+
+def test_notifier_outcomes(snap):
+    fam = {tuple(lbl[k] for k in ("notifier", "kind", "mode", "result")): v
+           for lbl, v in snap.family("mnmon_notifier_invalidations_total")}
+    assert {k: v for k, v in fam.items() if v} == {
+        ("kvm_mmu_notifier_invalidate_range_start", "list", "blockable", "ok"): 90,
+        ("kvm_mmu_notifier_invalidate_range_start", "list", "nonblockable", "ok"): 45,    # two ips, one function
+        ("nouveau_svm_range_invalidate", "interval", "nonblockable", "eagain"): 6,
+        ("nouveau_svm_range_invalidate", "interval", "blockable", "ok"): 10,
+        ("unknown", "unknown", "blockable", "eagain"): 1,                                 # unattributed failures
+        ("unknown", "unknown", "nonblockable", "eagain"): 2,
+    }
+    # every attached start callback has all six (mode, result) series from the start
+    for notifier, kind in (("kvm_mmu_notifier_invalidate_range_start", "list"),
+                           ("nouveau_svm_range_invalidate", "interval"), ("hfi1_mmu_invalidate_range_start", "list")):
+        assert sorted(k[2:] for k in fam if k[:2] == (notifier, kind)) == sorted(
+            (m, r) for m in MODES for r in RESULTS)
+    assert len(fam) == 20
+    modules = {lbl["notifier"]: lbl["module"] for lbl, _ in snap.family("mnmon_notifier_invalidations_total")}
+    assert modules == {"kvm_mmu_notifier_invalidate_range_start": "kvm", "nouveau_svm_range_invalidate": "nouveau",
+                       "hfi1_mmu_invalidate_range_start": "hfi1", "unknown": "unknown"}
+
+
+def test_notifier_ends(snap):
+    assert snap.family("mnmon_notifier_invalidate_range_end_total") == [
+        ({"module": "kvm", "notifier": "kvm_mmu_notifier_invalidate_range_end"}, 140)]
+
+
+def test_notifier_latency(snap):
+    def h(notifier, module, mode):
+        return snap.get("mnmon_notifier_invalidation_duration_seconds", notifier=notifier, module=module, mode=mode)
+    kvm = "kvm_mmu_notifier_invalidate_range_start"
+    assert h(kvm, "kvm", "blockable") == log2_histogram({10: 90}, 90_000)
+    assert h(kvm, "kvm", "nonblockable") == log2_histogram({11: 45}, 91_000)
+    assert h("nouveau_svm_range_invalidate", "nouveau", "nonblockable") == log2_histogram({20: 6}, 6_000_000)
+    assert h("nouveau_svm_range_invalidate", "nouveau", "blockable") == log2_histogram({9: 10}, 5_000)
+    for mode in MODES:      # attached, never called: zero histograms exist
+        assert h("hfi1_mmu_invalidate_range_start", "hfi1", mode) == log2_histogram({}, 0)
+    assert h("kvm_mmu_notifier_invalidate_range_end", "kvm", "blockable") is None     # ends are not timed
+    assert len(snap.family("mnmon_notifier_invalidation_duration_seconds")) == 6
+
+
+def test_oom(snap):
+    assert snap.get("mnmon_oom_victims_total") == 3
+    assert snap.family("mnmon_oom_reap_attempts_total") == [
+        ({"result": "notifier_blocked"}, 2), ({"result": "reaped"}, 4), ({"result": "skipped"}, 1)]
+    assert snap.family("mnmon_oom_reap_calls_total") == [
+        ({"caller": "exit_mmap", "result": "notifier_blocked"}, 1), ({"caller": "exit_mmap", "result": "reaped"}, 3),
+        ({"caller": "oom_reaper", "result": "notifier_blocked"}, 2), ({"caller": "oom_reaper", "result": "reaped"}, 4),
+        ({"caller": "process_mrelease", "result": "notifier_blocked"}, 0),
+        ({"caller": "process_mrelease", "result": "reaped"}, 1)]
+    assert snap.get("mnmon_oom_reaper_gave_up_total") == 1
+    assert snap.family("mnmon_oom_reap_blocked_total") == [
+        ({"module": "nouveau", "notifier": "nouveau_svm_range_invalidate"}, 2),
+        ({"module": "unknown", "notifier": "unknown"}, 1)]
+    reap = snap.get("mnmon_oom_reap_duration_seconds")
+    assert reap == log2_histogram({20: 4, 25: 1}, 9_000_000)
+    assert dict(reap.buckets)[0.002097152] == 4 and dict(reap.buckets)[0.067108864] == 5
+    assert reap.sum == 0.009
+
+
+def test_probe_attached_and_events_lost(snap):
+    assert snap.family("mnmon_probe_attached") == [
+        ({"method": "fentry", "probe": "invalidate_range_end"}, 1),
+        ({"method": "fentry", "probe": "invalidate_range_start"}, 1),
+        ({"method": "kprobe", "probe": "notifier:kvm_mmu_notifier_invalidate_range_start"}, 1),
+        ({"method": "none", "probe": "interval_notifier_insert"}, 0),
+        ({"method": "tracepoint", "probe": "oom:mark_victim"}, 1)]
+    assert snap.get("mnmon_events_lost_total") == 6
+
+
+CORE = ("mnmon_invalidate_range_start_total", "mnmon_invalidations_by_event_total", "mnmon_invalidate_range_end_total",
+        "mnmon_invalidate_range_start_duration_seconds", "mnmon_invalidations_in_progress",
+        "mnmon_unpaired_invalidate_starts_total", "mnmon_notifier_invalidations_total",
+        "mnmon_notifier_invalidate_range_end_total", "mnmon_notifier_invalidation_duration_seconds")
+OOM = ("mnmon_oom_victims_total", "mnmon_oom_reap_attempts_total", "mnmon_oom_reap_calls_total",
+       "mnmon_oom_reaper_gave_up_total", "mnmon_oom_reap_blocked_total", "mnmon_oom_reap_duration_seconds")
+
+
+def families(snap):
+    return {name for name, _ in snap.series}
+
+
+def test_everything_present_when_core_attached(snap):
+    assert families(snap) == set(CORE + OOM) | {"mnmon_probe_attached", "mnmon_events_lost_total"}
+
+
+@pytest.mark.parametrize("statuses", [
+    [Status("invalidate_range_start", "kprobe", False), Status("oom:mark_victim", "tracepoint", True)],
+    [Status("invalidate_range_end", "fentry", True)],
+    [],
+])
+def test_core_families_absent_when_core_start_not_attached(statuses):
+    snap = build_snapshot(raw_maps(), resolve, ATTACHED, statuses)
+    assert families(snap) == set(OOM) | {"mnmon_events_lost_total"} | (
+        {"mnmon_probe_attached"} if statuses else set())
+
+
+def test_maps_compiled_out_without_structs():
+    # HAVE_STRUCTS=0: only oom.bpf.c's maps and events_lost exist
+    raw = {k: v for k, v in raw_maps().items() if k.startswith("oom_") or k == "events_lost"}
+    snap = build_snapshot(raw, resolve, [], [Status("invalidate_range_start", "", False),
+                                             Status("oom:mark_victim", "tracepoint", True)])
+    assert families(snap) == set(OOM) | {"mnmon_probe_attached", "mnmon_events_lost_total"}
+    assert snap.get("mnmon_oom_victims_total") == 3
+
+
+def test_all_zero_maps():
+    snap = build_snapshot(zeros(), resolve, [], [Status("invalidate_range_start", "kprobe", True)])
+    assert snap.get("mnmon_invalidations_in_progress") == 0
+    assert len(snap.family("mnmon_invalidations_by_event_total")) == 8      # the named events, at 0
+    assert snap.family("mnmon_notifier_invalidations_total") == []
+    assert snap.family("mnmon_oom_reap_blocked_total") == []
+    assert snap.get("mnmon_oom_reap_duration_seconds") == log2_histogram({}, 0)
+    assert snap.get("mnmon_events_lost_total") == 0
+
+
+def test_no_maps_at_all():
+    snap = build_snapshot({}, resolve)
+    assert snap.series == {("mnmon_events_lost_total", ()): 0}
+
+
+def test_callbacks_of_unloaded_modules_fold_into_unknown():
+    # Their addresses no longer resolve: counts, latency counts and sums all add up under "unknown".
+    gone_a, gone_b = 0xffffffffc1000001, 0xffffffffc2000001
+    raw = zeros()
+    raw["notifier_invalidations"] = {(gone_a, 0, 1, 1): 3, (gone_b, 0, 1, 1): 4}
+    raw["notifier_latency"] = {(gone_a, 1, 15): 3, (gone_b, 1, 15): 4}
+    raw["notifier_latency_sum_ns"] = {(gone_a, 1): 100_000, (gone_b, 1): 150_000}
+    snap = build_snapshot(raw, resolve, [], [Status("invalidate_range_start", "kprobe", True)])
+    assert snap.family("mnmon_notifier_invalidations_total") == [
+        ({"kind": "list", "mode": "nonblockable", "module": "unknown", "notifier": "unknown", "result": "eagain"}, 7)]
+    h = snap.get("mnmon_notifier_invalidation_duration_seconds", notifier="unknown", module="unknown",
+                 mode="nonblockable")
+    assert h == log2_histogram({15: 7}, 250_000)
+    assert h.count == 7
+
+
+def test_an_unknown_blocker_is_never_resolved():
+    # Address 0 in oom_reap_blocked means "no probed callback failed"; a resolver that names every
+    # address (the nearest symbol below it) must not be asked to name it.
+    raw = zeros()
+    raw["oom_reap_blocked"] = {0: 3, NOUVEAU: 1}
+    snap = build_snapshot(raw, lambda ip: ("nearest_symbol", "vmlinux"))
+    assert snap.family("mnmon_oom_reap_blocked_total") == [
+        ({"module": "unknown", "notifier": "unknown"}, 3), ({"module": "vmlinux", "notifier": "nearest_symbol"}, 1)]
