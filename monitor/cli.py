@@ -128,6 +128,7 @@ def sample(duration, as_json, no_histograms):
     from monitor import collector, render
     from monitor.probes import start_monitor
     mon = start_monitor()
+    click.echo(f"attached; sampling for {duration:g} s", err=True)
     try:
         t0 = time.monotonic()
         end = t0 + duration
@@ -166,8 +167,7 @@ def watch(as_json):
             click.echo(f"{ts} {d.pop('event'):<16} " + " ".join(f"{k}={v}" for k, v in d.items() if k != "ts_ns"))
         sys.stdout.flush()
     mon.open_events(show)
-    if not as_json:
-        click.echo("watching; Ctrl-C to stop", err=True)
+    click.echo("attached; watching (Ctrl-C stops)", err=True)
     last = time.monotonic()
     try:
         while not stop:

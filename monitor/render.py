@@ -34,8 +34,9 @@ def fmt_seconds(s):
     return f"{s / 1e-9:.3g}ns"
 
 
-def log2_lines(buckets, unit="usecs", width=40):
-    """A bcc-style log2 histogram of cumulative (le seconds, count) buckets."""
+def log2_lines(buckets, width=40):
+    """A bcc-style log2 histogram of cumulative (le seconds, count) buckets; the
+    buckets are powers of two of nanoseconds, so bounds print as durations."""
     per = []
     prev = 0
     lo = 0.0
@@ -49,11 +50,10 @@ def log2_lines(buckets, unit="usecs", width=40):
     first = next(i for i, p in enumerate(per) if p[2])
     last = max(i for i, p in enumerate(per) if p[2])
     top = max(p[2] for p in per)
-    scale = 1e6 if unit == "usecs" else 1e9
-    out = [f"{unit:>24} : count     distribution"]
+    out = [f"{'duration':>22} : count     distribution"]
     for lo, hi, n in per[first:last + 1]:
         bar = "*" * round(width * n / top)
-        out.append(f"{int(lo * scale):>10} -> {int(hi * scale) - 1:<10} : {n:<9} |{bar:<{width}}|")
+        out.append(f"{fmt_seconds(lo) if lo else '0':>9} -> {fmt_seconds(hi):<9} : {n:<9} |{bar:<{width}}|")
     return out
 
 

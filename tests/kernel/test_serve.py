@@ -106,3 +106,33 @@ def test_sigterm_detaches_cleanly(srv):
     rc, out = srv.stop()
     assert rc == 0, out
     assert "Traceback" not in out
+
+
+def test_watch_prints_the_reapers_story_as_it_happens():
+    import subprocess as sp
+    import sys
+    from tests.support.mnmon_proc import REPO
+    w = sp.Popen([sys.executable, "-m", "monitor", "watch", "--json"], cwd=REPO,
+                 stdout=sp.PIPE, stderr=sp.PIPE, text=True)
+    try:
+        assert w.stderr.readline().startswith("attached"), "watch did not attach"
+        # The fixture's callbacks are picked up at registration, attached within watch's 2 s refresh.
+        child = scenarios.run_oom(lists=[("A", "never_fail"), ("B", "fail_nonblock")],
+                                  on_ready=lambda info: time.sleep(5))
+        time.sleep(2)
+    finally:
+        w.terminate()
+        out, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
+    events = [json.loads(l) for l in out.splitlines()]
+    mine = lambda kind: [e for e in events if e["event"] == kind and e.get("victim_pid", e.get("pid")) == child.pid]
+    assert len(mine("oom_victim")) == 1
+    attempts = mine("reap_attempt")
+    assert len(attempts) == 10
+    assert {(a["result"], a["blocked_by"], a["blocked_by_module"]) for a in attempts} == \
+        {("notifier_blocked", "mnmon_fx_list_fail_nonblock_start", "mnmon_fixture")}
+    assert len(mine("reaper_gave_up")) == 1
+    failed = [e for e in events if e["event"] == "notifier_failed"]
+    assert failed and {e["notifier"] for e in failed} == {"mnmon_fx_list_fail_nonblock_start"}
+    assert {e["mode"] for e in failed} == {"nonblockable"}
+

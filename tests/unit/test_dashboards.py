@@ -4,7 +4,7 @@ Grafana JSON structure (ids, grid, data source, variables) and the metric contra
 every series a panel or rule reads is one that mnmon exports, with labels it has,
 and every family mnmon exports is on some dashboard. The readers here
 (panel_queries, variable_queries, rule_expressions) are also what
-tests/host/test_prometheus_queries.py sends to a real Prometheus.
+tests/kernel/test_prometheus_queries.py sends to a real Prometheus.
 """
 import itertools
 import json

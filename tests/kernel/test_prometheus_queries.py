@@ -1,16 +1,22 @@
-"""Every dashboard query and every rule, evaluated by a real Prometheus scraping exporter_url.
+"""Every dashboard query and every rule, evaluated by Debian's real Prometheus
+scraping a real `mnmon serve` on the real kernel, while the KVM and A/B OOM
+scenarios run under it.
 
-A query that Grafana would send must parse and, since the exporter behind
-exporter_url (tests/host/conftest.py) fills every family, return data. The rule
-files are loaded into the server too, and must evaluate without error.
+A query that Grafana would send must parse and, since the scenarios exercise
+every family, return data. The rule files are loaded into the server too, and
+must evaluate without error.
 """
 import re
+import time
 import shutil
 
 import pytest
 
 from monitor.metrics import FAMILIES
-from tests.host.promserver import JOB, Prometheus
+from tests.kernel import scenarios
+from tests.support import dashboard_picture
+from tests.support.mnmon_proc import REPO, Serve
+from tests.support.promserver import JOB, Prometheus
 from tests.unit.test_dashboards import RULE_FILES, exposed_names, panel_queries, rule_expressions, variable_queries
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
@@ -30,11 +36,15 @@ def grafana_expand(expr):
 
 
 @pytest.fixture(scope="module")
-def prometheus(exporter_url, tmp_path_factory):
-    with Prometheus(exporter_url, tmp_path_factory.mktemp("prometheus"), RULE_FILES) as prom:
-        prom.wait_for_target()
-        # Two scrapes of a growing counter: rate() and increase() have data from here on.
-        prom.wait_for("rate(mnmon_oom_victims_total[1m]) > 0")
+def prometheus(tmp_path_factory):
+    with Serve("--discovery.interval", "500ms") as srv, \
+            Prometheus(srv.url + "/metrics", tmp_path_factory.mktemp("prometheus"), RULE_FILES) as prom:
+        prom.wait_for_target(timeout=120)
+        scenarios.run_kvm(iterations=200)
+        # serve looks for new callbacks every 500 ms: let it attach the fixture's before the OOM.
+        scenarios.run_oom(lists=[("A", "never_fail"), ("B", "fail_nonblock")], on_ready=lambda info: time.sleep(2))
+        # Scrapes before and after the victim: rate() and increase() have data from here on.
+        prom.wait_for("rate(mnmon_oom_victims_total[1m]) > 0", timeout=120)
         yield prom
 
 
@@ -83,3 +93,13 @@ def test_loaded_rules_evaluate_cleanly(prometheus):
     loaded = prometheus.evaluated_rules()
     assert sorted(r["name"] for r in loaded) == sorted(n for _, n, _ in RULES)
     assert [(r["name"], r.get("lastError")) for r in loaded if r["health"] != "ok"] == []
+
+
+def test_overview_picture_from_real_data(prometheus):
+    """The picture the README shows: the overview dashboard's panels, drawn from this run."""
+    out = REPO / "build" / "dashboard-overview.png"
+    out.parent.mkdir(exist_ok=True)
+    drawn = dashboard_picture.draw(REPO / "dashboards" / "mnmon-overview.json", prometheus, out, minutes=3)
+    assert drawn["Invalidation rate by mode and result"] >= 2
+    assert drawn["Notifiers that blocked the reaper"] >= 1
+    assert out.stat().st_size > 10_000

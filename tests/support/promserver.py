@@ -90,6 +90,11 @@ class Prometheus:
         """The API's answer to an instant query: {"status": "success"|"error", ...}."""
         return self._get("/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
 
+    def query_range(self, expr, start, end, step):
+        """The API's answer to a range query (start/end: unix seconds)."""
+        return self._get("/api/v1/query_range?" + urllib.parse.urlencode(
+            {"query": expr, "start": start, "end": end, "step": step}))
+
     def wait_for_target(self, timeout=30):
         """Until the one target has been scraped successfully."""
         def up():
