@@ -5,6 +5,8 @@ PYTEST  := $(PY) -m pytest
 # Stock Debian kernel the real-kernel bed boots (newest installed with headers).
 KVER    ?= $(shell ls -1 /lib/modules 2>/dev/null | grep -- '-amd64$$' | sort -V | tail -n 1)
 FIXTURE := build/fixture/mnmon_fixture.ko
+# make test-kernel KTESTS=tests/kernel/test_serve.py PYTEST_ARGS=-x: a part of the tier
+KTESTS  ?= tests/kernel
 
 .PHONY: setup setup-test run test test-unit test-host test-kernel demo bench fixture clean
 
@@ -36,7 +38,7 @@ $(FIXTURE): tests/kernel/fixture/mnmon_fixture.c tests/kernel/fixture/mnmon_fixt
 
 # One boot runs the whole pytest session inside the guest.
 test-kernel: fixture
-	$(PY) -m tests.kernel.vm --kernel $(KVER) -- $(PYTEST) -q -p no:cacheprovider tests/kernel $(PYTEST_ARGS)
+	$(PY) -m tests.kernel.vm --kernel $(KVER) -- $(PYTEST) -q -p no:cacheprovider $(KTESTS) $(PYTEST_ARGS)
 
 demo: setup-test fixture
 	$(PY) -m tests.kernel.vm --kernel $(KVER) -- $(PY) -m tests.kernel.demo
