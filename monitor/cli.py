@@ -191,13 +191,16 @@ def doctor():
     Example:
       mnmon doctor
     """
-    from monitor import attach_plan, doctor as doc, kernel
+    from monitor import doctor as doc, kernel
     from monitor.probes import MonitorError, ProbeStatus, inspect_host, start_monitor
     facts, plan = inspect_host()
     click.echo("\n".join(doc.facts_lines(facts, "root or CAP_BPF+CAP_PERFMON" if facts.privileged else "none")))
     click.echo(doc.tracefs_line(kernel.tracefs(mount=False)))
     click.echo("")
     attempted = False
+    # What the plan would try, shown when nothing could be tried.
+    planned = [ProbeStatus(p.probe, p.methods[0] if p.methods else "", bool(p.methods), p.reason)
+               for p in plan.probes]
     if facts.privileged and facts.headers != "none":
         try:
             mon = start_monitor()
@@ -205,11 +208,9 @@ def doctor():
             mon.close()
         except MonitorError as e:
             click.echo(f"attach failed: {e}")
-            statuses = [ProbeStatus(p.probe, p.methods[0] if p.methods else "", bool(p.methods), p.reason)
-                        for p in plan.probes]
+            statuses = planned
     else:
-        statuses = [ProbeStatus(p.probe, p.methods[0] if p.methods else "", bool(p.methods), p.reason)
-                    for p in plan.probes]
+        statuses = planned
         click.echo("not privileged or no headers: showing the plan only (run as root to try it)\n")
     click.echo("\n".join(doc.probe_lines(statuses, plan.callbacks, attempted)))
     ok = attempted and doc.core_ok(statuses, plan.callbacks)

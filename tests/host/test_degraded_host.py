@@ -4,11 +4,11 @@ own memory-cgroup OOM kill count."""
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.cgroups import remove_when_empty
 from tests.support.mnmon_proc import Serve, run, value
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="attaching BPF needs root")
@@ -72,12 +72,7 @@ def test_serve_counts_oom_victims_from_tracepoints(facts):
             assert child.returncode == -9
             kernel_kills = kills()
         finally:
-            for _ in range(50):
-                try:
-                    d.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            remove_when_empty(d)
         after = srv.samples()
         got = value(after, "mnmon_oom_victims_total") - value(before, "mnmon_oom_victims_total")
         assert kernel_kills == 1

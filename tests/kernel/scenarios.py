@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.kernel.fixture_dev import Fixture, read_stats
+from tests.support.cgroups import remove_when_empty
 
 PAGE = mmap.PAGESIZE
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -191,12 +192,7 @@ def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120, on
             argv += ["--interval", interval]
         return _spawn(argv, timeout, on_ready=on_ready)
     finally:
-        for _ in range(100):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        remove_when_empty(cg)
 
 
 def main(argv=None):
