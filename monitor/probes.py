@@ -88,7 +88,7 @@ class Monitor:
             except (OSError, headers.HeadersError) as e:
                 raise MonitorError(f"no usable kernel headers for {facts.release}: {e}") from None
         try:
-            bpf = NoAutoload(text=compile_unit(), cflags=plan.cflags + [f"-I{BPF_DIR}"])
+            bpf = NoAutoload(text=compile_unit().encode(), cflags=plan.cflags + [f"-I{BPF_DIR}"])
         except Exception as e:      # bcc raises bare Exception on compile errors
             raise MonitorError(f"BPF program did not compile: {e}") from None
         statuses = {}
@@ -138,9 +138,9 @@ class Monitor:
                           discovery.INTERVAL: ("cb_interval_entry", "cb_interval_return"),
                           discovery.LIST_END: ("cb_list_end", None)}[cb.kind]
             try:
-                self.bpf.attach_kprobe(event=cb.symbol, fn_name=entry)
+                self.bpf.attach_kprobe(event=_b(cb.symbol), fn_name=_b(entry))
                 if ret:
-                    self.bpf.attach_kretprobe(event=cb.symbol, fn_name=ret, maxactive=MAXACTIVE)
+                    self.bpf.attach_kretprobe(event=_b(cb.symbol), fn_name=_b(ret), maxactive=MAXACTIVE)
                 if cb.kind == discovery.LIST_END:
                     t = self.bpf["probed_end_fns"]
                     t[t.Key(sym.addr)] = t.Leaf(1)
@@ -158,7 +158,7 @@ class Monitor:
             for fn in (cb.symbol,):
                 for detach in (self.bpf.detach_kprobe, self.bpf.detach_kretprobe):
                     try:
-                        detach(event=fn)
+                        detach(event=_b(fn))
                     except Exception:
                         pass
             self.statuses.pop(f"notifier:{cb.symbol}", None)
@@ -233,26 +233,31 @@ def _attach(bpf, spec):
 
 def _attach_one(bpf, method, target, fn, is_ret):
     if method == attach_plan.FENTRY:
-        (bpf.attach_kretfunc if is_ret else bpf.attach_kfunc)(fn_name=fn)
+        (bpf.attach_kretfunc if is_ret else bpf.attach_kfunc)(fn_name=_b(fn))
     elif method == attach_plan.KPROBE:
         if is_ret:
-            bpf.attach_kretprobe(event=target, fn_name=fn, maxactive=MAXACTIVE)
+            bpf.attach_kretprobe(event=_b(target), fn_name=_b(fn), maxactive=MAXACTIVE)
         else:
-            bpf.attach_kprobe(event=target, fn_name=fn)
+            bpf.attach_kprobe(event=_b(target), fn_name=_b(fn))
     else:
-        bpf.attach_tracepoint(tp=target, fn_name=fn)
+        bpf.attach_tracepoint(tp=_b(target), fn_name=_b(fn))
 
 
 def _detach_one(bpf, method, target, fn, is_ret):
     try:
         if method == attach_plan.FENTRY:
-            (bpf.detach_kretfunc if is_ret else bpf.detach_kfunc)(fn_name=fn)
+            (bpf.detach_kretfunc if is_ret else bpf.detach_kfunc)(fn_name=_b(fn))
         elif method == attach_plan.KPROBE:
-            (bpf.detach_kretprobe if is_ret else bpf.detach_kprobe)(event=target)
+            (bpf.detach_kretprobe if is_ret else bpf.detach_kprobe)(event=_b(target))
         else:
-            bpf.detach_tracepoint(tp=target)
+            bpf.detach_tracepoint(tp=_b(target))
     except Exception:
         pass        # it was not attached after all
+
+
+def _b(text):
+    """bcc wants bytes (it warns on str, and echoes the whole program text)."""
+    return text.encode()
 
 
 def _explain(exc):
