@@ -104,7 +104,10 @@ def _attach_for_serve(settings):
     log = logging.getLogger("mnmon")
     missing = [st for st in mon.statuses.values() if not st.attached and st.reason != "disabled by configuration"]
     for st in mon.statuses.values():
-        log.info("probe %s: %s", st.probe, f"attached ({st.method})" if st.attached else f"not attached: {st.reason}")
+        if st.attached:
+            log.info("probe %s: attached (%s)", st.probe, st.method)
+        else:
+            log.warning("probe %s: not attached: %s", st.probe, st.reason)
     if settings.strict and missing:
         mon.close()
         raise MonitorError("--strict: not attached: " + ", ".join(f"{st.probe} ({st.reason})" for st in missing))
