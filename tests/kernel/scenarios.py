@@ -106,6 +106,10 @@ def child_victim(args):
     parked = threading.Thread(target=fx.park, args=(args.park_ms,), daemon=True)
     parked.start()
     time.sleep(0.3)                 # let the thread reach msleep() before the OOM kill
+    if args.no_grow:                # the parent kills us itself
+        print("parked", flush=True)
+        while True:
+            time.sleep(1)
     while True:                     # grow until the OOM killer picks us
         m, _ = anon_private(4 * MB)
         touch(m)
@@ -195,6 +199,38 @@ def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120, on
         remove_when_empty(cg)
 
 
+SYS_process_mrelease = 448          # x86_64, since 5.15
+
+
+def run_mrelease(lists, park_ms=8000, timeout=120, on_ready=None):
+    """A victim with notifiers and a parked thread, SIGKILLed by us, its memory then
+    released with process_mrelease(2). Returns (Child, the syscall's errno or 0)."""
+    import signal
+    p = subprocess.Popen([sys.executable, "-m", "tests.kernel.scenarios", "victim", "--cgroup", "/sys/fs/cgroup",
+                          "--park-ms", str(park_ms), "--no-grow"]
+                         + [a for name, b in lists for a in ("--list", f"{name}={b}")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    info = json.loads(p.stdout.readline())
+    if on_ready:
+        on_ready(info)
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    assert p.stdout.readline().strip() == "parked"
+    pidfd = os.pidfd_open(info["pid"])
+    os.kill(info["pid"], signal.SIGKILL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    err = 0
+    for _ in range(100):            # the kill takes effect once the main thread runs again
+        ret = libc.syscall(SYS_process_mrelease, pidfd, 0)
+        err = 0 if ret == 0 else ctypes.get_errno()
+        if err != 22:               # EINVAL: not dying yet
+            break
+        time.sleep(0.05)
+    os.close(pidfd)
+    p.wait(timeout=timeout)
+    return Child(info["pid"], info, p.returncode, 0.0), err
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m tests.kernel.scenarios")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -213,6 +249,7 @@ def main(argv=None):
     v.add_argument("--list", action="append", default=[], type=lambda s: tuple(s.split("=", 1)))
     v.add_argument("--interval", default=None, help="behaviour of an interval notifier")
     v.add_argument("--interval-mb", type=int, default=8)
+    v.add_argument("--no-grow", action="store_true", help="park and wait to be killed")
     args = ap.parse_args(argv)
     {"kvm": child_kvm, "churn": child_churn, "victim": child_victim}[args.cmd](args)
 
