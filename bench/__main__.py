@@ -1,0 +1,211 @@
+"""mnmon's benchmarks: overhead on the invalidation path, exactness under load, the
+daemon's footprint, scrape cost. Not part of the test suite.
+
+    make bench                      boots the stock kernel under QEMU and runs this there
+    python -m bench --only scrape   the scrape-cost figure alone, anywhere (no BPF)
+
+Prints a table (target, measured, peer reference, PASS/MISS/info) and details, and
+writes both with how they were measured to --results (build/bench/RESULTS.md).
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench import churn, footprint, hotspots, report, scrape, watchdog
+from bench.report import PEER, Row, us, verdict
+
+RESULTS = churn.REPO / "build" / "bench" / "RESULTS.md"
+FORCE_KPROBE = {"invalidate_range_start": "kprobe", "invalidate_range_end": "kprobe", "oom_reap_task_mm": "kprobe"}
+RATIO_TARGET, RSS_TARGET_MB, IDLE_TARGET_PCT, SCRAPE_TARGET_MS = 1.05, 120, 0.5, 20
+
+
+def log(msg):
+    print(f"bench: {msg}", flush=True)
+
+
+def environment():
+    emulated = os.environ.get("MNMON_GUEST") == "1"
+    where = "QEMU TCG software emulation" if emulated else "this host"
+    return emulated, f"kernel {os.uname().release}, {os.cpu_count()} CPUs, {where}"
+
+
+# ------------------------------------------------------------------ scrape cost
+def scrape_rows(emulated, details):
+    cost = scrape.synthetic_cost(100)
+    st = scrape.stages(100)
+    details.append("scrape, synthetic 100 notifiers, median ms per stage: " +
+                   ", ".join(f"{k} {v:.1f}" for k, v in st.items()))
+    if cost.median_ms >= SCRAPE_TARGET_MS:
+        registry = scrape.registry_for(scrape.SyntheticMonitor(100))
+        details.append(hotspots.describe("hot spots, synthetic scrape",
+                                         hotspots.profile(lambda: scrape.render(registry))))
+    where = " (emulated CPU; `python -m bench --only scrape` on real hardware)" if emulated else ""
+    return [Row(f"/metrics render, 100 notifiers x all label sets: median < {SCRAPE_TARGET_MS} ms",
+                f"{cost.median_ms:.1f} ms (p90 {cost.p90_ms:.1f}; {cost.series} samples, "
+                f"{cost.body_bytes // 1024} KiB){where}", "", verdict(cost.median_ms < SCRAPE_TARGET_MS))]
+
+
+# ------------------------------------------------------------------ the kernel parts
+def overhead_rows(results, details):
+    from bench.overhead import LABELS
+    rows = []
+    for r in results.values():
+        b = r.breakdown
+        fentry_hits = sum(n for p, (n, _) in r.programs.items() if p.startswith(("kfunc__", "kretfunc__")))
+        other_hits = r.probe_hits - fentry_hits
+        peer_ns = round(fentry_hits * 24 + other_hits * 137)
+        rows.append(Row(f"{LABELS[r.mode]}, core by {r.method}: ratio <= {RATIO_TARGET}",
+                        f"{r.ratio:.3f} ({us(r.median('off'))} -> {us(r.median('full'))} per invalidation)",
+                        PEER[r.method], verdict(r.ratio <= RATIO_TARGET)))
+        rows.append(Row("  added per invalidation",
+                        f"+{r.added_ns:.0f} ns: core {b['core']:+.0f}, callbacks {b['callbacks']:+.0f}, "
+                        f"syscall tracepoints {b['syscalls']:+.0f}; {r.probe_hits:.0f} probe hits, "
+                        f"BPF code {r.bpf_ns:.0f} ns",
+                        f"{fentry_hits:.0f} fentry + {other_hits:.0f} kprobe hits ~ {peer_ns} ns"))
+        details.append(f"overhead {r.mode}/{r.method}: medians ns/invalidation " +
+                       ", ".join(f"{s} {r.median(s):.0f} [{min(v):.0f}..{max(v):.0f}]" for s, v in r.ns.items()) +
+                       f"; n={len(r.ns['off'])}")
+        details.append(f"  BPF programs per invalidation (runs, ns): " +
+                       ", ".join(f"{p} {n:.2f}x {ns:.0f}" for p, (n, ns) in
+                                 sorted(r.programs.items(), key=lambda kv: -kv[1][1])))
+    return rows
+
+
+def kernel_rows(args, details):
+    from bench import exactness, overhead
+    from monitor.probes import Monitor, MonitorError
+
+    rows = []
+    churn.build()
+    modes = [m for m in churn.MODES if m != "kvm" or Path("/dev/kvm").exists()]
+    if "kvm" not in modes:
+        details.append("no /dev/kvm: the KVM rows are skipped")
+    rss_before = footprint.rss_mb()
+    log("Monitor.start() (bcc compiles)...")
+    t0 = time.monotonic()
+    try:
+        with watchdog.limit("Monitor.start()", 300):
+            mon = Monitor.start()
+    except MonitorError as e:
+        raise SystemExit(f"bench: mnmon cannot start: {e}")
+    start_s = time.monotonic() - t0
+    rss_start = footprint.rss_mb()
+    log(f"ready in {start_s:.1f} s, VmRSS {rss_start[0]:.0f} MB")
+    registry = scrape.registry_for(mon)
+    scrape_once = lambda: scrape.render(registry)
+    try:
+        with watchdog.limit("discovery", 120):
+            overhead.discover(mon, modes)
+        log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}: "
+            f"{args.reps} x {len(overhead.STATES)} states x {modes}, {args.iterations} iterations each")
+        results = overhead.measure(mon, modes, args.reps, args.iterations, log)
+        log(f"exactness: {args.million:,} invalidations through the interval notifier...")
+        with watchdog.limit("exactness", 60 + args.million // 10000):
+            ex = exactness.run(mon, scrape_once, args.million)
+        log(f"idle: {args.idle_windows} windows of {footprint.SCRAPE_S:.0f} s of the daemon's duty cycle...")
+        with watchdog.limit("idle", 60 + 30 * args.idle_windows):
+            windows = footprint.idle_windows(mon, scrape_once, args.idle_windows)
+        idle = windows[len(windows) // 2]
+        if idle.core_pct >= IDLE_TARGET_PCT:
+            details.append(hotspots.describe("hot spots, live scrape", hotspots.profile(scrape_once)))
+            details.append(hotspots.describe("hot spots, refresh()", hotspots.profile(mon.refresh, 10)))
+        log(f"an hour of scrapes: {args.scrapes} renderings, 3 refresh() each...")
+        with watchdog.limit("an hour of scrapes", 600):
+            times, body = footprint.scrapes(mon, scrape_once, args.scrapes)
+        rss_hour = footprint.rss_mb()
+        trimmed = footprint.malloc_trim()
+        rss_trim = footprint.rss_mb()
+    finally:
+        mon.close()
+    log("Monitor.start(force=kprobe)...")
+    with watchdog.limit("Monitor.start(force)", 300):
+        mon = Monitor.start(force=FORCE_KPROBE)
+    try:
+        with watchdog.limit("discovery", 120):
+            overhead.discover(mon, modes)
+        log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}")
+        results_k = overhead.measure(mon, modes, args.reps, args.iterations, log)
+    finally:
+        mon.close()
+
+    rows += overhead_rows(results, details) + overhead_rows(results_k, details)
+    rows.append(Row(f"{ex.iterations:,} interval invalidations: mnmon == fixture, 0 lost",
+                    f"mnmon {ex.mnmon:,}, fixture {ex.fixture:,}, core starts {ex.core:,}, lost {ex.lost}; "
+                    f"{us(ex.ns_per_iter)} per invalidation", "", verdict(ex.exact)))
+    rows.append(Row("Monitor.start() to ready", f"{start_s:.1f} s (bcc compiles the BPF C)"))
+    rows.append(Row(f"RSS after start <= {RSS_TARGET_MB} MB",
+                    f"{rss_start[0]:.0f} MB (anon {rss_start[1]:.0f}, file {rss_start[2]:.0f}; "
+                    f"{rss_before[0]:.0f} MB before start)", "", verdict(rss_start[0] <= RSS_TARGET_MB)))
+    rows.append(Row(f"RSS after {args.scrapes} scrapes (an hour) <= {RSS_TARGET_MB} MB",
+                    f"{rss_hour[0]:.0f} MB (anon {rss_hour[1]:.0f}, file {rss_hour[2]:.0f}); "
+                    f"{rss_trim[0]:.0f} MB after malloc_trim(0)" + ("" if trimmed else " (nothing to trim)"),
+                    "", verdict(rss_hour[0] <= RSS_TARGET_MB)))
+    no_scrapes = 100 * (idle.cpu_s - idle.scrape_cpu_s) / idle.wall_s
+    rows.append(Row(f"CPU idle < {IDLE_TARGET_PCT} % of a core",
+                    f"{idle.core_pct:.2f} % (median of {len(windows)} windows of {idle.wall_s:.0f} s, "
+                    f"{windows[0].core_pct:.2f}..{windows[-1].core_pct:.2f}; each {idle.refreshes} refresh() "
+                    f"and {idle.scrapes} scrape; {no_scrapes:.2f} % without the scrape)", "",
+                    verdict(idle.core_pct < IDLE_TARGET_PCT)))
+    rows.append(Row("CPU under the invalidation loop (daemon process)",
+                    f"{ex.duty.core_pct:.2f} % of a core over {ex.duty.wall_s:.0f} s; BPF time is the loop's "
+                    f"(overhead rows)"))
+    rows.append(Row("scrape of the live maps (snapshot + exposition)",
+                    f"median {statistics.median(times):.1f} ms, {len(body.splitlines())} lines"))
+    per = lambda cpu, n: f"{1e3 * cpu / n:.1f} ms" if n else "-"
+    details.append(f"idle CPU: refresh() {per(idle.refresh_cpu_s, idle.refreshes)} CPU each, "
+                   f"scrape {per(idle.scrape_cpu_s, idle.scrapes)} CPU each; "
+                   f"under load: refresh() {per(ex.duty.refresh_cpu_s, ex.duty.refreshes)}, "
+                   f"scrape {per(ex.duty.scrape_cpu_s, ex.duty.scrapes)}")
+    details.append(f"RSS (MB, VmRSS/anon/file): before start {rss_before[0]:.0f}/{rss_before[1]:.0f}/"
+                   f"{rss_before[2]:.0f}, after start {rss_start[0]:.0f}/{rss_start[1]:.0f}/{rss_start[2]:.0f}, "
+                   f"after an hour {rss_hour[0]:.0f}/{rss_hour[1]:.0f}/{rss_hour[2]:.0f}, "
+                   f"after malloc_trim {rss_trim[0]:.0f}/{rss_trim[1]:.0f}/{rss_trim[2]:.0f}")
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["scrape"], help="run only this benchmark (no BPF, no root)")
+    ap.add_argument("--reps", type=int, default=7, help="repetitions of each overhead state (default 7)")
+    ap.add_argument("--iterations", type=int, default=10000, help="invalidations per overhead run")
+    ap.add_argument("--million", type=int, default=1_000_000, help="invalidations of the exactness run")
+    ap.add_argument("--idle-windows", type=int, default=3,
+                    help="idle CPU windows of 15 s (a scrape, 3 refreshes); the median counts")
+    ap.add_argument("--scrapes", type=int, default=240, help="scrapes of the hour-equivalent (15 s apart)")
+    ap.add_argument("--results", default=str(RESULTS), help="markdown file to write ('' for none)")
+    args = ap.parse_args(argv)
+
+    emulated, env = environment()
+    t0 = time.monotonic()
+    log(env)
+    if emulated:
+        log(report.EMULATION)
+    details = []
+    rows = [] if args.only else kernel_rows(args, details)
+    rows += scrape_rows(emulated, details)
+
+    print()
+    print(f"mnmon benchmarks: {env}, {time.monotonic() - t0:.0f} s")
+    if emulated:
+        print(report.EMULATION)
+    print()
+    print(report.table(rows))
+    print()
+    print("\n".join(details))
+    if args.results:
+        path = Path(args.results)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        note = f"\n\n{report.EMULATION}" if emulated else ""
+        path.write_text(f"# mnmon benchmark results\n\n{env}, {time.strftime('%Y-%m-%d')}.{note}\n\n"
+                        f"{report.markdown(rows)}\n\nDetails:\n\n" +
+                        "".join(f"    {d}\n" for d in details) + "\n" + report.METHOD)
+        log(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Overhead on the invalidation path: one loop, mnmon's probes detached and attached.
+
+States (groups of bench.toggle attached):
+    off        nothing: the kernel as it is without mnmon
+    core       the core start/end probes, and the probes that never fire on this
+               path (registration, OOM)
+    no_cb      also the syscalls:* tracepoints (process_mrelease): enabled, they send
+               every syscall (madvise here) through the tracepoint slow path
+    full       also the per-notifier callback probes: mnmon as it runs
+
+Runs are interleaved, in state order off..full then full..off on alternate
+repetitions, and each repetition runs every mode once per state, so slow drift of
+a shared machine falls on every state alike. Figures are medians over repetitions.
+Under emulation, patching kernel text (attaching) throws away translated code, so
+each state change is followed by an untimed warm-up run of every mode.
+"""
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from bench import bpfstats, churn, watchdog
+from bench.toggle import ALL, Toggle
+
+STATES = {"off": frozenset(), "core": frozenset({"core", "other"}),
+          "no_cb": frozenset({"core", "other", "syscalls"}), "full": ALL}
+WARMUP = 500
+
+# The callbacks each mode's notifier calls, as mnmon names them.
+CALLBACKS = {
+    "kvm": ("kvm_mmu_notifier_invalidate_range_start", "kvm_mmu_notifier_invalidate_range_end"),
+    "list": ("mnmon_fx_list_never_fail_start", "mnmon_fx_list_never_fail_end"),
+    "interval": ("mnmon_fx_interval_never_fail",),
+}
+LABELS = {"kvm": "KVM guest memory", "list": "fixture list notifier", "interval": "fixture interval notifier"}
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    method: str                                   # how the core probes attached
+    ns: dict = field(default_factory=dict)        # state -> [ns per invalidation]
+    programs: dict = field(default_factory=dict)  # BPF program -> (runs, ns) per invalidation
+
+    def median(self, state):
+        return statistics.median(self.ns[state])
+
+    @property
+    def ratio(self):
+        """Median of the paired full/off ratios of each repetition."""
+        return statistics.median(f / o for f, o in zip(self.ns["full"], self.ns["off"]))
+
+    @property
+    def added_ns(self):
+        return self.median("full") - self.median("off")
+
+    @property
+    def breakdown(self):
+        """Added ns per invalidation by group: core probes, syscall tracepoints, callback probes."""
+        m = self.median
+        return {"core": m("core") - m("off"), "syscalls": m("no_cb") - m("core"), "callbacks": m("full") - m("no_cb")}
+
+    @property
+    def probe_hits(self):
+        return sum(runs for runs, _ in self.programs.values())
+
+    @property
+    def bpf_ns(self):
+        return sum(ns for _, ns in self.programs.values())
+
+
+def wait_attached(mon, symbols, timeout=30):
+    """Refresh discovery, as the daemon does, until every symbol's callback probe is attached."""
+    deadline = time.monotonic() + timeout
+    while True:
+        mon.refresh()
+        missing = [s for s in symbols
+                   if not (mon.statuses.get(f"notifier:{s}") and mon.statuses[f"notifier:{s}"].attached)]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not attached within {timeout} s: {missing}")
+        time.sleep(0.2)
+
+
+def discover(mon, modes):
+    """Run each mode once under the monitor so its callbacks get discovered and attached."""
+    for mode in modes:
+        with churn.Held(mode, 100) as c:
+            wait_attached(mon, CALLBACKS[mode])
+            c.go()
+            c.wait_result()
+
+
+def profile(mon, modes, iterations, reps=3):
+    """Per mode, each BPF program's runs and ns per invalidation (kernel.bpf_stats_enabled),
+    medians of reps runs. Not timed runs: the statistics cost two clock reads per program run."""
+    runs = {mode: [] for mode in modes}
+    with bpfstats.enabled():
+        for _ in range(reps):
+            for mode in modes:
+                before = bpfstats.read(mon.bpf)
+                churn.run(mode, iterations)
+                runs[mode].append(bpfstats.delta(bpfstats.read(mon.bpf), before))
+    out = {}
+    for mode, deltas in runs.items():
+        names = {name for d in deltas for name in d}
+        out[mode] = {name: (statistics.median(d.get(name, (0, 0))[0] for d in deltas) / iterations,
+                            statistics.median(d.get(name, (0, 0))[1] for d in deltas) / iterations)
+                     for name in names}
+    return out
+
+
+def measure(mon, modes, reps, iterations, log=lambda *a: None):
+    """{mode: ModeResult} for a started Monitor whose callbacks for modes are attached."""
+    method = mon.statuses["invalidate_range_start"].method
+    toggle = Toggle(mon)
+    results = {mode: ModeResult(mode, method, {s: [] for s in STATES}) for mode in modes}
+    order = list(STATES)
+    try:
+        for rep in range(reps):
+            for state in (order if rep % 2 == 0 else order[::-1]):
+                with watchdog.limit(f"{method} rep {rep + 1}: attaching {state}", 120):
+                    toggle.set(STATES[state])
+                for mode in modes:
+                    with watchdog.limit(f"{method} rep {rep + 1} {state}: churn {mode}", 120):
+                        churn.run(mode, WARMUP)
+                        results[mode].ns[state].append(churn.run(mode, iterations).ns_per_iter)
+            log(f"  {method} rep {rep + 1}/{reps}: " + ", ".join(
+                f"{m} {results[m].ns['off'][-1] / 1e3:.1f}->{results[m].ns['full'][-1] / 1e3:.1f} us"
+                for m in modes))
+    finally:
+        toggle.set(ALL)
+    for mode, programs in profile(mon, modes, max(1000, iterations // 5)).items():
+        results[mode].programs = programs
+    return results
