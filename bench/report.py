@@ -46,8 +46,9 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    fixture's own count in debugfs and `mnmon_events_lost_total` are compared.
 3. **Footprint.** The benchmark process holds the monitor, like `mnmon serve`:
    `Monitor.start()` time (bcc compiles the BPF C), VmRSS of `/proc/self/status`
-   after start and after an hour-equivalent of work (240 `/metrics` renderings through
-   `monitor.collector`'s registry, each a `snapshot()` of the maps, with 3 discovery
+   after start and after an hour-equivalent of work (240 `/metrics` requests to the
+   exporter's own HTTP server in the process, as Prometheus makes them: OpenMetrics,
+   gzip, keep-alive; each a `snapshot()` of the maps; with 3 discovery
    `refresh()`es per scrape as at the default 5 s interval). CPU: the process's CPU
    time (all threads) doing the daemon's duty cycle with no load: three windows of
    15 s, each one scrape and three refreshes (the median window counts), and the same
@@ -57,9 +58,9 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    thread waits for a host CPU.
 4. **Scrape cost.** A synthetic map dump with 100 notifiers (half list with an end
    callback, half interval), every mode and result, every latency bucket, reap blockers,
-   through `monitor.readers.build_snapshot`, the collector's families and
-   `prometheus_client.generate_latest` (the exporter's own path, without reading maps).
-   Median of 30 renderings. It needs no BPF: `python -m bench --only scrape` runs it
+   through `monitor.readers.build_snapshot`, `monitor.exposition` and the exporter's
+   HTTP server, requested as Prometheus does (OpenMetrics, gzip; the exporter's own
+   path, without reading maps). Median of 30 requests. It needs no BPF: `python -m bench --only scrape` runs it
    on the host, on real hardware.
 
 Peer reference: cloudflare/ebpf_exporter's published per-probe cost on bare metal

@@ -3,16 +3,19 @@
 synthetic_raw(n) is what read_raw() would return with n notifiers that have seen
 every label set: both modes, every result, every latency bucket, ends, reap
 blockers. The rendering is the exporter's own path: monitor.readers.build_snapshot,
-then the collector's families and prometheus_client's exposition of the registry.
+then monitor.exposition's OpenMetrics text, gzip and HTTP: a /metrics request to the
+exporter's own server, with the headers Prometheus sends.
 """
+import gzip
+import http.client
 import statistics
 import time
 from dataclasses import dataclass
 
-from prometheus_client import generate_latest
-
-from monitor import readers
+from monitor import collector, exposition, readers
+from monitor.config import Settings
 from monitor.metrics import MODES, RESULTS
+from monitor.web.server import Exporter
 
 BASE_IP = 0xFFFFFFFFC0000000
 # A probe status list like the plan's on a 6.1 kernel.
@@ -83,27 +86,43 @@ class SyntheticMonitor:
         return s
 
 
+# What Prometheus 2.x/3.x sends when it scrapes: OpenMetrics first, gzip.
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"
+                     "version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2")
+
+
 def registry_for(monitor):
-    """The exporter's registry for monitor (monitor.collector's, where it exists)."""
-    try:
-        from monitor.collector import registry_for as real
-    except ImportError:                 # before the collector existed: render the Snapshot ourselves
-        return _FlatRegistry(monitor)
-    return real(monitor)
+    """The exporter's registry for monitor."""
+    return collector.registry_for(monitor)
 
 
-class _FlatRegistry:
-    def __init__(self, monitor):
-        self.monitor = monitor
+class Scraper:
+    """The exporter's own HTTP server on 127.0.0.1, scraped as Prometheus does it:
+    one keep-alive connection, its Accept header, gzip. scrape() -> the decoded body."""
 
-    def render(self):
-        return "".join(f"{n}{{{','.join(f'{k}={v!r}' for k, v in l.items())}}} {v}\n"
-                       for n, l, v in self.monitor.snapshot().flat()).encode()
+    def __init__(self, registry):
+        self.exporter = Exporter(registry, Settings(listen_address="127.0.0.1:0"))
+        self.exporter.start()
+        self.conn = http.client.HTTPConnection(*self.exporter.address, timeout=30)
 
+    def scrape(self):
+        self.conn.request("GET", "/metrics", headers={"Accept": PROMETHEUS_ACCEPT,
+                                                      "Accept-Encoding": "gzip"})
+        resp = self.conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"/metrics: HTTP {resp.status}")
+        return gzip.decompress(body) if resp.getheader("Content-Encoding") == "gzip" else body
 
-def render(registry):
-    """One /metrics body."""
-    return registry.render() if isinstance(registry, _FlatRegistry) else generate_latest(registry)
+    def close(self):
+        self.conn.close()
+        self.exporter.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 @dataclass
@@ -115,15 +134,15 @@ class ScrapeCost:
     body_bytes: int
 
 
-def measure(registry, repeats=30, warmup=3):
-    """Median and p90 wall time of rendering registry's /metrics."""
+def measure(scrape, repeats=30, warmup=3):
+    """Median and p90 wall time of scrape() (a /metrics request)."""
     body = b""
     for _ in range(warmup):
-        body = render(registry)
+        body = scrape()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        body = render(registry)
+        body = scrape()
         times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
     lines = [l for l in body.decode().splitlines() if l and not l.startswith("#")]
@@ -132,29 +151,16 @@ def measure(registry, repeats=30, warmup=3):
 
 
 def synthetic_cost(n=100, repeats=30):
-    return measure(registry_for(SyntheticMonitor(n)), repeats)
+    with Scraper(registry_for(SyntheticMonitor(n))) as s:
+        return measure(s.scrape, repeats)
 
 
 def stages(n=100, repeats=10):
-    """Median ms of each stage of a synthetic render: build_snapshot, the collector's
-    families, text exposition -- where the time goes when the target is missed."""
-    from prometheus_client import CollectorRegistry
-    try:
-        from monitor.collector import families
-    except ImportError:
-        return {}
-    mon = SyntheticMonitor(n)
-    snap = mon.snapshot()
-    fams = families(snap)
-
-    class Fixed:
-        def collect(self):
-            return fams
-
-        def describe(self):
-            return []
-    reg = CollectorRegistry()
-    reg.register(Fixed())
+    """Median ms of each stage of a synthetic scrape: the Snapshot from the maps' contents,
+    its OpenMetrics text, gzip -- where the time goes when the target is missed."""
+    registry = registry_for(SyntheticMonitor(n))
+    snap = registry.source.snapshot()
+    body = registry.encode(openmetrics=True)
 
     def med(fn):
         times = []
@@ -163,5 +169,6 @@ def stages(n=100, repeats=10):
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
         return statistics.median(times)
-    return {"build_snapshot": med(mon.snapshot), "families": med(lambda: families(snap)),
-            "exposition": med(lambda: generate_latest(reg))}
+    return {"snapshot": med(registry.source.snapshot),
+            "exposition": med(lambda: exposition.render(snap, openmetrics=True)),
+            "gzip": med(lambda: gzip.compress(body, compresslevel=1))}

@@ -1,17 +1,21 @@
 """The Prometheus side of the one model: a collector that reads the BPF maps at
-scrape time (no timers of its own) and yields fresh metric families.
+scrape time (no timers of its own).
 
     mnmon_* families of monitor/metrics.py, plus mnmon_build_info and
     mnmon_scrape_duration_seconds, plus the default process metrics.
+
+The exporter writes the Snapshot itself (monitor.exposition); families() gives the
+same numbers as prometheus_client metric families for everything else.
 """
 import platform
 import time
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from monitor import __version__
+from monitor.exposition import Registry
 from monitor.metrics import FAMILIES
 
 
@@ -69,8 +73,4 @@ class MonitorCollector:
 
 def registry_for(monitor):
     """A registry with mnmon's collector and the default process metrics."""
-    reg = CollectorRegistry()
-    reg.register(MonitorCollector(monitor))
-    ProcessCollector(registry=reg)
-    PlatformCollector(registry=reg)
-    return reg
+    return Registry(MonitorCollector(monitor), [ProcessCollector(registry=None), PlatformCollector(registry=None)])

@@ -3,6 +3,7 @@
 Readers of BPF maps fill a Snapshot; the Prometheus collector, the CLI table and
 the CLI JSON all render the same Snapshot, so they cannot disagree.
 """
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from prometheus_client.utils import floatToGoString
@@ -28,18 +29,19 @@ class Histogram:
 def log2_histogram(slots, total_ns, bounds=LATENCY_BUCKETS):
     """Fold log2(ns) slot counts {slot: n} into cumulative buckets in seconds.
 
-    Slot s holds values in [2^s, 2^(s+1)) ns, so it belongs under le=2^(s+1) ns.
+    Slot s holds values in [2^s, 2^(s+1)) ns, so it belongs under the first le >= 2^(s+1) ns.
     """
-    cum, out, items = 0, [], sorted(slots.items())
-    i = 0
-    for le in bounds:
-        while i < len(items) and (1 << (items[i][0] + 1)) / 1e9 <= le:
-            cum += items[i][1]
-            i += 1
+    per = [0] * (len(bounds) + 1)          # the last one is +Inf's
+    for s, n in slots.items():
+        per[bisect_left(bounds, (1 << (s + 1)) / 1e9)] += n
+    cum, out = 0, []
+    for le, n in zip(bounds + _INF, per):
+        cum += n
         out.append((le, cum))
-    cum += sum(n for _, n in items[i:])
-    out.append((float("inf"), cum))
     return Histogram(tuple(out), total_ns / 1e9)
+
+
+_INF = (float("inf"),)
 
 
 @dataclass

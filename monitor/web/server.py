@@ -24,9 +24,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.exposition import gzip_accepted
 
 from monitor import __version__
+from monitor import exposition
 from monitor.config import parse_listen_address
 from monitor.web import webconfig
 
@@ -205,6 +206,9 @@ def _norm(name):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"         # keep-alive: Prometheus reuses its connection
+    # The head and the body go out in two writes; with Nagle the body waited for the
+    # client's delayed ACK of the head: 40 ms added to every scrape on a kept-alive connection.
+    disable_nagle_algorithm = True
     server_version = f"mnmon/{__version__}"
     sys_version = ""
     timeout = REQUEST_TIMEOUT
@@ -241,19 +245,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(404, b"404 page not found\n", site, head)
 
     def _metrics(self, site, params, head):
-        registry = site.registry
-        if "name[]" in params:
-            registry = registry.restricted_registry(params["name[]"])
-        encoder, content_type = choose_encoder(self.headers.get("Accept"))
         try:
-            output = encoder(registry)
+            output, content_type = exposition.encode(site.registry, self.headers.get("Accept"),
+                                                     params.get("name[]", ()))
         except Exception as e:     # noqa: BLE001 -- a failing collector must not take the server down
             self.server.exporter.log.error("collecting metrics: %s", e, exc_info=True)
             self._reply(500, f"error collecting metrics: {e}\n".encode(), site, head)
             return
         headers = [("Content-Type", content_type)]
         if gzip_accepted(self.headers.get("Accept-Encoding")):
-            output = gzip.compress(output)
+            # Level 1: level 9 saves another 1 % of the body (877 KiB with 100 notifiers) for 10x the CPU.
+            output = gzip.compress(output, compresslevel=1)
             headers.append(("Content-Encoding", "gzip"))
         self._reply(200, output, site, head, headers)
 
