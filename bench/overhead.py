@@ -4,8 +4,6 @@ States (groups of bench.toggle attached):
     off        nothing: the kernel as it is without mnmon
     core       the core start/end probes, and the probes that never fire on this
                path (registration, OOM)
-    no_cb      also the syscalls:* tracepoints (process_mrelease): enabled, they send
-               every syscall (madvise here) through the tracepoint slow path
     full       also the per-notifier callback probes: mnmon as it runs
 
 Runs are interleaved, in state order off..full then full..off on alternate
@@ -21,8 +19,7 @@ from dataclasses import dataclass, field
 from bench import bpfstats, churn, watchdog
 from bench.toggle import ALL, Toggle
 
-STATES = {"off": frozenset(), "core": frozenset({"core", "other"}),
-          "no_cb": frozenset({"core", "other", "syscalls"}), "full": ALL}
+STATES = {"off": frozenset(), "core": frozenset({"core", "other"}), "full": ALL}
 WARMUP = 500
 
 # The callbacks each mode's notifier calls, as mnmon names them.
@@ -55,9 +52,9 @@ class ModeResult:
 
     @property
     def breakdown(self):
-        """Added ns per invalidation by group: core probes, syscall tracepoints, callback probes."""
+        """Added ns per invalidation by group: core probes, callback probes."""
         m = self.median
-        return {"core": m("core") - m("off"), "syscalls": m("no_cb") - m("core"), "callbacks": m("full") - m("no_cb")}
+        return {"core": m("core") - m("off"), "callbacks": m("full") - m("core")}
 
     @property
     def probe_hits(self):

@@ -30,13 +30,13 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    them to kprobes); between runs its probes are detached and re-attached by group
    (`bench/toggle.py`), since a loaded but unattached BPF program costs nothing. States:
    `off` (nothing attached), `core` (the core start/end probes, plus registration and
-   OOM probes, which do not fire here), `no_cb` (also the `syscalls:*_process_mrelease`
-   tracepoints, which put every syscall on the tracepoint slow path), `full` (also the
-   per-notifier callback kprobes: mnmon as it runs). Repetitions alternate the state
+   OOM probes, which do not fire here), `full` (also the per-notifier callback
+   kprobes: mnmon as it runs). mnmon enables no `syscalls:*` tracepoint (one would send
+   every syscall of every task down the slow path). Repetitions alternate the state
    order (off..full, full..off); each runs every mode once per state, after an untimed
    warm-up run (attaching patches kernel text, which makes the emulator translate it
    again). Ratio: the median of the per-repetition full/off ratios; added ns:
-   median(full) - median(off), split by state into core, syscall tracepoints, callbacks.
+   median(full) - median(off), split by state into core and callbacks.
    Callback probes are kprobes with either method (bcc 0.26 cannot fentry module
    functions). Probe hits and BPF time per invalidation come from three separate runs
    per mode with `kernel.bpf_stats_enabled=1` (run_cnt, run_time_ns in each program's

@@ -23,8 +23,7 @@ CORE_PROBES = (("invalidate_range_start", "fentry"), ("invalidate_range_end", "f
                ("notifier_register", "kprobe"), ("interval_notifier_insert", "kprobe"),
                ("oom_reap_task_mm", "fentry"), ("oom_reaper_gave_up", "kprobe"),
                ("oom:mark_victim", "tracepoint"), ("oom:start_task_reaping", "tracepoint"),
-               ("oom:skip_task_reaping", "tracepoint"), ("syscalls:sys_enter_process_mrelease", "tracepoint"),
-               ("syscalls:sys_exit_process_mrelease", "tracepoint"))
+               ("oom:skip_task_reaping", "tracepoint"))
 LAT_SLOTS = range(10, 34)          # every bucket of monitor.metrics.LATENCY_BUCKETS gets mass
 
 

@@ -7,13 +7,11 @@ unattached BPF program costs the kernel nothing, so "detached" is "without mnmon
 Groups:
     core        invalidate_range_start/_end (fentry/fexit or kprobes)
     callbacks   each notifier's callback kprobes (notifier:*)
-    syscalls    syscalls:* tracepoints: enabling any of them sends every
-                syscall of every task through the tracepoint slow path
     other       the rest: registration kprobes, the OOM probes and tracepoints
 """
 from monitor import attach_plan, probes
 
-GROUPS = ("core", "callbacks", "syscalls", "other")
+GROUPS = ("core", "callbacks", "other")
 ALL = frozenset(GROUPS)
 
 
@@ -22,8 +20,6 @@ def group_of(probe):
         return "core"
     if probe.startswith("notifier:"):
         return "callbacks"
-    if probe.startswith("syscalls:"):
-        return "syscalls"
     return "other"
 
 

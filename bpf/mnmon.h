@@ -34,6 +34,8 @@
 #define NR_LAT_SLOTS		64	/* log2(ns) */
 #define MAX_BLOCKERS		4	/* distinct notifiers named per failed reap attempt */
 #define MAX_STARTED		8	/* list notifiers tracked for pairing per start */
+#define NR_MRELEASE_TEXT	4	/* process_mrelease's syscall functions (per-arch wrappers) */
+#define MAX_CALLER_FRAMES	12	/* frames searched for them above __oom_reap_task_mm */
 
 /* Rare events for `mnmon watch`: they go through a ring (or perf) buffer. */
 #define EV_NOTIFIER_FAILED	1	/* a non-blockable notifier callback failed */

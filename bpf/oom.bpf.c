@@ -16,7 +16,16 @@ BPF_PERCPU_ARRAY(oom_reap_latency, u64, NR_LAT_SLOTS);
 BPF_PERCPU_ARRAY(oom_reap_latency_sum_ns, u64, 1);
 
 BPF_HASH(reaper_victim, u32, u32, 64);		/* reaper thread -> victim pid it works on */
-BPF_HASH(in_mrelease, u32, u8, 1024);		/* threads inside process_mrelease() */
+/*
+ * The text of process_mrelease's syscall functions, from kallsyms (user space fills it):
+ * a reap with a return address in there is process_mrelease's. The syscall tracepoints
+ * would tell too, but enabled they send every syscall of every task down the slow path.
+ */
+struct text_range {
+	u64 lo;
+	u64 hi;
+};
+BPF_ARRAY(mrelease_text, struct text_range, NR_MRELEASE_TEXT);
 BPF_TABLE("lru_hash", u32, u32, victim_attempts, 1024);	/* victim pid -> attempts seen */
 
 /* The records of oom:* tracepoints: common fields (8 bytes), then int pid. */
@@ -120,24 +129,31 @@ int on_skip_task_reaping(struct oom_pid_record *args)
 	return 0;
 }
 
-int on_mrelease_enter(void *args)
+/* Off the hot path: reaps are rare, so walking a few frames costs nothing that matters. */
+static __always_inline bool called_from_mrelease(void *ctx)
 {
-	u32 t = tid();
-	u8 one = 1;
+	u64 stack[MAX_CALLER_FRAMES] = {};
+	struct text_range *r;
+	u32 i, j;
 
-	in_mrelease.update(&t, &one);
-	return 0;
+	if (bpf_get_stack(ctx, stack, sizeof(stack), 0) <= 0)
+		return false;
+#pragma unroll
+	for (j = 0; j < NR_MRELEASE_TEXT; j++) {
+		u32 k = j;
+
+		r = mrelease_text.lookup(&k);
+		if (!r || !r->hi)
+			continue;
+#pragma unroll
+		for (i = 0; i < MAX_CALLER_FRAMES; i++)
+			if (stack[i] >= r->lo && stack[i] < r->hi)
+				return true;
+	}
+	return false;
 }
 
-int on_mrelease_exit(void *args)
-{
-	u32 t = tid();
-
-	in_mrelease.delete(&t);
-	return 0;
-}
-
-static __always_inline void reap_enter(void)
+static __always_inline void reap_enter(void *ctx)
 {
 	struct reap_inflight r = {};
 	u32 t = tid(), *victim;
@@ -150,7 +166,7 @@ static __always_inline void reap_enter(void)
 			r.victim = *victim;
 	} else {
 		/* process_mrelease() since 5.15; exit_mmap() called it up to 6.0 */
-		r.caller = in_mrelease.lookup(&t) ? CALLER_PROCESS_MRELEASE : CALLER_EXIT_MMAP;
+		r.caller = called_from_mrelease(ctx) ? CALLER_PROCESS_MRELEASE : CALLER_EXIT_MMAP;
 	}
 	reap_inflight.update(&t, &r);
 }
@@ -206,7 +222,7 @@ static __always_inline void reap_exit(void *ctx, bool reaped)
 
 int reap_entry(struct pt_regs *ctx)
 {
-	reap_enter();
+	reap_enter(ctx);
 	return 0;
 }
 
@@ -219,7 +235,7 @@ int reap_return(struct pt_regs *ctx)
 #if REAP_KFUNC
 KFUNC_PROBE(__oom_reap_task_mm, void *mm)
 {
-	reap_enter();
+	reap_enter(ctx);
 	return 0;
 }
 

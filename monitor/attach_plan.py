@@ -125,9 +125,7 @@ def plan(facts, force=None):
     if force:
         raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
     for tp, prog in [("oom:mark_victim", "on_mark_victim"), ("oom:start_task_reaping", "on_start_task_reaping"),
-                     ("oom:skip_task_reaping", "on_skip_task_reaping"),
-                     ("syscalls:sys_enter_process_mrelease", "on_mrelease_enter"),
-                     ("syscalls:sys_exit_process_mrelease", "on_mrelease_exit")]:
+                     ("oom:skip_task_reaping", "on_skip_task_reaping")]:
         if tp in facts.tracepoints:
             probes.append(ProbeSpec(tp, (tp,), (TRACEPOINT,), {TRACEPOINT: (prog, None)}))
         else:

@@ -15,7 +15,7 @@ SYMBOLS_OF_INTEREST = (
 )
 TRACEPOINTS_OF_INTEREST = (
     "oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping", "oom:skip_task_reaping",
-    "oom:wake_reaper", "syscalls:sys_enter_process_mrelease", "syscalls:sys_exit_process_mrelease",
+    "oom:wake_reaper",
 )
 
 

@@ -56,5 +56,16 @@ class Symbols:
         """The Symbol of a function name, or None (inlined, static and dropped, not built)."""
         return self._by_name.get(name)
 
+    def extents(self, pattern):
+        """[(start, end)] of the built-in functions whose names match pattern (a compiled
+        regex), end being the next symbol's address."""
+        out = []
+        for s in self.symbols:
+            if s.module == "vmlinux" and pattern.fullmatch(s.name):
+                i = bisect.bisect_right(self._addrs, s.addr)
+                if i < len(self._addrs):
+                    out.append((s.addr, self._addrs[i]))
+        return out
+
     def __contains__(self, name):
         return name in self._by_name

@@ -48,13 +48,12 @@ def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf):
             f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}"]
 
 
-def expected_methods(core, reap, gave_up, interval=None, mrelease=()):
+def expected_methods(core, reap, gave_up, interval=None):
     out = {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": K if core else ()}
     if interval is not None:
         out["interval_notifier_insert"] = interval
     out.update({"oom_reap_task_mm": reap, "oom_reaper_gave_up": gave_up, "oom:mark_victim": T,
-                "oom:start_task_reaping": T, "oom:skip_task_reaping": T,
-                "syscalls:sys_enter_process_mrelease": mrelease, "syscalls:sys_exit_process_mrelease": mrelease})
+                "oom:start_task_reaping": T, "oom:skip_task_reaping": T})
     return out
 
 
@@ -70,10 +69,9 @@ KERNELS = [
     ("5.4.0-150-generic", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
     ("5.5.19", True, True, 505, cflags(505, 1, 1, 1, 1, 0), expected_methods(FK, FK, K, interval=K)),
     ("5.10.0-30-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
-    ("6.1.0-56-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1),
-     expected_methods(FK, FK, K, interval=K, mrelease=T)),
-    ("6.6.30", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K, mrelease=T)),
-    ("7.1.0", True, True, 701, cflags(701, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K, mrelease=T)),
+    ("6.1.0-56-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
+    ("6.6.30", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
+    ("7.1.0", True, True, 701, cflags(701, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
 ]
 
 
@@ -154,8 +152,7 @@ def test_sandbox_host(kfunc, reap, reap_kfunc):
     by = by_name(p)
     assert methods(p) == {"invalidate_range_start": (), "invalidate_range_end": (), "notifier_register": (),
                           "interval_notifier_insert": (), "oom_reap_task_mm": reap, "oom_reaper_gave_up": A,
-                          "oom:mark_victim": T, "oom:start_task_reaping": T, "oom:skip_task_reaping": T,
-                          "syscalls:sys_enter_process_mrelease": T, "syscalls:sys_exit_process_mrelease": T}
+                          "oom:mark_victim": T, "oom:start_task_reaping": T, "oom:skip_task_reaping": T}
     for probe in ("invalidate_range_start", "invalidate_range_end", "notifier_register", "interval_notifier_insert"):
         assert by[probe].reason == OTHER_HEADERS + NO_KPROBES_TOO
     assert by["oom_reap_task_mm"].reason == ("" if kfunc else "no kprobes on this kernel (CONFIG_KPROBES off), "
@@ -177,7 +174,7 @@ def test_no_headers():
 def test_no_kprobes_but_fentry():
     p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True, kprobes=False))
     by = by_name(p)
-    assert methods(p) == expected_methods(F, F, A, interval=(), mrelease=T) | {"notifier_register": ()}
+    assert methods(p) == expected_methods(F, F, A, interval=()) | {"notifier_register": ()}
     assert by["notifier_register"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     assert by["oom_reaper_gave_up"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     assert p.callbacks == ("no kprobes on this kernel (CONFIG_KPROBES off); "
@@ -226,7 +223,7 @@ def test_missing_all_targets_and_tracepoints():
     assert by["invalidate_range_start"].reason == f"__mmu_notifier_invalidate_range_start {KALLSYMS_REASON}"
     assert by["oom_reaper_gave_up"].methods == ()             # no tracepoint to count attempts on either
     assert by["oom_reaper_gave_up"].reason == f"sched_show_task {KALLSYMS_REASON}"
-    for tp in ("oom:mark_victim", "oom:start_task_reaping", "oom:skip_task_reaping") + MRELEASE_TPS:
+    for tp in ("oom:mark_victim", "oom:start_task_reaping", "oom:skip_task_reaping"):
         assert (by[tp].methods, by[tp].reason) == (
             (), "tracepoint not in tracefs (kernel too old or tracefs not mounted)")
 
@@ -281,3 +278,11 @@ def test_mn_api_values_are_those_mnmon_bpf_c_tests():
     tested = {int(x) for x in re.findall(r"MN_API >= (\d+)", source)}
     assert tested == {500, 502, 505}
     assert {api_generation(v) for v in ((4, 19, 0), (5, 0, 0), (5, 2, 0), (5, 5, 0))} == {419} | tested
+
+
+def test_no_syscall_tracepoint_even_where_the_kernel_has_them():
+    # Enabled, a syscalls:* tracepoint sends every syscall of every task down the slow
+    # path; process_mrelease's reaps are told by their stack instead (bpf/oom.bpf.c).
+    f = facts("6.1.0-56-amd64", btf=True, kfunc=True)
+    assert set(MRELEASE_TPS) <= f.tracepoints
+    assert not [t for spec in plan(f).probes for t in spec.targets if t.startswith("syscalls:")]

@@ -98,3 +98,25 @@ def test_lookup_of_a_name_listed_twice_is_the_first(tmp_path):
     syms = Symbols.load(path)
     assert syms.lookup("dup") == Symbol(0xffffffff81000100, "dup", "mod")
     assert syms.resolve(0xffffffff81000201) == ("dup", "vmlinux")
+
+
+def test_extents_of_process_mrelease_from_a_6_1_listing():
+    # Debian 12's kallsyms around process_mrelease: __pfx_ padding symbols must not match.
+    from monitor.probes import MRELEASE_FUNCS
+    text = """\
+ffffffff815969d0 t __pfx___do_sys_process_mrelease
+ffffffff815969e0 t __do_sys_process_mrelease
+ffffffff81596c40 t __pfx_oom_killer_enable
+ffffffff81598260 T __pfx___x64_sys_process_mrelease
+ffffffff81598270 T __x64_sys_process_mrelease
+ffffffff81598280 T __pfx___ia32_sys_process_mrelease
+ffffffff81598290 T __ia32_sys_process_mrelease
+ffffffff815982a0 T other
+ffffffffc0000000 t __do_sys_process_mrelease\t[some_module]
+""".replace("\\t", "\t")
+    syms = Symbols(parse_kallsyms(text))
+    assert syms.extents(MRELEASE_FUNCS) == [(0xffffffff815969e0, 0xffffffff81596c40),
+                                            (0xffffffff81598270, 0xffffffff81598280),
+                                            (0xffffffff81598290, 0xffffffff815982a0)]
+    # the last symbol has no known end: left out rather than guessed
+    assert Symbols(parse_kallsyms("ffffffff81000000 T __x64_sys_process_mrelease\n")).extents(MRELEASE_FUNCS) == []
