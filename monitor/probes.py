@@ -11,12 +11,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor import attach_plan, discovery, events, headers, kernel, readers
+from monitor import attach_plan, discovery, events, headers, kernel, memory, readers
 from monitor.symbols import Symbols
 
 BPF_DIR = Path(os.environ.get("MNMON_BPF_DIR", Path(__file__).resolve().parent.parent / "bpf")).resolve()
 # kretprobe instances per callback: sleeping notifiers on many threads hold one each.
 MAXACTIVE = 256
+# process_mrelease's syscall functions: the arch wrappers (__x64_sys_..., __arm64_sys_...),
+# __se_sys_ and __do_sys_ where not inlined, plain sys_ on architectures without wrappers.
+MRELEASE_FUNCS = re.compile(r"(__[a-z0-9]+_sys|__do_sys|__se_sys|sys)_process_mrelease")
 
 
 class MonitorError(Exception):
@@ -91,6 +94,7 @@ class Monitor:
             bpf = NoAutoload(text=compile_unit().encode(), cflags=plan.cflags + [f"-I{BPF_DIR}"])
         except Exception as e:      # bcc raises bare Exception on compile errors
             raise MonitorError(f"BPF program did not compile: {e}") from None
+        _mark_mrelease_text(bpf, symbols)
         statuses = {}
         for spec in plan.probes:
             if spec.probe in disable:
@@ -99,6 +103,7 @@ class Monitor:
                 statuses[spec.probe] = _attach(bpf, spec)
         mon = cls(bpf, facts, plan, symbols, statuses)
         mon.refresh()
+        memory.release_compiler_memory(bpf)      # ~130 MB of the compile's RSS
         return mon
 
     # ------------------------------------------------------------ discovery
@@ -115,7 +120,7 @@ class Monitor:
                 self._drop_module(gone)
             self._modules = modules
         found = self.scanner.scan()
-        table = self.bpf["discovered"]
+        table = self.bpf[b"discovered"]
         for k, v in table.items():
             name, module = self.symbols.resolve(k.value)
             if name == "unknown":       # a module loaded after our kallsyms read
@@ -142,7 +147,7 @@ class Monitor:
                 if ret:
                     self.bpf.attach_kretprobe(event=_b(cb.symbol), fn_name=_b(ret), maxactive=MAXACTIVE)
                 if cb.kind == discovery.LIST_END:
-                    t = self.bpf["probed_end_fns"]
+                    t = self.bpf[b"probed_end_fns"]
                     t[t.Key(sym.addr)] = t.Leaf(1)
                 st = ProbeStatus(probe, attach_plan.KPROBE, True)
             except Exception as e:
@@ -177,9 +182,9 @@ class Monitor:
         def raw(_ctx, data, size):
             callback(events.decode(data, size))
         if self.facts.version >= (5, 8):
-            self.bpf["events"].open_ring_buffer(raw)
+            self.bpf[b"events"].open_ring_buffer(raw)
         else:
-            self.bpf["events"].open_perf_buffer(lambda cpu, data, size: raw(None, data, size),
+            self.bpf[b"events"].open_perf_buffer(lambda cpu, data, size: raw(None, data, size),
                                                 lost_cb=self._lost)
         self._events_open = True
 
@@ -204,6 +209,13 @@ class Monitor:
 
     def close(self):
         self.bpf.cleanup()
+
+
+def _mark_mrelease_text(bpf, symbols):
+    """Where process_mrelease's code is, for the reap probes to tell its calls (bpf/oom.bpf.c)."""
+    table = bpf[b"mrelease_text"]
+    for i, (lo, hi) in enumerate(symbols.extents(MRELEASE_FUNCS)[:len(table)]):
+        table[table.Key(i)] = table.Leaf(lo, hi)
 
 
 def _attach(bpf, spec):

@@ -41,7 +41,7 @@ def read_raw(bpf):
     names = set()
     for name in ARRAYS + tuple(HASHES):
         try:
-            table = bpf[name]
+            table = bpf[name.encode()]   # bcc warns on str names
         except KeyError:
             continue
         names.add(name)

@@ -1,0 +1,60 @@
+"""Giving back what bcc's compile left resident, once the program is loaded.
+
+Compiling pulls in clang and LLVM: about 70 MB of their code becomes resident, and
+the compile's heap stays in malloc's free lists. Neither is needed again unless a
+module load makes mnmon compile again, and then the kernel faults the code back in.
+
+    release_compiler_memory(bpf)   # after the load; returns MB of RSS given back
+
+Code pages are clean, file-backed copies: MADV_DONTNEED only unmaps them (the page
+cache keeps them for other processes). That is what bcc's own bcc_free_memory()
+does for libbcc's text, which it calls for tools that link LLVM statically; Debian's
+libbcc links LLVM and clang as shared libraries, so their text is released here.
+Only executable mappings are touched: read-only data may hold relocated pointers
+(RELRO), which a re-read from the file would undo.
+"""
+import ctypes
+import os
+import re
+from pathlib import Path
+
+MADV_DONTNEED = 4
+# The compiler libraries libbcc loads (libLLVM-14.so.1, libclang-cpp.so.14, ...).
+COMPILER = re.compile(r"lib(LLVM|clang)[\w.+-]*\.so[\w.]*$")
+
+
+def compiler_text(maps_text):
+    """[(start, end)] of the executable private mappings of the compiler libraries, from
+    a /proc/<pid>/maps listing."""
+    out = []
+    for line in maps_text.splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) == 6 and parts[1] == "r-xp" and COMPILER.search(os.path.basename(parts[5])):
+            lo, hi = (int(x, 16) for x in parts[0].split("-"))
+            out.append((lo, hi))
+    return out
+
+
+def rss_mb():
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB$", text, re.M).group(1)) / 1024
+
+
+def release_compiler_memory(bpf=None):
+    """Unmap the compiler's resident code, trim malloc's heap; MB of RSS given back.
+    Best effort: a libc or kernel that refuses leaves things as they were."""
+    before = rss_mb()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    for lo, hi in compiler_text(Path("/proc/self/maps").read_text()):
+        libc.madvise(lo, hi - lo, MADV_DONTNEED)
+    if bpf is not None:
+        try:
+            bpf.free_bcc_memory()          # libbcc's own text
+        except (AttributeError, OSError):
+            pass
+    try:
+        libc.malloc_trim(0)                # glibc only
+    except AttributeError:
+        pass
+    return before - rss_mb()
