@@ -39,9 +39,18 @@
 /* ------------------------------------------------------------- shared */
 BPF_PERCPU_ARRAY(events_lost, u64, 1);
 
+/* A notifier callback in flight on a thread. */
+struct cb_inflight {
+	u64 ts;
+	u64 ip;		/* 0: none */
+	u64 sub;	/* struct mmu_notifier * of a list notifier */
+	u8 mode;
+};
+
 /* A core invalidate_range_start in flight on a thread (notifier callbacks run inside it). */
 struct core_inflight {
 	u64 ts;
+	struct cb_inflight cb;		/* the callback running inside it, if any */
 	u64 started[MAX_STARTED];	/* list subscriptions whose start succeeded and await an end */
 	u8 mode;
 	u8 event;

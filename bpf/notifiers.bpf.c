@@ -34,23 +34,28 @@ BPF_HASH(discovered, u64, u32, 1024);
 /* invalidate_range_end functions mnmon probes: only their starts can be checked for pairing. */
 BPF_HASH(probed_end_fns, u64, u8, 1024);
 
-struct cb_inflight {
-	u64 ts;
-	u64 ip;
-	u64 sub;	/* struct mmu_notifier * of a list notifier */
-	u8 mode;
-};
+/* Callbacks called outside a core start: interval notifiers at mm teardown (mn_itree_release). */
 BPF_HASH(cb_inflight, u32, struct cb_inflight, 10240);
 
 static __always_inline void cb_enter(struct pt_regs *ctx, u8 mode)
 {
 	struct cb_inflight c = {};
 	u32 t = tid();
+	struct core_inflight *core = core_inflight.lookup(&t);
 
 	c.ts = bpf_ktime_get_ns();
 	c.ip = PT_REGS_IP(ctx);
 	c.sub = PT_REGS_PARM1(ctx);
 	c.mode = mode;
+	/*
+	 * Inside a core start, nearly always, the callback rides in the start's record:
+	 * a lookup instead of a hash insert and delete per callback (the hot spot of
+	 * the invalidation path in bpf_stats).
+	 */
+	if (core && !core->cb.ip) {
+		core->cb = c;
+		return;
+	}
 	cb_inflight.update(&t, &c);
 }
 
@@ -99,8 +104,15 @@ static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 	struct cb_inflight *c;
 	u32 t = tid();
 	u64 ns, zero = 0, *v;
+	bool riding = false;
 
-	c = cb_inflight.lookup(&t);
+	core = core_inflight.lookup(&t);
+	if (core && core->cb.ip) {
+		c = &core->cb;
+		riding = true;
+	} else {
+		c = cb_inflight.lookup(&t);
+	}
 	if (!c)
 		return;
 	ns = bpf_ktime_get_ns() - c->ts;
@@ -123,7 +135,6 @@ static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 
 	/* The rest matters only off the hot path: failures and the reaper's calls. */
 	if (res != RESULT_OK || c->mode == MODE_NONBLOCKABLE) {
-		core = core_inflight.lookup(&t);
 		if (res != RESULT_OK) {
 			struct reap_inflight *reap = reap_inflight.lookup(&t);
 			struct mnmon_event e = {};
@@ -146,7 +157,10 @@ static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 			track_started(core, c->sub);
 		}
 	}
-	cb_inflight.delete(&t);
+	if (riding && core)
+		core->cb.ip = 0;
+	else
+		cb_inflight.delete(&t);
 }
 
 int cb_list_entry(struct pt_regs *ctx)
