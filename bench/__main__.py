@@ -23,8 +23,11 @@ FORCE_KPROBE = {"invalidate_range_start": "kprobe", "invalidate_range_end": "kpr
 RATIO_TARGET, RSS_TARGET_MB, IDLE_TARGET_PCT, SCRAPE_TARGET_MS = 1.05, 120, 0.5, 20
 
 
+T0 = time.monotonic()
+
+
 def log(msg):
-    print(f"bench: {msg}", flush=True)
+    print(f"bench [{time.monotonic() - T0:4.0f} s]: {msg}", flush=True)
 
 
 def emulated():
@@ -64,9 +67,8 @@ def overhead_rows(results, details):
                         f"{r.ratio:.3f} ({us(r.median('off'))} -> {us(r.median('full'))} per invalidation)",
                         PEER[r.method], verdict(r.ratio <= RATIO_TARGET)))
         rows.append(Row("  added per invalidation",
-                        f"+{r.added_ns:.0f} ns: core {b['core']:+.0f}, callbacks {b['callbacks']:+.0f}, "
-                        f"syscall tracepoints {b['syscalls']:+.0f}; {r.probe_hits:.0f} probe hits, "
-                        f"BPF code {r.bpf_ns:.0f} ns",
+                        f"+{r.added_ns:.0f} ns: core {b['core']:+.0f}, callbacks {b['callbacks']:+.0f}; "
+                        f"{r.probe_hits:.0f} probe hits, BPF code {r.bpf_ns:.0f} ns",
                         f"{fentry_hits:.0f} fentry + {other_hits:.0f} kprobe hits ~ {peer_ns} ns"))
         details.append(f"overhead {r.mode}/{r.method}: medians ns/invalidation " +
                        ", ".join(f"{s} {r.median(s):.0f} [{min(v):.0f}..{max(v):.0f}]" for s, v in r.ns.items()) +
@@ -174,7 +176,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["scrape"], help="run only this benchmark (no BPF, no root)")
-    ap.add_argument("--reps", type=int, default=7, help="repetitions of each overhead state (default 7)")
+    ap.add_argument("--reps", type=int, default=5, help="repetitions of each overhead state (default 5)")
     ap.add_argument("--iterations", type=int, default=10000, help="invalidations per overhead run")
     ap.add_argument("--million", type=int, default=1_000_000, help="invalidations of the exactness run")
     ap.add_argument("--idle-windows", type=int, default=3,
