@@ -48,10 +48,12 @@ def scrape_rows(details):
     if cost.median_ms >= SCRAPE_TARGET_MS:
         with scrape.Scraper(scrape.registry_for(scrape.SyntheticMonitor(100))) as s:
             details.append(hotspots.describe("hot spots, synthetic scrape", hotspots.profile(s.scrape)))
-    where = " (emulated CPU; `python -m bench --only scrape` on real hardware)" if emulated() else ""
+    # The target is for real CPUs: under emulation the figure is shown, not judged.
+    where = " (emulated CPU: judged by `python -m bench --only scrape` on real hardware)" if emulated() else ""
     return [Row(f"/metrics, 100 notifiers x all label sets: median < {SCRAPE_TARGET_MS} ms",
                 f"{cost.median_ms:.1f} ms (p90 {cost.p90_ms:.1f}; {cost.series} samples, "
-                f"{cost.body_bytes // 1024} KiB){where}", "", verdict(cost.median_ms < SCRAPE_TARGET_MS))]
+                f"{cost.body_bytes // 1024} KiB){where}", "",
+                "info" if emulated() else verdict(cost.median_ms < SCRAPE_TARGET_MS))]
 
 
 # ------------------------------------------------------------------ the kernel parts
@@ -102,14 +104,10 @@ def kernel_rows(args, details):
     scraper = scrape.Scraper(scrape.registry_for(mon))
     scrape_once = scraper.scrape
     try:
+        # The daemon's life first (discovery, scrapes, refreshes), so its footprint is not
+        # the benchmark's: the overhead runs detach and re-attach probes many times.
         with watchdog.limit("discovery", 120):
             overhead.discover(mon, modes)
-        log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}: "
-            f"{args.reps} x {len(overhead.STATES)} states x {modes}, {args.iterations} iterations each")
-        results = overhead.measure(mon, modes, args.reps, args.iterations, log)
-        log(f"exactness: {args.million:,} invalidations through the interval notifier...")
-        with watchdog.limit("exactness", 60 + args.million // 10000):
-            ex = exactness.run(mon, scrape_once, args.million)
         log(f"idle: {args.idle_windows} windows of {footprint.SCRAPE_S:.0f} s of the daemon's duty cycle...")
         with watchdog.limit("idle", 60 + 30 * args.idle_windows):
             windows = footprint.idle_windows(mon, scrape_once, args.idle_windows)
@@ -123,6 +121,12 @@ def kernel_rows(args, details):
         rss_hour = footprint.rss_mb()
         trimmed = footprint.malloc_trim()
         rss_trim = footprint.rss_mb()
+        log(f"exactness: {args.million:,} invalidations through the interval notifier...")
+        with watchdog.limit("exactness", 60 + args.million // 10000):
+            ex = exactness.run(mon, scrape_once, args.million)
+        log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}: "
+            f"{args.reps} x {len(overhead.STATES)} states x {modes}, {args.iterations} iterations each")
+        results = overhead.measure(mon, modes, args.reps, args.iterations, log)
     finally:
         scraper.close()
         mon.close()

@@ -44,7 +44,8 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
 2. **Exactness under load.** One churn of the interval notifier for a million
    iterations; mnmon's `mnmon_notifier_invalidations_total` for the callback, the
    fixture's own count in debugfs and `mnmon_events_lost_total` are compared.
-3. **Footprint.** The benchmark process holds the monitor, like `mnmon serve`:
+3. **Footprint.** The benchmark process holds the monitor, like `mnmon serve`, and
+   lives the daemon's life before the overhead runs re-attach probes many times:
    `Monitor.start()` time (bcc compiles the BPF C), VmRSS of `/proc/self/status`
    after start and after an hour-equivalent of work (240 `/metrics` requests to the
    exporter's own HTTP server in the process, as Prometheus makes them: OpenMetrics,

@@ -57,6 +57,7 @@ class Monitor:
         self.callbacks = {}                        # (symbol, module) -> (Callback, addr)
         self.scanner = discovery.BTFScanner()
         self._modules = _read_modules()
+        self._scanned = False
         self._user_lost = 0
 
     @classmethod
@@ -113,13 +114,16 @@ class Monitor:
         if self.plan.callbacks:
             return []
         modules = _read_modules()
-        if modules != self._modules:
-            self.symbols = Symbols.load()
-            for gone in self._modules - modules:
+        found = []
+        # New BTF appears only with a new module: /sys/kernel/btf is listed again only then.
+        if modules != self._modules or not self._scanned:
+            self.symbols = Symbols.load() if self._scanned else self.symbols
+            for gone in set(self._modules) - set(modules):
                 self.scanner.forget(gone)
                 self._drop_module(gone)
             self._modules = modules
-        found = self.scanner.scan()
+            found = self.scanner.scan()
+            self._scanned = True
         table = self.bpf[b"discovered"]
         for k, v in table.items():
             name, module = self.symbols.resolve(k.value)
@@ -321,7 +325,10 @@ def compile_unit(main=None):
 
 
 def _read_modules():
+    """{module: state} of /proc/modules. A module is listed as Loading before its BTF is in
+    /sys/kernel/btf; its turn to Live is a change too, so its BTF gets scanned."""
     try:
-        return frozenset(line.split()[0] for line in Path("/proc/modules").read_text().splitlines())
+        lines = Path("/proc/modules").read_text().splitlines()
     except OSError:
-        return frozenset()
+        return {}
+    return {f[0]: f[4] if len(f) > 4 else "" for f in (line.split() for line in lines) if f}

@@ -50,8 +50,20 @@ def read_raw(bpf):
             raw[name] = {(tuple(getattr(k, f) for f in fields) if fields else k.value): _total(v)
                          for k, v in table.items()}
         else:
-            raw[name] = [_total(v) for v in table.values()]
+            raw[name] = [_total(v) for v in _array_values(table)]
     return raw
+
+
+def _array_values(table):
+    """An array map's values in index order: one BPF_MAP_LOOKUP_BATCH (5.6+) instead of a
+    lookup per index, the bulk of a scrape's syscalls (~240 of them)."""
+    try:
+        got = list(table.items_lookup_batch())
+    except Exception:                   # noqa: BLE001 -- bcc raises bare Exception; older kernels
+        got = []
+    if len(got) != len(table):
+        return table.values()
+    return [v for _, v in sorted(got, key=lambda kv: int(getattr(kv[0], "value", kv[0])))]
 
 
 def _slots(values, base=0):
