@@ -195,8 +195,13 @@ def test_sleeping_notifier_latency_lands_in_the_bucket_of_its_sleep(mon):
     top = max(mass, key=mass.get)
     # 1.5 ms lies in (2^20, 2^21] ns: le = 2.097152 ms; the fixture timed itself there too.
     assert top == pytest.approx((1 << 21) / 1e9)
-    assert fixture[child.info["slot"]].hist_log2_ns.index(max(fixture[child.info["slot"]].hist_log2_ns)) == 20
-    assert mass[top] >= 0.9 * 40
+    fx = fixture[child.info["slot"]].hist_log2_ns
+    assert fx.index(max(fx)) == 20
+    # mnmon times from probe to return probe, around the fixture's own timing: a call can
+    # only move up a bucket (a busy host stretches some sleeps past 2.1 ms in both).
+    fixture_upto, mnmon_upto = sum(fx[:21]), per_bucket[top]
+    assert fixture_upto - 2 <= mnmon_upto <= fixture_upto
+    assert mass[top] >= 0.5 * 40
 
 
 def test_a_million_invalidations_counted_exactly(mon):
