@@ -45,19 +45,25 @@ class Duty:
         return 100 * self.cpu_s / self.wall_s
 
 
+def _client_cpu(scrape):
+    """CPU the scraping client has spent so far, if scrape is a bench.scrape.Scraper's."""
+    return getattr(getattr(scrape, "__self__", None), "client_cpu_s", 0.0)
+
+
 def duty_cycle(mon, scrape, seconds=None, until=None, refresh_s=REFRESH_S, scrape_s=SCRAPE_S):
     """The daemon's work for `seconds`, or until until(timeout) says done (it may wait
-    up to timeout). scrape(): one /metrics rendering. Returns the CPU it took."""
-    t0, c0 = time.monotonic(), time.process_time()
+    up to timeout). scrape(): one /metrics request. Returns the CPU it took, less what
+    the scraping client (standing in for Prometheus, in this process) spent."""
+    t0, c0, k0 = time.monotonic(), time.process_time(), _client_cpu(scrape)
     # A window of scrape_s seconds is one period: a scrape, scrape_s / refresh_s refreshes.
     next_refresh = next_scrape = t0
     refreshes = scrapes = 0
     cpu = {"refresh": 0.0, "scrape": 0.0}
 
     def timed(what, fn):
-        c = time.process_time()
+        c, k = time.process_time(), _client_cpu(scrape)
         fn()
-        cpu[what] += time.process_time() - c
+        cpu[what] += time.process_time() - c - (_client_cpu(scrape) - k)
     while True:
         now = time.monotonic()
         if seconds is not None and now - t0 >= seconds:
@@ -78,7 +84,8 @@ def duty_cycle(mon, scrape, seconds=None, until=None, refresh_s=REFRESH_S, scrap
                 break
         else:
             select.select([], [], [], wait)
-    return Duty(time.process_time() - c0, time.monotonic() - t0, refreshes, scrapes, cpu["refresh"], cpu["scrape"])
+    return Duty(time.process_time() - c0 - (_client_cpu(scrape) - k0), time.monotonic() - t0, refreshes, scrapes,
+                cpu["refresh"], cpu["scrape"])
 
 
 def idle_windows(mon, scrape, n):

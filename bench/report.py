@@ -51,8 +51,9 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    exporter's own HTTP server in the process, as Prometheus makes them: OpenMetrics,
    gzip, keep-alive; each a `snapshot()` of the maps; with 3 discovery
    `refresh()`es per scrape as at the default 5 s interval). CPU: the process's CPU
-   time (all threads) doing the daemon's duty cycle with no load: three windows of
-   15 s, each one scrape and three refreshes (the median window counts), and the same
+   time (all threads, less the scraping client's, which stands in for Prometheus)
+   doing the daemon's duty cycle with no load: three windows of 15 s, each one
+   scrape and three refreshes (the median window counts), and the same
    duty cycle during the million-invalidation run. BPF programs run in the context of
    the task that invalidates, so their cost is in the overhead rows, not here. Under
    emulation a busy host inflates CPU times: the guest's clock runs while its vCPU
