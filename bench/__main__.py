@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench import churn, cpus, footprint, hotspots, report, scrape, watchdog
 from bench.report import PEER, Row, us, verdict
+from monitor import memory
 
 RESULTS = churn.REPO / "build" / "bench" / "RESULTS.md"
 FORCE_KPROBE = {"invalidate_range_start": "kprobe", "invalidate_range_end": "kprobe", "oom_reap_task_mm": "kprobe"}
@@ -119,7 +120,7 @@ def kernel_rows(args, details):
         with watchdog.limit("an hour of scrapes", 600):
             times, body = footprint.scrapes(mon, scrape_once, args.scrapes)
         rss_hour = footprint.rss_mb()
-        trimmed = footprint.malloc_trim()
+        trimmed = memory.malloc_trim()
         rss_trim = footprint.rss_mb()
         log(f"exactness: {args.million:,} invalidations through the interval notifier...")
         with watchdog.limit("exactness", 60 + args.million // 10000):
@@ -191,7 +192,6 @@ def main(argv=None):
                     help="keep every CPU of the emulated guest online (see bench/cpus.py)")
     args = ap.parse_args(argv)
 
-    t0 = time.monotonic()
     details = []
     one_cpu = emulated() and not args.all_cpus and not args.only
     with cpus.only_cpu0() if one_cpu else contextlib.nullcontext():
@@ -206,7 +206,7 @@ def main(argv=None):
         rows += scrape_rows(details)
 
     print()
-    print(f"mnmon benchmarks: {env}, {time.monotonic() - t0:.0f} s")
+    print(f"mnmon benchmarks: {env}, {time.monotonic() - T0:.0f} s")
     if emulated():
         print(report.EMULATION)
     print()

@@ -4,31 +4,20 @@ The benchmark process holds the monitor and does what `mnmon serve` does: a
 discovery refresh() every 5 s (the default discovery.interval) and, standing in
 for Prometheus, a /metrics rendering every 15 s.
 """
-import ctypes
-import re
 import select
 import time
 from dataclasses import dataclass
-from pathlib import Path
+
+from monitor.memory import status_kb
 
 REFRESH_S = 5.0
 SCRAPE_S = 15.0
 
 
-def parse_status(text):
-    """{field: kB} of the memory lines of /proc/<pid>/status (VmRSS, RssAnon, RssFile...)."""
-    return {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB$", text, re.M)}
-
-
 def rss_mb(pid="self"):
     """(VmRSS, RssAnon, RssFile) in MB."""
-    st = parse_status(Path(f"/proc/{pid}/status").read_text())
+    st = status_kb(pid)
     return st["VmRSS"] / 1024, st.get("RssAnon", 0) / 1024, st.get("RssFile", 0) / 1024
-
-
-def malloc_trim():
-    """Hand free heap pages back to the kernel (glibc); True if any were."""
-    return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
 
 
 @dataclass

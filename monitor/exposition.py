@@ -14,6 +14,8 @@ written once per series, not once per histogram bucket.
 """
 from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import generate_latest as text_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.utils import floatToGoString
 
 from monitor.metrics import FAMILIES
@@ -93,11 +95,8 @@ class Registry(CollectorRegistry):
 
     def encode(self, openmetrics=False):
         ours = render(self.source.snapshot(), openmetrics).encode()
-        if openmetrics:
-            from prometheus_client.openmetrics.exposition import generate_latest
-        else:
-            from prometheus_client.exposition import generate_latest
-        return ours + generate_latest(self.others)      # OpenMetrics' "# EOF" comes last
+        rest = (openmetrics_latest if openmetrics else text_latest)(self.others)
+        return ours + rest      # OpenMetrics' "# EOF" comes last
 
 
 class _Selected:

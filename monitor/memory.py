@@ -35,15 +35,28 @@ def compiler_text(maps_text):
     return out
 
 
-def rss_mb():
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(r"^VmRSS:\s+(\d+) kB$", text, re.M).group(1)) / 1024
+def status_kb(pid="self"):
+    """{field: kB} of the memory lines of /proc/<pid>/status (VmRSS, RssAnon, RssFile...)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return {k: int(v) for k, v in re.findall(r"^(\w+):\s+(\d+) kB$", text, re.M)}
+
+
+def malloc_trim():
+    """Hand free heap pages back to the kernel; True if any were. False without glibc."""
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except AttributeError:
+        return False
+
+
+def _rss_mb():
+    return status_kb()["VmRSS"] / 1024
 
 
 def release_compiler_memory(bpf=None):
     """Unmap the compiler's resident code, trim malloc's heap; MB of RSS given back.
     Best effort: a libc or kernel that refuses leaves things as they were."""
-    before = rss_mb()
+    before = _rss_mb()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     for lo, hi in compiler_text(Path("/proc/self/maps").read_text()):
@@ -53,8 +66,5 @@ def release_compiler_memory(bpf=None):
             bpf.free_bcc_memory()          # libbcc's own text
         except (AttributeError, OSError):
             pass
-    try:
-        libc.malloc_trim(0)                # glibc only
-    except AttributeError:
-        pass
-    return before - rss_mb()
+    malloc_trim()
+    return before - _rss_mb()

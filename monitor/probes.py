@@ -56,8 +56,7 @@ class Monitor:
         self.statuses = statuses                   # probe name -> ProbeStatus
         self.callbacks = {}                        # (symbol, module) -> (Callback, addr)
         self.scanner = discovery.BTFScanner()
-        self._modules = _read_modules()
-        self._scanned = False
+        self._modules = None                       # {module: state} at the last BTF scan; None: none yet
         self._user_lost = 0
 
     @classmethod
@@ -116,14 +115,14 @@ class Monitor:
         modules = _read_modules()
         found = []
         # New BTF appears only with a new module: /sys/kernel/btf is listed again only then.
-        if modules != self._modules or not self._scanned:
-            self.symbols = Symbols.load() if self._scanned else self.symbols
-            for gone in set(self._modules) - set(modules):
-                self.scanner.forget(gone)
-                self._drop_module(gone)
+        if modules != self._modules:
+            if self._modules is not None:      # start() has just read kallsyms
+                self.symbols = Symbols.load()
+                for gone in set(self._modules) - set(modules):
+                    self.scanner.forget(gone)
+                    self._drop_module(gone)
             self._modules = modules
             found = self.scanner.scan()
-            self._scanned = True
         table = self.bpf[b"discovered"]
         for k, v in table.items():
             name, module = self.symbols.resolve(k.value)
