@@ -27,7 +27,10 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    blockable `invalidate_range_start`/`_end`. It times the loop with `clock_gettime`
    and prints ns per iteration. The monitor is compiled once per attach method
    (default: fentry/fexit on the core entry points; then `Monitor.start(force=...)` pins
-   them to kprobes); between runs its probes are detached and re-attached by group
+   them to kprobes), and once more with fentry and each thread's in-flight invalidation
+   in a hash keyed by thread id, as on kernels before 5.12 (`inflight=hash`; 5.12+ keep
+   it in task-local storage: no hash insert and delete per invalidation); between runs
+   its probes are detached and re-attached by group
    (`bench/toggle.py`), since a loaded but unattached BPF program costs nothing. States:
    `off` (nothing attached), `core` (the core start/end probes, plus registration and
    OOM probes, which do not fire here), `full` (also the per-notifier callback

@@ -14,21 +14,9 @@ BPF_PERCPU_ARRAY(unpaired_starts, u64, 1);
 /* Failed starts no probed callback owned: counted for the "unknown" notifier. */
 BPF_PERCPU_ARRAY(unattributed_failures, u64, NR_MODES * NR_RESULTS);
 
-static __always_inline void core_start_enter(u8 mode, u8 event)
-{
-	struct core_inflight c = {};
-	u32 t = tid();
-
-	c.ts = bpf_ktime_get_ns();
-	c.mode = mode;
-	c.event = event;
-	core_inflight.update(&t, &c);
-}
-
 static __always_inline void core_start_exit(void *ctx, int ret)
 {
-	u32 t = tid();
-	struct core_inflight *c = core_inflight.lookup(&t);
+	struct core_inflight *c = core_current();
 	u32 idx, slot, i, unpaired = 0;
 	u64 ns;
 	u8 res;
@@ -68,13 +56,13 @@ static __always_inline void core_start_exit(void *ctx, int ret)
 			unpaired_starts.atomic_increment(zero, unpaired);
 			e.type = EV_UNPAIRED_START;
 			e.pid = bpf_get_current_pid_tgid() >> 32;
-			e.tid = t;
+			e.tid = tid();
 			e.result = unpaired;
 			bpf_get_current_comm(&e.comm, sizeof(e.comm));
 			emit(ctx, &e);
 		}
 	}
-	core_inflight.delete(&t);
+	core_finish(c);
 }
 
 static __always_inline void core_end(void)
@@ -90,9 +78,9 @@ int core_start_entry(struct pt_regs *ctx)
 #if MN_API >= 500
 	const struct mmu_notifier_range *range = (void *)PT_REGS_PARM1(ctx);
 
-	core_start_enter(range_mode(range), range_event(range));
+	core_begin(range_mode(range), range_event(range));
 #else	/* 4.19: (mm, start, end, bool blockable) */
-	core_start_enter(PT_REGS_PARM4(ctx) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE, 0);
+	core_begin(PT_REGS_PARM4(ctx) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE, 0);
 #endif
 	return 0;
 }
@@ -113,7 +101,7 @@ int core_end_entry(struct pt_regs *ctx)
 /* fentry/fexit flavour: bcc attaches these when it loads the program. */
 KFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_range *range)
 {
-	core_start_enter(range_mode(range), range_event(range));
+	core_begin(range_mode(range), range_event(range));
 	return 0;
 }
 

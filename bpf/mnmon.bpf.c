@@ -18,6 +18,8 @@
  *   CORE_KFUNC    1: fentry/fexit on the core entry points (BTF + trampolines)
  *   REAP_KFUNC    1: fentry/fexit on __oom_reap_task_mm
  *   USE_RINGBUF   1: BPF ring buffer (5.8+), else a perf buffer
+ *   TASK_STORAGE  1: a thread's in-flight invalidation lives in task-local storage
+ *                 (tracing programs may use it since 5.12), else in a hash keyed by tid
  *   HAVE_STRUCTS  0: the headers do not match the running kernel: nothing here may
  *                 read a kernel struct, only tracepoint records are safe
  *   MV_ANON_RSS_OFF, MV_FILE_RSS_OFF, MV_SHMEM_RSS_OFF: offsets of oom:mark_victim's
@@ -57,7 +59,6 @@ struct core_inflight {
 	u8 nstarted;
 	u8 failure_attributed;		/* a probed callback failed: the failure has an owner */
 };
-BPF_HASH(core_inflight, u32, struct core_inflight, 10240);
 
 /* An __oom_reap_task_mm call in flight: the notifiers that failed inside it. */
 struct reap_inflight {
@@ -75,6 +76,15 @@ BPF_RINGBUF_OUTPUT(events, 64);
 BPF_PERF_OUTPUT(events);
 #endif
 
+static __always_inline void count_lost(void)
+{
+	u32 zero = 0;
+	u64 *lost = events_lost.lookup(&zero);
+
+	if (lost)
+		__sync_fetch_and_add(lost, 1);
+}
+
 static __always_inline void emit(void *ctx, struct mnmon_event *e)
 {
 	int err;
@@ -85,13 +95,8 @@ static __always_inline void emit(void *ctx, struct mnmon_event *e)
 #else
 	err = events.perf_submit(ctx, e, sizeof(*e));
 #endif
-	if (err) {
-		u32 zero = 0;
-		u64 *lost = events_lost.lookup(&zero);
-
-		if (lost)
-			(*lost)++;
-	}
+	if (err)
+		count_lost();
 }
 
 /* Slot s of a latency histogram holds [2^s, 2^(s+1)) ns. bcc's bpf_log2l() is
@@ -141,6 +146,74 @@ static __always_inline u8 classify_int(int ret)
 {
 	return ret == 0 ? RESULT_OK : ret == -11 /* -EAGAIN */ ? RESULT_EAGAIN : RESULT_ERROR;
 }
+
+/*
+ * The core start in flight on this thread. core_begin() at its entry, core_current()
+ * inside it and at its return, core_finish() then. A record that cannot be stored
+ * (map full, storage busy) is counted as lost: the start goes uncounted.
+ */
+#if TASK_STORAGE
+/*
+ * Created once per thread and freed with it: a lookup through the task instead of a
+ * hash insert and delete per invalidation, the hot spot of the invalidation path.
+ * ts == 0: no start in flight.
+ */
+BPF_TASK_STORAGE(core_inflight, struct core_inflight);
+
+static __always_inline void core_begin(u8 mode, u8 event)
+{
+	struct core_inflight *c = core_inflight.task_storage_get(bpf_get_current_task_btf(), 0,
+								  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!c) {
+		count_lost();
+		return;
+	}
+	__builtin_memset(c, 0, sizeof(*c));
+	c->ts = bpf_ktime_get_ns();
+	c->mode = mode;
+	c->event = event;
+}
+
+static __always_inline struct core_inflight *core_current(void)
+{
+	struct core_inflight *c = core_inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+
+	return c && c->ts ? c : 0;
+}
+
+static __always_inline void core_finish(struct core_inflight *c)
+{
+	c->ts = 0;
+}
+#else
+BPF_HASH(core_inflight, u32, struct core_inflight, 10240);
+
+static __always_inline void core_begin(u8 mode, u8 event)
+{
+	struct core_inflight c = {};
+	u32 t = tid();
+
+	c.ts = bpf_ktime_get_ns();
+	c.mode = mode;
+	c.event = event;
+	if (core_inflight.update(&t, &c))
+		count_lost();
+}
+
+static __always_inline struct core_inflight *core_current(void)
+{
+	u32 t = tid();
+
+	return core_inflight.lookup(&t);
+}
+
+static __always_inline void core_finish(struct core_inflight *c)
+{
+	u32 t = tid();
+
+	core_inflight.delete(&t);
+}
+#endif
 
 #include "invalidate.bpf.c"
 #include "notifiers.bpf.c"

@@ -40,8 +40,8 @@ BPF_HASH(cb_inflight, u32, struct cb_inflight, 10240);
 static __always_inline void cb_enter(struct pt_regs *ctx, u8 mode)
 {
 	struct cb_inflight c = {};
+	struct core_inflight *core = core_current();
 	u32 t = tid();
-	struct core_inflight *core = core_inflight.lookup(&t);
 
 	c.ts = bpf_ktime_get_ns();
 	c.ip = PT_REGS_IP(ctx);
@@ -106,7 +106,7 @@ static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 	u64 ns, zero = 0, *v;
 	bool riding = false;
 
-	core = core_inflight.lookup(&t);
+	core = core_current();
 	if (core && core->cb.ip) {
 		c = &core->cb;
 		riding = true;
@@ -196,14 +196,14 @@ int cb_list_end(struct pt_regs *ctx)
 {
 	u64 ip = PT_REGS_IP(ctx), sub = PT_REGS_PARM1(ctx);
 	struct core_inflight *core;
-	u32 t = tid(), i;
+	u32 i;
 	u64 zero = 0, *v;
 
 	v = notifier_ends.lookup_or_try_init(&ip, &zero);
 	if (v)
 		__sync_fetch_and_add(v, 1);
 	/* An end called from inside a start pairs a start that succeeded there. */
-	core = core_inflight.lookup(&t);
+	core = core_current();
 	if (!core)
 		return 0;
 #pragma unroll

@@ -6,6 +6,8 @@ covered by tests of it (tests/unit/test_attach_plan.py).
 from dataclasses import dataclass, field
 
 FENTRY, KPROBE, TRACEPOINT, ATTEMPT_COUNT = "fentry", "kprobe", "tracepoint", "attempt-count"
+# Where a thread's in-flight invalidation is kept (bpf/mnmon.bpf.c, TASK_STORAGE).
+TASK_STORAGE, HASH = "task-storage", "hash"
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Plan:
     cflags: list
     probes: list
     callbacks: str                 # "" if per-notifier callback probes can attach, else why not
+    inflight: str = HASH           # TASK_STORAGE or HASH
 
 
 def api_generation(version):
@@ -69,7 +72,7 @@ def _function_probe(name, targets, facts, *, struct_reads, fentry_ok, programs, 
     return ProbeSpec(name, targets, tuple(methods), programs, core=core)
 
 
-def plan(facts, force=None):
+def plan(facts, force=None, inflight=None):
     """The probes to attach on a kernel described by facts (monitor.kernel.KernelFacts).
 
     force: {probe: method} pins function probes to one method, with no fallback
@@ -77,6 +80,8 @@ def plan(facts, force=None):
     kernel cannot give leaves the probe unattached, with the reason; ValueError
     for a method that is not fentry or kprobe, or a probe that is not a function
     probe of this plan.
+    inflight: TASK_STORAGE or HASH pins where in-flight invalidations are kept
+    (tests and benchmarks run both on one kernel); ValueError where it cannot be.
     """
     force = dict(force or {})
     if bad := sorted(f"{p}={m}" for p, m in force.items() if m not in (FENTRY, KPROBE)):
@@ -89,6 +94,7 @@ def plan(facts, force=None):
     if api == 0:
         why_not_struct = f"kernel {facts.release} predates non-blockable invalidation (4.19)"
     fentry_ok = facts.kfunc and facts.btf and facts.version >= (5, 5)
+    inflight = _inflight(facts, inflight, structs=not why_not_struct)
     fn = lambda name, *a, **k: _function_probe(name, *a, facts=facts, fentry_ok=fentry_ok,
                                                why_not_struct=why_not_struct, force=force.pop(name, None), **k)
     probes = [
@@ -142,10 +148,24 @@ def plan(facts, force=None):
         f"-DREAP_KFUNC={int(FENTRY in by['oom_reap_task_mm'].methods)}",
         f"-DGAVE_UP_PROBE={int(KPROBE in by['oom_reaper_gave_up'].methods)}",
         f"-DUSE_RINGBUF={int(facts.version >= (5, 8))}",     # BPF ring buffer: 5.8
+        f"-DTASK_STORAGE={int(inflight == TASK_STORAGE)}",
     ]
     if all(k in mv for k in ("anon_rss", "file_rss", "shmem_rss")):     # oom:mark_victim, 6.9+
         cflags += [f"-DMV_ANON_RSS_OFF={mv['anon_rss']}", f"-DMV_FILE_RSS_OFF={mv['file_rss']}",
                    f"-DMV_SHMEM_RSS_OFF={mv['shmem_rss']}"]
     if "comm" in mv:
         cflags.append(f"-DMV_COMM_LOC_OFF={mv['comm']}")             # __data_loc char[]
-    return Plan(api, cflags, probes, callbacks)
+    return Plan(api, cflags, probes, callbacks, inflight)
+
+
+def _inflight(facts, pinned, structs):
+    # Tracing programs may use task-local storage since 5.12 (a10787e6d58c); it needs BTF.
+    # Only the struct-reading programs keep in-flight invalidations.
+    ok = structs and facts.btf and facts.version >= (5, 12)
+    if pinned is None:
+        return TASK_STORAGE if ok else HASH
+    if pinned not in (TASK_STORAGE, HASH):
+        raise ValueError(f"in-flight records go in {TASK_STORAGE} or {HASH}, not {pinned}")
+    if pinned == TASK_STORAGE and not ok:
+        raise ValueError(f"{TASK_STORAGE} needs kernel 5.12+ with BTF and its own headers")
+    return pinned

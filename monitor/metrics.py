@@ -62,7 +62,8 @@ FAMILIES = {f.name: f for f in [
     _f("mnmon_probe_attached", "gauge", "Whether a probe is attached (1) or not (0), and how.",
        "probe", "method"),
     _f("mnmon_events_lost_total", "counter",
-       "Events mnmon could not record: ring buffer full, kretprobe instances exhausted."),
+       "Events mnmon could not record: ring buffer full, kretprobe instances exhausted, "
+       "an in-flight invalidation not stored."),
     _f("mnmon_build_info", "gauge", "mnmon's version, the bcc it runs on and the kernel.",
        "version", "bcc_version", "kernel"),
     _f("mnmon_scrape_duration_seconds", "gauge", "Time the last collection of BPF maps took."),

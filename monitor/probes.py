@@ -60,10 +60,11 @@ class Monitor:
         self._user_lost = 0
 
     @classmethod
-    def start(cls, disable=(), force=None):
+    def start(cls, disable=(), force=None, inflight=None):
         """Compile and attach. Raises MonitorError when nothing useful can run.
 
-        force: {probe: "fentry" | "kprobe"}, passed to attach_plan.plan().
+        force: {probe: "fentry" | "kprobe"} and inflight: "task-storage" | "hash",
+        passed to attach_plan.plan().
         """
         bcc, NoAutoload = _bcc()
         if not kernel.privileged():
@@ -72,18 +73,18 @@ class Monitor:
         facts = kernel.gather(symbols, kfunc_support=bcc.BPF.support_kfunc)
         with _stderr_to(tempfile.TemporaryFile()) as noise:
             try:
-                return cls._start(bcc, NoAutoload, symbols, facts, disable, force)
+                return cls._start(bcc, NoAutoload, symbols, facts, disable, force, inflight)
             except MonitorError as e:
                 noise.seek(0)
                 detail = noise.read().decode(errors="replace").strip().splitlines()
                 raise MonitorError(f"{e}{': ' + detail[0] if detail else ''}") from None
 
     @classmethod
-    def _start(cls, bcc, NoAutoload, symbols, facts, disable, force=None):
+    def _start(cls, bcc, NoAutoload, symbols, facts, disable, force=None, inflight=None):
         if facts.headers == "none":
             raise MonitorError(f"no kernel headers for {facts.release}: bcc cannot compile "
                                f"(apt-get install linux-headers-{facts.release})")
-        plan = attach_plan.plan(facts, force)
+        plan = attach_plan.plan(facts, force, inflight)
         if facts.headers == "other":
             # Tracepoint programs compile against any headers; struct readers are off (HAVE_STRUCTS=0).
             try:

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from monitor.attach_plan import HASH, TASK_STORAGE
 from tests.kernel import scenarios
 from tests.kernel.evidence import HitCounter, KernelLog, TraceInstance
 from tests.kernel.fixture_dev import read_stats
@@ -16,10 +17,13 @@ KVM_START = ("kvm_mmu_notifier_invalidate_range_start", "kvm")
 KVM_END = ("kvm_mmu_notifier_invalidate_range_end", "kvm")
 
 
-@pytest.fixture(scope="module")
-def mon():
+@pytest.fixture(scope="module", params=[TASK_STORAGE, HASH])
+def mon(request):
+    """Every test runs with in-flight invalidations in task storage (6.1's default) and
+    in the hash kernels before 5.12 use."""
     from monitor.probes import Monitor
-    m = Monitor.start()
+    m = Monitor.start(inflight=request.param)
+    assert m.plan.inflight == request.param
     m.received = []
     m.open_events(m.received.append)
     yield m

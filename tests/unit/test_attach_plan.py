@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from monitor.attach_plan import ATTEMPT_COUNT, FENTRY, KPROBE, TRACEPOINT, api_generation, plan
+from monitor.attach_plan import (ATTEMPT_COUNT, FENTRY, HASH, KPROBE, TASK_STORAGE, TRACEPOINT, api_generation,
+                                 plan)
 from monitor.kernel import KernelFacts, parse_tracepoint_format, parse_version
 from tests.unit.test_kernel_facts import MARK_VICTIM_6_1, MARK_VICTIM_6_9
 
@@ -43,9 +44,10 @@ def by_name(p):
     return {spec.probe: spec for spec in p.probes}
 
 
-def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf):
+def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0):
     return [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCORE_KFUNC={core_kfunc}",
-            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}"]
+            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}",
+            f"-DTASK_STORAGE={task_storage}"]
 
 
 def expected_methods(core, reap, gave_up, interval=None):
@@ -69,9 +71,9 @@ KERNELS = [
     ("5.4.0-150-generic", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
     ("5.5.19", True, True, 505, cflags(505, 1, 1, 1, 1, 0), expected_methods(FK, FK, K, interval=K)),
     ("5.10.0-30-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
-    ("6.1.0-56-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
-    ("6.6.30", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
-    ("7.1.0", True, True, 701, cflags(701, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
+    ("6.1.0-56-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
+    ("6.6.30", True, True, 505, cflags(505, 1, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
+    ("7.1.0", True, True, 701, cflags(701, 1, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
 ]
 
 
@@ -179,7 +181,7 @@ def test_no_kprobes_but_fentry():
     assert by["oom_reaper_gave_up"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     assert p.callbacks == ("no kprobes on this kernel (CONFIG_KPROBES off); "
                            "bcc cannot fentry module functions before 0.28")
-    assert p.cflags == cflags(505, 1, 1, 1, 0, 1)
+    assert p.cflags == cflags(505, 1, 1, 1, 0, 1, 1)
 
 
 def test_no_kprobes_no_fentry():
@@ -212,7 +214,7 @@ def test_missing_symbols():
     # one of two targets is enough; only the present one is probed
     assert (by["interval_notifier_insert"].targets, by["interval_notifier_insert"].methods) == (
         ("mmu_interval_notifier_insert",), K)
-    assert p.cflags == cflags(505, 1, 1, 0, 0, 1)
+    assert p.cflags == cflags(505, 1, 1, 0, 0, 1, 1)
 
 
 def test_missing_all_targets_and_tracepoints():
@@ -248,7 +250,7 @@ def test_a_missing_symbol_is_reported_before_missing_headers():
 ])
 def test_mark_victim_fields(mark_victim, extra):
     p = plan(facts("6.9.0", btf=True, kfunc=True, mark_victim=mark_victim))
-    assert p.cflags == cflags(505, 1, 1, 1, 1, 1) + extra
+    assert p.cflags == cflags(505, 1, 1, 1, 1, 1, 1) + extra
 
 
 @pytest.mark.parametrize("release, has_interval", [
@@ -286,3 +288,26 @@ def test_no_syscall_tracepoint_even_where_the_kernel_has_them():
     f = facts("6.1.0-56-amd64", btf=True, kfunc=True)
     assert set(MRELEASE_TPS) <= f.tracepoints
     assert not [t for spec in plan(f).probes for t in spec.targets if t.startswith("syscalls:")]
+
+
+@pytest.mark.parametrize("release, btf, headers, inflight", [
+    ("5.11.22", True, "matching", HASH),          # task storage is LSM-only before 5.12
+    ("5.12.0", True, "matching", TASK_STORAGE),
+    ("6.1.0-56-amd64", True, "matching", TASK_STORAGE),
+    ("6.1.0-56-amd64", False, "matching", HASH),   # task storage maps need BTF
+    ("6.1.0-56-amd64", True, "other", HASH),       # no struct-reading programs: nothing in flight
+])
+def test_in_flight_records_in_task_storage_from_5_12_with_btf(release, btf, headers, inflight):
+    p = plan(facts(release, btf=btf, kfunc=True, headers=headers))
+    assert p.inflight == inflight
+    assert f"-DTASK_STORAGE={int(inflight == TASK_STORAGE)}" in p.cflags
+
+
+def test_in_flight_storage_can_be_pinned_where_the_kernel_has_it():
+    f = facts("6.1.0-56-amd64", btf=True, kfunc=True)
+    assert plan(f, inflight=HASH).inflight == HASH
+    assert "-DTASK_STORAGE=0" in plan(f, inflight=HASH).cflags
+    with pytest.raises(ValueError, match="task-storage needs kernel 5.12"):
+        plan(facts("5.10.0-30-amd64", btf=True, kfunc=True), inflight=TASK_STORAGE)
+    with pytest.raises(ValueError, match="not percpu"):
+        plan(f, inflight="percpu")
