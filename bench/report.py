@@ -53,7 +53,8 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    after start and after an hour-equivalent of work (240 `/metrics` requests to the
    exporter's own HTTP server in the process, as Prometheus makes them: OpenMetrics,
    gzip, keep-alive; each a `snapshot()` of the maps; with 3 discovery
-   `refresh()`es per scrape as at the default 5 s interval). CPU: the process's CPU
+   `refresh()`es per scrape as at the default 5 s interval; every 12th refresh, once a
+   minute, hands malloc's free heap back with `malloc_trim(0)`). CPU: the process's CPU
    time (all threads, less the scraping client's, which stands in for Prometheus)
    doing the daemon's duty cycle with no load: three windows of 15 s, each one
    scrape and three refreshes (the median window counts), and the same

@@ -17,6 +17,8 @@ from monitor.symbols import Symbols
 BPF_DIR = Path(os.environ.get("MNMON_BPF_DIR", Path(__file__).resolve().parent.parent / "bpf")).resolve()
 # kretprobe instances per callback: sleeping notifiers on many threads hold one each.
 MAXACTIVE = 256
+# refresh() hands malloc's free heap back every this many calls (a minute at 5 s).
+TRIM_EVERY = 12
 # process_mrelease's syscall functions: the arch wrappers (__x64_sys_..., __arm64_sys_...),
 # __se_sys_ and __do_sys_ where not inlined, plain sys_ on architectures without wrappers.
 MRELEASE_FUNCS = re.compile(r"(__[a-z0-9]+_sys|__do_sys|__se_sys|sys)_process_mrelease")
@@ -58,6 +60,7 @@ class Monitor:
         self.scanner = discovery.BTFScanner()
         self._modules = None                       # {module: state} at the last BTF scan; None: none yet
         self._user_lost = 0
+        self._refreshes = 0
 
     @classmethod
     def start(cls, disable=(), force=None, inflight=None):
@@ -111,6 +114,13 @@ class Monitor:
     def refresh(self):
         """Attach callbacks found since last time: in BTF of new modules, at registration.
         Cheap when nothing changed; the daemon calls it every few seconds."""
+        # Scrapes free megabytes of buffers (the exposition, gzip, map reads) that glibc
+        # keeps in its free lists; given back once a minute at the default interval,
+        # RSS stays flat instead of creeping up by tens of MB over hours of scrapes.
+        # (0.2 ms a trim on real CPUs; every refresh cost a fifth of its CPU emulated.)
+        self._refreshes += 1
+        if self._refreshes % TRIM_EVERY == 0:
+            memory.malloc_trim()
         if self.plan.callbacks:
             return []
         modules = _read_modules()
