@@ -5,41 +5,66 @@
  * Sections in progress are derived in user space: ok starts minus ends.
  * Included by mnmon.bpf.c.
  */
-BPF_PERCPU_ARRAY(invalidate_starts, u64, NR_MODES * NR_RESULTS);	/* [mode][result] */
-BPF_PERCPU_ARRAY(invalidations_by_event, u64, NR_EVENTS_TYPES);
-BPF_PERCPU_ARRAY(invalidate_ends, u64, 1);
-BPF_PERCPU_ARRAY(invalidate_start_latency, u64, NR_MODES * NR_LAT_SLOTS);	/* [mode][log2 ns] */
-BPF_PERCPU_ARRAY(invalidate_start_latency_sum_ns, u64, NR_MODES);
-BPF_PERCPU_ARRAY(unpaired_starts, u64, 1);
-/* Failed starts no probed callback owned: counted for the "unknown" notifier. */
-BPF_PERCPU_ARRAY(unattributed_failures, u64, NR_MODES * NR_RESULTS);
+/*
+ * Every count of the core probes in one per-CPU record: one lookup per probe hit
+ * instead of one per counter. User space reads the fields by these names
+ * (monitor/readers.py). Indexes are masked (see masked()): each 6-entry array is
+ * followed by at least 2 more entries of the record, so index 7 stays inside it.
+ */
+struct core_stats {
+	u64 invalidate_starts[NR_MODES * NR_RESULTS];			/* [mode][result] */
+	u64 unattributed_failures[NR_MODES * NR_RESULTS];		/* failed, no probed callback owned it */
+	u64 invalidations_by_event[NR_EVENTS_TYPES];
+	u64 invalidate_start_latency[NR_MODES * NR_LAT_SLOTS];		/* [mode][log2 ns] */
+	u64 invalidate_start_latency_sum_ns[NR_MODES];
+	u64 invalidate_ends[1];
+	u64 unpaired_starts[1];
+};
+BPF_PERCPU_ARRAY(core_stats, struct core_stats, 1);
+
+/*
+ * idx & mask, for the verifier: every index here is in range already, but the
+ * compiler drops a clamp it can prove redundant (or checks a zero-extended copy),
+ * which leaves the verifier an unbounded access. It cannot see through the asm.
+ */
+static __always_inline u64 masked(u64 idx, u64 mask)
+{
+	asm volatile("" : "+r"(idx));
+	return idx & mask;
+}
+
+static __always_inline struct core_stats *core_stats_here(void)
+{
+	u32 zero = 0;
+
+	return core_stats.lookup(&zero);
+}
 
 static __always_inline void core_start_exit(void *ctx, int ret)
 {
 	struct core_inflight *c = core_current();
-	u32 idx, slot, i, unpaired = 0;
-	u64 ns;
-	u8 res;
+	struct core_stats *st = core_stats_here();
+	u64 ns, mode, res;
+	u32 i, unpaired = 0;
 
 	if (!c)		/* entered before mnmon attached */
 		return;
+	if (!st) {
+		core_finish(c);
+		return;
+	}
 	ns = bpf_ktime_get_ns() - c->ts;
 	res = classify_int(ret);
-	idx = c->mode * NR_RESULTS + res;
-	invalidate_starts.atomic_increment(idx);
-	idx = c->event;
-	invalidations_by_event.atomic_increment(idx);
-	slot = log2_slot(ns);
-	idx = c->mode * NR_LAT_SLOTS + slot;
-	invalidate_start_latency.atomic_increment(idx);
-	idx = c->mode;
-	invalidate_start_latency_sum_ns.atomic_increment(idx, ns);
+	mode = c->mode;
+	__sync_fetch_and_add(&st->invalidate_starts[masked(mode * NR_RESULTS + res, 7)], 1);
+	__sync_fetch_and_add(&st->invalidations_by_event[masked(c->event, NR_EVENTS_TYPES - 1)], 1);
+	__sync_fetch_and_add(&st->invalidate_start_latency[masked(mode * NR_LAT_SLOTS + log2_slot(ns),
+								    NR_MODES * NR_LAT_SLOTS - 1)], 1);
+	__sync_fetch_and_add(&st->invalidate_start_latency_sum_ns[masked(mode, NR_MODES - 1)], ns);
 
 	if (res != RESULT_OK) {
-		if (!c->failure_attributed) {
-			idx = c->mode * NR_RESULTS + res;
-			unattributed_failures.atomic_increment(idx);
-		}
+		if (!c->failure_attributed)
+			__sync_fetch_and_add(&st->unattributed_failures[masked(mode * NR_RESULTS + res, 7)], 1);
 		/*
 		 * Before c2655835fd8c (5.12; 5.10.y backport) a failed non-blockable
 		 * start skipped the end of every notifier whose start had succeeded.
@@ -51,9 +76,8 @@ static __always_inline void core_start_exit(void *ctx, int ret)
 				unpaired++;
 		if (unpaired) {
 			struct mnmon_event e = {};
-			u32 zero = 0;
 
-			unpaired_starts.atomic_increment(zero, unpaired);
+			__sync_fetch_and_add(&st->unpaired_starts[0], unpaired);
 			e.type = EV_UNPAIRED_START;
 			e.pid = bpf_get_current_pid_tgid() >> 32;
 			e.tid = tid();
@@ -67,9 +91,10 @@ static __always_inline void core_start_exit(void *ctx, int ret)
 
 static __always_inline void core_end(void)
 {
-	u32 zero = 0;
+	struct core_stats *st = core_stats_here();
 
-	invalidate_ends.atomic_increment(zero);
+	if (st)
+		__sync_fetch_and_add(&st->invalidate_ends[0], 1);
 }
 
 /* kprobe/kretprobe flavour, attached from user space. */

@@ -17,7 +17,12 @@ struct notifier_key {
 	u8 result;
 	u8 pad[5];
 };
-BPF_PERCPU_HASH(notifier_invalidations, struct notifier_key, u64, 4096);
+/* Calls and their time together: one lookup for both (user space sums ns by ip, mode). */
+struct notifier_calls {
+	u64 count;
+	u64 sum_ns;
+};
+BPF_PERCPU_HASH(notifier_invalidations, struct notifier_key, struct notifier_calls, 4096);
 
 struct notifier_lat_key {
 	u64 ip;
@@ -26,7 +31,6 @@ struct notifier_lat_key {
 	u8 pad[6];
 };
 BPF_PERCPU_HASH(notifier_latency, struct notifier_lat_key, u64, 16384);
-BPF_PERCPU_HASH(notifier_latency_sum_ns, struct notifier_lat_key, u64, 4096);	/* slot 0 */
 BPF_PERCPU_HASH(notifier_ends, u64, u64, 4096);
 
 /* Callback addresses seen at registration: user space attaches probes to them. */
@@ -98,6 +102,7 @@ static __always_inline void name_blocker(struct reap_inflight *reap, u64 ip)
 
 static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 {
+	struct notifier_calls none = {}, *calls;
 	struct notifier_lat_key lk = {};
 	struct notifier_key k = {};
 	struct core_inflight *core;
@@ -120,14 +125,13 @@ static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 	k.kind = kind;
 	k.mode = c->mode;
 	k.result = res;
-	v = notifier_invalidations.lookup_or_try_init(&k, &zero);
-	if (v)
-		__sync_fetch_and_add(v, 1);
+	calls = notifier_invalidations.lookup_or_try_init(&k, &none);
+	if (calls) {
+		__sync_fetch_and_add(&calls->count, 1);
+		__sync_fetch_and_add(&calls->sum_ns, ns);
+	}
 	lk.ip = c->ip;
 	lk.mode = c->mode;
-	v = notifier_latency_sum_ns.lookup_or_try_init(&lk, &zero);
-	if (v)
-		__sync_fetch_and_add(v, ns);
 	lk.slot = log2_slot(ns);
 	v = notifier_latency.lookup_or_try_init(&lk, &zero);
 	if (v)

@@ -11,6 +11,8 @@ mnmon_oom_reap_attempts_total{result}, mnmon_oom_reap_calls_total{caller,result}
 mnmon_oom_reaper_gave_up_total, mnmon_oom_reap_blocked_total{notifier,module},
 mnmon_oom_reap_duration_seconds, mnmon_probe_attached{probe,method}, mnmon_events_lost_total.
 """
+import ctypes
+
 from monitor.metrics import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
 from monitor.model import Snapshot, log2_histogram
 
@@ -19,12 +21,14 @@ EVENTS = ("unmap", "clear", "protection_vma", "protection_page", "soft_dirty", "
 UNKNOWN = ("unknown", "unknown")
 NR_LAT_SLOTS = 64
 
-ARRAYS = ("invalidate_starts", "invalidations_by_event", "invalidate_ends", "invalidate_start_latency",
-          "invalidate_start_latency_sum_ns", "unpaired_starts", "unattributed_failures", "oom_victims",
-          "oom_reap_attempts", "oom_reap_calls", "oom_reaper_gave_up", "oom_reap_latency",
+ARRAYS = ("oom_victims", "oom_reap_attempts", "oom_reap_calls", "oom_reaper_gave_up", "oom_reap_latency",
           "oom_reap_latency_sum_ns", "events_lost")
-HASHES = {"notifier_invalidations": ("ip", "kind", "mode", "result"), "notifier_latency": ("ip", "mode", "slot"),
-          "notifier_latency_sum_ns": ("ip", "mode"), "notifier_ends": None, "oom_reap_blocked": None}
+# The core probes' counters: u64[] fields of one per-CPU record, core_stats, read by name.
+CORE_STATS = ("invalidate_starts", "unattributed_failures", "invalidations_by_event", "invalidate_start_latency",
+              "invalidate_start_latency_sum_ns", "invalidate_ends", "unpaired_starts")
+HASHES = {"notifier_latency": ("ip", "mode", "slot"), "notifier_ends": None, "oom_reap_blocked": None}
+# notifier_invalidations: struct notifier_key -> struct notifier_calls {count, sum_ns}.
+NOTIFIER_KEY = ("ip", "kind", "mode", "result")
 
 
 def _total(leaf):
@@ -37,21 +41,40 @@ def _total(leaf):
 def read_raw(bpf):
     """Every counting map of the loaded program as plain Python: per-CPU values summed.
     Maps the program was compiled without (HAVE_STRUCTS=0) are absent."""
-    raw = {}
-    names = set()
-    for name in ARRAYS + tuple(HASHES):
+    tables = {}
+    for name in ARRAYS + tuple(HASHES) + ("core_stats", "notifier_invalidations"):
         try:
-            table = bpf[name.encode()]   # bcc warns on str names
+            tables[name] = bpf[name.encode()]   # bcc warns on str names
         except KeyError:
             continue
-        names.add(name)
-        if name in HASHES:
-            fields = HASHES[name]
+    raw = {name: [_total(v) for v in _array_values(tables[name])] for name in ARRAYS if name in tables}
+    for name, fields in HASHES.items():
+        if name in tables:
             raw[name] = {(tuple(getattr(k, f) for f in fields) if fields else k.value): _total(v)
-                         for k, v in table.items()}
-        else:
-            raw[name] = [_total(v) for v in _array_values(table)]
+                         for k, v in tables[name].items()}
+    if "core_stats" in tables:
+        raw.update(core_stats(tables["core_stats"][ctypes.c_int(0)]))
+    if "notifier_invalidations" in tables:
+        raw.update(notifier_calls(tables["notifier_invalidations"].items()))
     return raw
+
+
+def core_stats(per_cpu):
+    """{field: its entries summed over CPUs} of the core_stats record's per-CPU copies."""
+    return {f: [sum(col) for col in zip(*(getattr(v, f) for v in per_cpu))] for f in CORE_STATS}
+
+
+def notifier_calls(items):
+    """notifier_invalidations' (key, per-CPU {count, sum_ns}) pairs as raw's
+    notifier_invalidations {(ip, kind, mode, result): count} and
+    notifier_latency_sum_ns {(ip, mode): ns}."""
+    counts, sums = {}, {}
+    for k, per_cpu in items:
+        key = tuple(getattr(k, f) for f in NOTIFIER_KEY)
+        counts[key] = counts.get(key, 0) + sum(v.count for v in per_cpu)
+        ip_mode = (key[0], key[2])
+        sums[ip_mode] = sums.get(ip_mode, 0) + sum(v.sum_ns for v in per_cpu)
+    return {"notifier_invalidations": counts, "notifier_latency_sum_ns": sums}
 
 
 def _array_values(table):

@@ -1,4 +1,5 @@
 """build_snapshot on literal map contents, shaped as bpf/*.bpf.c declares the maps."""
+import ctypes
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,25 +14,44 @@ from monitor.readers import build_snapshot
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 
 # The sizes readers.py assumes, to be checked against the BPF source below.
-SIZES = {"invalidate_starts": 6, "invalidations_by_event": 16, "invalidate_ends": 1,
-         "invalidate_start_latency": 128, "invalidate_start_latency_sum_ns": 2, "unpaired_starts": 1,
-         "unattributed_failures": 6, "oom_victims": 1, "oom_reap_attempts": 3, "oom_reap_calls": 9,
-         "oom_reaper_gave_up": 1, "oom_reap_latency": 64, "oom_reap_latency_sum_ns": 1, "events_lost": 1}
+CORE_SIZES = {"invalidate_starts": 6, "unattributed_failures": 6, "invalidations_by_event": 16,
+              "invalidate_start_latency": 128, "invalidate_start_latency_sum_ns": 2, "invalidate_ends": 1,
+              "unpaired_starts": 1}
+SIZES = {**CORE_SIZES, "oom_victims": 1, "oom_reap_attempts": 3, "oom_reap_calls": 9, "oom_reaper_gave_up": 1,
+         "oom_reap_latency": 64, "oom_reap_latency_sum_ns": 1, "events_lost": 1}
+DEFINES = dict(re.findall(r"^#define\s+(\w+)\s+(\d+)\b", (BPF_DIR / "mnmon.h").read_text(), re.M))
+
+
+def evaluate(expr):
+    return eval(re.sub(r"[A-Z_]+", lambda m: DEFINES[m.group(0)], expr))   # noqa: S307
 
 
 def bpf_arrays():
-    """{map name: entries} of every BPF_PERCPU_ARRAY, its size expression evaluated with mnmon.h's defines."""
-    defines = dict(re.findall(r"^#define\s+(\w+)\s+(\d+)\b", (BPF_DIR / "mnmon.h").read_text(), re.M))
+    """{map name: entries} of every u64 BPF_PERCPU_ARRAY, its size expression evaluated with mnmon.h's defines."""
     out = {}
     for path in sorted(BPF_DIR.glob("*.bpf.c")):
         for name, expr in re.findall(r"^BPF_PERCPU_ARRAY\((\w+),\s*u64,\s*([^)]+)\);", path.read_text(), re.M):
-            out[name] = eval(re.sub(r"[A-Z_]+", lambda m: defines[m.group(0)], expr))   # noqa: S307
+            out[name] = evaluate(expr)
     return out
 
 
+def struct_fields(text, struct):
+    """[(field, entries)] of a struct in BPF source (1 for a scalar)."""
+    body = text[text.index(f"struct {struct} {{"):]
+    body = body[:body.index("};")]
+    return [(f, evaluate(n) if n else 1) for f, n in re.findall(r"\b(\w+)(?:\[([^\]]+)\])?;", body)]
+
+
 def test_sizes_are_the_bpf_maps_sizes():
-    assert bpf_arrays() == SIZES
-    assert set(readers.ARRAYS) == set(SIZES)
+    assert bpf_arrays() == {k: v for k, v in SIZES.items() if k not in CORE_SIZES}
+    assert set(readers.ARRAYS) == set(SIZES) - set(CORE_SIZES)
+    text = (BPF_DIR / "invalidate.bpf.c").read_text()
+    assert struct_fields(text, "core_stats") == list(CORE_SIZES.items())
+    # Indexes into a 6-entry array are masked with 7 (bpf/invalidate.bpf.c): two more entries follow.
+    assert list(CORE_SIZES)[:2] == ["invalidate_starts", "unattributed_failures"]
+    assert CORE_SIZES["invalidations_by_event"] >= 2
+    assert re.search(r"^BPF_PERCPU_ARRAY\(core_stats, struct core_stats, 1\);", text, re.M)
+    assert readers.CORE_STATS == tuple(CORE_SIZES)
     assert readers.NR_LAT_SLOTS * len(MODES) == SIZES["invalidate_start_latency"]
     assert len(MODES) * len(RESULTS) == SIZES["invalidate_starts"]
     assert len(REAP_CALLERS) * len(REAP_RESULTS) == SIZES["oom_reap_calls"]
@@ -41,14 +61,41 @@ def test_hash_keys_are_the_bpf_key_structs_fields():
     text = (BPF_DIR / "notifiers.bpf.c").read_text()
 
     def fields(struct):
-        body = text[text.index(f"struct {struct} {{"):]
-        body = body[:body.index("};")]
-        return tuple(f for f in re.findall(r"\b(\w+)(?:\[\d+\])?;", body) if f != "pad")
-    assert readers.HASHES["notifier_invalidations"] == fields("notifier_key")
+        return tuple(f for f, _ in struct_fields(text, struct) if f != "pad")
+    assert readers.NOTIFIER_KEY == fields("notifier_key")
+    assert fields("notifier_calls") == ("count", "sum_ns")
     assert readers.HASHES["notifier_latency"] == fields("notifier_lat_key")
-    assert set(readers.HASHES["notifier_latency_sum_ns"]) < set(fields("notifier_lat_key"))
-    assert re.search(r"BPF_PERCPU_HASH\(notifier_invalidations, struct notifier_key,", text)
-    assert re.search(r"BPF_PERCPU_HASH\(notifier_latency_sum_ns, struct notifier_lat_key,", text)
+    assert re.search(r"BPF_PERCPU_HASH\(notifier_invalidations, struct notifier_key, struct notifier_calls,", text)
+    assert re.search(r"BPF_PERCPU_HASH\(notifier_latency, struct notifier_lat_key, u64,", text)
+
+
+def test_core_stats_sums_each_field_over_cpus():
+    Record = type("Record", (ctypes.Structure,), {"_fields_": [(f, ctypes.c_uint64 * n) for f, n in CORE_SIZES.items()]})
+    per_cpu = (Record * 2)()
+    per_cpu[0].invalidate_starts[4] = 3
+    per_cpu[1].invalidate_starts[4] = 4
+    per_cpu[1].invalidate_start_latency[127] = 1
+    per_cpu[0].invalidate_ends[0] = 2 ** 40
+    got = readers.core_stats(per_cpu)
+    assert {f: len(v) for f, v in got.items()} == CORE_SIZES
+    assert got["invalidate_starts"] == [0, 0, 0, 0, 7, 0]
+    assert got["invalidate_start_latency"][127] == 1 and sum(got["invalidate_start_latency"]) == 1
+    assert got["invalidate_ends"] == [2 ** 40]
+
+
+def test_notifier_calls_split_into_counts_and_sums_by_ip_and_mode():
+    Key = type("Key", (ctypes.Structure,), {"_fields_": [("ip", ctypes.c_uint64), ("kind", ctypes.c_uint8),
+                                                          ("mode", ctypes.c_uint8), ("result", ctypes.c_uint8)]})
+    Calls = type("Calls", (ctypes.Structure,), {"_fields_": [("count", ctypes.c_uint64), ("sum_ns", ctypes.c_uint64)]})
+
+    def per_cpu(*pairs):
+        return (Calls * len(pairs))(*(Calls(*p) for p in pairs))
+    items = [(Key(KVM_START, 0, 0, 0), per_cpu((2, 200), (3, 300))),
+             (Key(KVM_START, 0, 0, 1), per_cpu((1, 50), (0, 0))),      # same ip and mode, another result
+             (Key(KVM_START, 0, 1, 0), per_cpu((0, 0), (4, 4000)))]
+    assert readers.notifier_calls(items) == {
+        "notifier_invalidations": {(KVM_START, 0, 0, 0): 5, (KVM_START, 0, 0, 1): 1, (KVM_START, 0, 1, 0): 4},
+        "notifier_latency_sum_ns": {(KVM_START, 0): 550, (KVM_START, 1): 4000}}
 
 
 def test_events_match_enum_mmu_notifier_event():
