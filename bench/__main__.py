@@ -60,16 +60,21 @@ def scrape_rows(details):
 
 # ------------------------------------------------------------------ the kernel parts
 def overhead_rows(results, details, variant=""):
-    from bench.overhead import LABELS
+    from bench.overhead import label
     rows = []
     for r in results.values():
         b = r.breakdown
         fentry_hits = sum(n for p, (n, _) in r.programs.items() if p.startswith(("kfunc__", "kretfunc__")))
         other_hits = r.probe_hits - fentry_hits
         peer_ns = round(fentry_hits * 24 + other_hits * 137)
-        rows.append(Row(f"{LABELS[r.mode]}, core by {r.method}{variant}: ratio <= {RATIO_TARGET}",
-                        f"{r.ratio:.3f} ({us(r.median('off'))} -> {us(r.median('full'))} per invalidation)",
-                        PEER[r.method], verdict(r.ratio <= RATIO_TARGET)))
+        # The target is judged on one-page invalidations, the worst case (mnmon's cost is per
+        # invalidation); a multi-page row shows how that cost compares with a larger one.
+        judged = churn.pages(r.mode) == 1
+        rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: ratio" +
+                        (f" <= {RATIO_TARGET}" if judged else ""),
+                        f"{r.ratio:.3f} [{min(r.ratios):.2f}..{max(r.ratios):.2f}] "
+                        f"({us(r.median('off'))} -> {us(r.median('full'))} per invalidation)",
+                        PEER[r.method], verdict(r.ratio <= RATIO_TARGET) if judged else "info"))
         rows.append(Row("  added per invalidation",
                         f"+{r.added_ns:.0f} ns: core {b['core']:+.0f}, callbacks {b['callbacks']:+.0f}; "
                         f"{r.probe_hits:.0f} probe hits, BPF code {r.bpf_ns:.0f} ns",
@@ -107,7 +112,7 @@ def kernel_rows(args, details):
 
     rows = []
     churn.build()
-    modes = [m for m in churn.MODES if m != "kvm" or Path("/dev/kvm").exists()]
+    modes = [m for m in churn.MODES if churn.notifier(m) != "kvm" or Path("/dev/kvm").exists()]
     if "kvm" not in modes:
         details.append("no /dev/kvm: the KVM rows are skipped")
     rss_before = footprint.rss_mb()

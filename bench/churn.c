@@ -2,12 +2,13 @@
 /*
  * churn: a tight loop of invalidations for mnmon's benchmarks.
  *
- *   churn [-w] kvm|list|interval ITERATIONS
+ *   churn [-w] [-p PAGES] kvm|list|interval ITERATIONS
  *
- * One private anonymous page, subscribed to one notifier: KVM guest memory (a VM
- * whose only memslot is the page: KVM's list notifier), or the test fixture's list
- * or interval notifier that never fails. Each iteration touches the page and drops
- * it with madvise(MADV_DONTNEED): one blockable invalidate_range_start/_end.
+ * PAGES (default 1) private anonymous pages, subscribed to one notifier: KVM guest
+ * memory (a VM whose only memslot is the pages: KVM's list notifier), or the test
+ * fixture's list or interval notifier that never fails. Each iteration touches every
+ * page and drops them all with one madvise(MADV_DONTNEED): one blockable
+ * invalidate_range_start/_end over the whole range.
  *
  * Prints one line: "ns_per_iter=F iterations=N slot=S utime_ns=U stime_ns=K"
  * (slot: the fixture's slot id, -1 for kvm; times from getrusage).
@@ -94,29 +95,32 @@ static int subscribe(const char *mode, char *page, long size)
 
 int main(int argc, char **argv)
 {
-	long size = sysconf(_SC_PAGESIZE), i, n;
+	long psize = sysconf(_SC_PAGESIZE), size, pages = 1, i, j, n;
 	struct timespec t0, t1;
 	struct rusage r0, r1;
-	int wait = 0, slot;
+	int wait = 0, slot, opt;
+	const char *mode;
 	char line[64];
 	char *page;
 	double ns;
 
-	if (argc > 1 && !strcmp(argv[1], "-w")) {
-		wait = 1;
-		argv++;
-		argc--;
+	while ((opt = getopt(argc, argv, "wp:")) != -1) {
+		if (opt == 'w')
+			wait = 1;
+		else if (opt != 'p' || (pages = atol(optarg)) <= 0)
+			goto usage;
 	}
-	if (argc != 3 || (n = atol(argv[2])) <= 0 ||
-	    (strcmp(argv[1], "kvm") && strcmp(argv[1], "list") && strcmp(argv[1], "interval"))) {
-		fprintf(stderr, "usage: churn [-w] kvm|list|interval ITERATIONS\n");
-		return 2;
-	}
+	if (argc - optind != 2 || (n = atol(argv[optind + 1])) <= 0)
+		goto usage;
+	mode = argv[optind];
+	if (strcmp(mode, "kvm") && strcmp(mode, "list") && strcmp(mode, "interval"))
+		goto usage;
+	size = pages * psize;
 	/* MAP_PRIVATE: shared anonymous memory is shmem, zapped differently. */
 	page = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (page == MAP_FAILED)
 		die("mmap");
-	slot = subscribe(argv[1], page, size);
+	slot = subscribe(mode, page, size);
 	if (wait) {
 		printf("ready pid=%d slot=%d\n", getpid(), slot);
 		fflush(stdout);
@@ -126,7 +130,8 @@ int main(int argc, char **argv)
 	getrusage(RUSAGE_SELF, &r0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (i = 0; i < n; i++) {
-		*(volatile char *)page = 1;
+		for (j = 0; j < size; j += psize)
+			*(volatile char *)(page + j) = 1;
 		if (madvise(page, size, MADV_DONTNEED))
 			die("madvise");
 	}
@@ -140,4 +145,7 @@ int main(int argc, char **argv)
 		while (fgets(line, sizeof(line), stdin))
 			;
 	return 0;
+usage:
+	fprintf(stderr, "usage: churn [-w] [-p PAGES] kvm|list|interval ITERATIONS\n");
+	return 2;
 }

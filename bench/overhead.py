@@ -12,6 +12,7 @@ a shared machine falls on every state alike. Figures are medians over repetition
 Under emulation, patching kernel text (attaching) throws away translated code, so
 each state change is followed by an untimed warm-up run of every mode.
 """
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,12 @@ CALLBACKS = {
 LABELS = {"kvm": "KVM guest memory", "list": "fixture list notifier", "interval": "fixture interval notifier"}
 
 
+def label(mode):
+    pages = churn.pages(mode)
+    kib = pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    return LABELS[churn.notifier(mode)] + (f", {pages}-page invalidations ({kib} KiB)" if pages > 1 else "")
+
+
 @dataclass
 class ModeResult:
     mode: str
@@ -42,9 +49,13 @@ class ModeResult:
         return statistics.median(self.ns[state])
 
     @property
+    def ratios(self):
+        """The paired full/off ratio of each repetition."""
+        return [f / o for f, o in zip(self.ns["full"], self.ns["off"])]
+
+    @property
     def ratio(self):
-        """Median of the paired full/off ratios of each repetition."""
-        return statistics.median(f / o for f, o in zip(self.ns["full"], self.ns["off"]))
+        return statistics.median(self.ratios)
 
     @property
     def added_ns(self):
@@ -83,7 +94,7 @@ def discover(mon, modes):
     """Run each mode once under the monitor so its callbacks get discovered and attached."""
     for mode in modes:
         with churn.Held(mode, 100) as c:
-            wait_attached(mon, CALLBACKS[mode])
+            wait_attached(mon, CALLBACKS[churn.notifier(mode)])
             c.go()
             c.wait_result()
 
@@ -96,13 +107,14 @@ def profile(mon, modes, iterations, reps=3):
         for _ in range(reps):
             for mode in modes:
                 before = bpfstats.read(mon.bpf)
-                churn.run(mode, iterations)
+                churn.run(mode, churn.iterations_for(mode, iterations))
                 runs[mode].append(bpfstats.delta(bpfstats.read(mon.bpf), before))
     out = {}
     for mode, deltas in runs.items():
         names = {name for d in deltas for name in d}
-        out[mode] = {name: (statistics.median(d.get(name, (0, 0))[0] for d in deltas) / iterations,
-                            statistics.median(d.get(name, (0, 0))[1] for d in deltas) / iterations)
+        n = churn.iterations_for(mode, iterations)
+        out[mode] = {name: (statistics.median(d.get(name, (0, 0))[0] for d in deltas) / n,
+                            statistics.median(d.get(name, (0, 0))[1] for d in deltas) / n)
                      for name in names}
     return out
 
@@ -120,8 +132,9 @@ def measure(mon, modes, reps, iterations, log=lambda *a: None):
                     toggle.set(STATES[state])
                 for mode in modes:
                     with watchdog.limit(f"{method} rep {rep + 1} {state}: churn {mode}", 120):
-                        churn.run(mode, WARMUP)
-                        results[mode].ns[state].append(churn.run(mode, iterations).ns_per_iter)
+                        churn.run(mode, churn.iterations_for(mode, WARMUP))
+                        results[mode].ns[state].append(
+                            churn.run(mode, churn.iterations_for(mode, iterations)).ns_per_iter)
             log(f"  {method} rep {rep + 1}/{reps}: " + ", ".join(
                 f"{m} {results[m].ns['off'][-1] / 1e3:.1f}->{results[m].ns['full'][-1] / 1e3:.1f} us"
                 for m in modes))

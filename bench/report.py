@@ -24,8 +24,11 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    notifier: KVM guest memory (a VM whose only memslot is the page: KVM's in-tree list
    notifier), or the fixture's list or interval notifier that never fails. Each iteration
    touches the page and drops it with `madvise(MADV_DONTNEED)`: one page fault plus one
-   blockable `invalidate_range_start`/`_end`. It times the loop with `clock_gettime`
-   and prints ns per iteration. The monitor is compiled once per attach method
+   blockable `invalidate_range_start`/`_end`. One more mode maps 64 pages into the
+   VM and drops them with one `madvise`: a 256 KiB invalidation, run a quarter as
+   many times (mnmon's cost is per invalidation, not per page; the target is judged
+   on one-page invalidations, the worst case). It times the loop with
+   `clock_gettime` and prints ns per iteration. The monitor is compiled once per attach method
    (default: fentry/fexit on the core entry points; then `Monitor.start(force=...)` pins
    them to kprobes), and once more with fentry and each thread's in-flight invalidation
    in a hash keyed by thread id, as on kernels before 5.12 (`inflight=hash`; 5.12+ keep
@@ -38,7 +41,8 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    every syscall of every task down the slow path). Repetitions alternate the state
    order (off..full, full..off); each runs every mode once per state, after an untimed
    warm-up run (attaching patches kernel text, which makes the emulator translate it
-   again). Ratio: the median of the per-repetition full/off ratios; added ns:
+   again). Ratio: the median of the per-repetition full/off ratios (their range in
+   brackets); added ns:
    median(full) - median(off), split by state into core and callbacks.
    Callback probes are kprobes with either method (bcc 0.26 cannot fentry module
    functions). Probe hits and BPF time per invalidation come from three separate runs
