@@ -14,8 +14,10 @@ import fcntl
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,13 +78,41 @@ def run(kver, command, *, timeout=3600, **kw):
     fcntl.flock(lock, fcntl.LOCK_EX)
     # vng calls its sibling virtme-run through PATH.
     env = dict(os.environ, PATH=f"{Path(argv[0]).parent}:{os.environ.get('PATH', '')}")
+    # QEMU reopens the console's output by path, which truncates a file: a CI log held
+    # nothing from before the boot. It writes to a pipe here, relayed to our stdout.
+    # Its own session, so a timeout stops QEMU too, not only vng.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    expired = threading.Event()
+
+    def expire():
+        expired.set()
+        _kill_group(proc)
+    timer = threading.Timer(timeout, expire)
+    timer.start()
     try:
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=timeout, env=env).returncode
-    except subprocess.TimeoutExpired:
+        sys.stdout.flush()
+        for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        rc = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:      # interrupted: take the guest down with us
+            _kill_group(proc)
+            proc.wait()
+        lock.close()
+    if expired.is_set():
         print(f"vm: guest command still running after {timeout} s, stopped", file=sys.stderr)
         return 124
-    finally:
-        lock.close()
+    return rc
+
+
+def _kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def main(argv=None):
