@@ -58,8 +58,9 @@ class Toggle:
         for g, method, targets, entry, ret in self.probes:
             if g != group:
                 continue
+            order = probes.attach_order(entry, ret)
             for target in targets:
-                for fn, is_ret in ((entry, False), (ret, True)):
+                for fn, is_ret in (order if attach else order[::-1]):    # entries go first, come last
                     if fn:
                         (probes._attach_one if attach else probes._detach_one)(bpf, method, target, fn, is_ret)
         if group != "callbacks":

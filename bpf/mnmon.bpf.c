@@ -150,7 +150,8 @@ static __always_inline u8 classify_int(int ret)
 /*
  * The core start in flight on this thread. core_begin() at its entry, core_current()
  * inside it and at its return, core_finish() then. A record that cannot be stored
- * (map full, storage busy) is counted as lost: the start goes uncounted.
+ * (map full, storage busy) or found again is counted as lost: the start goes uncounted.
+ * User space attaches the return program before the entry (probes.attach_order).
  */
 #if TASK_STORAGE
 /*
@@ -168,6 +169,12 @@ static __always_inline void core_begin(u8 mode, u8 event)
 		count_lost();
 		return;
 	}
+	/*
+	 * The previous start's return found no record (before 6.2 the lookup fails while
+	 * another task storage operation holds this CPU): that start went uncounted.
+	 */
+	if (c->ts)
+		count_lost();
 	__builtin_memset(c, 0, sizeof(*c));
 	c->ts = bpf_ktime_get_ns();
 	c->mode = mode;

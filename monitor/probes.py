@@ -245,7 +245,7 @@ def _attach(bpf, spec):
         done = []
         try:
             for target in spec.targets:
-                for fn, is_ret in ((entry, False), (ret, True)):
+                for fn, is_ret in attach_order(entry, ret):
                     if fn:
                         _attach_one(bpf, method, target, fn, is_ret)
                         done.append((method, target, fn, is_ret))
@@ -255,6 +255,13 @@ def _attach(bpf, spec):
                 _detach_one(bpf, *d)
             errors.append(f"{method}: {_explain(e)}")
     return ProbeStatus(spec.probe, spec.methods[-1], False, "; ".join(errors))
+
+
+def attach_order(entry, ret):
+    """((program, is_ret), ...): the return program first. An entry attached alone would
+    leave in flight the calls it sees, which the BPF side counts as lost at the thread's
+    next call; a return without its entry ignores the call."""
+    return ((ret, True), (entry, False))
 
 
 def _attach_one(bpf, method, target, fn, is_ret):
