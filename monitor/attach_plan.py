@@ -159,13 +159,13 @@ def plan(facts, force=None, inflight=None):
 
 
 def _inflight(facts, pinned, structs):
-    # Tracing programs may use task-local storage since 5.12 (a10787e6d58c); it needs BTF.
-    # Only the struct-reading programs keep in-flight invalidations.
-    ok = structs and facts.btf and facts.version >= (5, 12)
+    # Tracing programs may use task-local storage since 5.12 (a10787e6d58c); it needs BTF,
+    # and a bcc that declares the map (0.24+). Only struct-reading programs keep records.
+    ok = structs and facts.btf and facts.version >= (5, 12) and facts.bcc_task_storage
     if pinned is None:
         return TASK_STORAGE if ok else HASH
     if pinned not in (TASK_STORAGE, HASH):
         raise ValueError(f"in-flight records go in {TASK_STORAGE} or {HASH}, not {pinned}")
     if pinned == TASK_STORAGE and not ok:
-        raise ValueError(f"{TASK_STORAGE} needs kernel 5.12+ with BTF and its own headers")
+        raise ValueError(f"{TASK_STORAGE} needs kernel 5.12+ with BTF and its own headers, and bcc 0.24+")
     return pinned

@@ -28,6 +28,7 @@ class KernelFacts:
     headers_dir: str = ""
     kprobes: bool = False
     kfunc: bool = False               # bcc sees BTF and BPF trampolines (attach may still be refused)
+    bcc_task_storage: bool = False    # bcc declares task storage maps (BPF_TASK_STORAGE, 0.24+)
     symbols: frozenset = frozenset()  # SYMBOLS_OF_INTEREST present in kallsyms
     tracepoints: frozenset = frozenset()
     mark_victim_fields: dict = field(default_factory=dict)   # name -> offset in the record
@@ -99,8 +100,15 @@ def privileged():
     return bool(eff & (1 << 21)) or (bool(eff & (1 << 39)) and bool(eff & (1 << 38)))
 
 
-def gather(symbols, kfunc_support=lambda: False):
-    """Read the facts from this host. symbols: a monitor.symbols.Symbols."""
+def bcc_has_task_storage(version):
+    """Whether a bcc of this version ('0.26.0') compiles BPF_TASK_STORAGE (0.24+)."""
+    m = re.match(r"(\d+)\.(\d+)", version or "")
+    return bool(m) and (int(m.group(1)), int(m.group(2))) >= (0, 24)
+
+
+def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
+    """Read the facts from this host. symbols: a monitor.symbols.Symbols; bcc_version:
+    bcc.__version__."""
     release = os.uname().release
     headers, hdir = find_headers(release)
     tfs = tracefs()
@@ -116,5 +124,6 @@ def gather(symbols, kfunc_support=lambda: False):
     return KernelFacts(
         release=release, version=parse_version(release), btf=Path("/sys/kernel/btf/vmlinux").exists(),
         headers=headers, headers_dir=hdir, kprobes=kprobes, kfunc=kfunc_support(),
+        bcc_task_storage=bcc_has_task_storage(bcc_version),
         symbols=frozenset(s for s in SYMBOLS_OF_INTEREST if s in symbols),
         tracepoints=frozenset(tps), mark_victim_fields=mv, privileged=privileged())

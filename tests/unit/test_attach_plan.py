@@ -7,7 +7,7 @@ import pytest
 
 from monitor.attach_plan import (ATTEMPT_COUNT, FENTRY, HASH, KPROBE, TASK_STORAGE, TRACEPOINT, api_generation,
                                  plan)
-from monitor.kernel import KernelFacts, parse_tracepoint_format, parse_version
+from monitor.kernel import KernelFacts, bcc_has_task_storage, parse_tracepoint_format, parse_version
 from tests.unit.test_kernel_facts import MARK_VICTIM_6_1, MARK_VICTIM_6_9
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -22,7 +22,7 @@ INTERVAL_SYMBOLS = frozenset({"mmu_interval_notifier_insert", "mmu_interval_noti
 
 
 def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=None, symbols=None,
-          tracepoints=None, mark_victim=MARK_VICTIM_6_1):
+          tracepoints=None, mark_victim=MARK_VICTIM_6_1, bcc_task_storage=True):
     """A kernel as monitor.kernel.gather() would describe it; what exists follows its version."""
     version = parse_version(release)
     if symbols is None:
@@ -32,7 +32,8 @@ def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=
     if headers_dir is None:
         headers_dir = "" if headers == "none" else f"/lib/modules/{release}/build"
     return KernelFacts(release=release, version=version, btf=btf, headers=headers, headers_dir=headers_dir,
-                       kprobes=kprobes, kfunc=kfunc, symbols=frozenset(symbols), tracepoints=frozenset(tracepoints),
+                       kprobes=kprobes, kfunc=kfunc, bcc_task_storage=bcc_task_storage,
+                       symbols=frozenset(symbols), tracepoints=frozenset(tracepoints),
                        mark_victim_fields=parse_tracepoint_format(mark_victim))
 
 
@@ -290,15 +291,16 @@ def test_no_syscall_tracepoint_even_where_the_kernel_has_them():
     assert not [t for spec in plan(f).probes for t in spec.targets if t.startswith("syscalls:")]
 
 
-@pytest.mark.parametrize("release, btf, headers, inflight", [
-    ("5.11.22", True, "matching", HASH),          # task storage is LSM-only before 5.12
-    ("5.12.0", True, "matching", TASK_STORAGE),
-    ("6.1.0-56-amd64", True, "matching", TASK_STORAGE),
-    ("6.1.0-56-amd64", False, "matching", HASH),   # task storage maps need BTF
-    ("6.1.0-56-amd64", True, "other", HASH),       # no struct-reading programs: nothing in flight
+@pytest.mark.parametrize("release, btf, headers, bcc_ok, inflight", [
+    ("5.11.22", True, "matching", True, HASH),          # task storage is LSM-only before 5.12
+    ("5.12.0", True, "matching", True, TASK_STORAGE),
+    ("6.1.0-56-amd64", True, "matching", True, TASK_STORAGE),
+    ("6.1.0-56-amd64", False, "matching", True, HASH),   # task storage maps need BTF
+    ("6.1.0-56-amd64", True, "other", True, HASH),       # no struct-reading programs: nothing in flight
+    ("5.15.0-91-generic", True, "matching", False, HASH),  # Ubuntu 22.04's bcc 0.18 cannot declare the map
 ])
-def test_in_flight_records_in_task_storage_from_5_12_with_btf(release, btf, headers, inflight):
-    p = plan(facts(release, btf=btf, kfunc=True, headers=headers))
+def test_in_flight_records_in_task_storage_from_5_12_with_btf(release, btf, headers, bcc_ok, inflight):
+    p = plan(facts(release, btf=btf, kfunc=True, headers=headers, bcc_task_storage=bcc_ok))
     assert p.inflight == inflight
     assert f"-DTASK_STORAGE={int(inflight == TASK_STORAGE)}" in p.cflags
 
@@ -311,3 +313,9 @@ def test_in_flight_storage_can_be_pinned_where_the_kernel_has_it():
         plan(facts("5.10.0-30-amd64", btf=True, kfunc=True), inflight=TASK_STORAGE)
     with pytest.raises(ValueError, match="not percpu"):
         plan(f, inflight="percpu")
+
+
+@pytest.mark.parametrize("version, has", [("0.26.0", True), ("0.24.0", True), ("0.23.0", False), ("0.18.0", False),
+                                          ("1.0", True), ("unknown", False), ("", False)])
+def test_bcc_declares_task_storage_from_0_24(version, has):
+    assert bcc_has_task_storage(version) is has
