@@ -119,11 +119,12 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernel", default="", help="kernel release under /boot (default: newest Debian amd64)")
     ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--cpus", type=int, default=2, help="vCPUs of the guest (default 2)")
     ap.add_argument("command", nargs="+")
     args = ap.parse_args(argv)
     try:
         kver = args.kernel or newest_kernel()
-        return run(kver, args.command, timeout=args.timeout)
+        return run(kver, args.command, timeout=args.timeout, cpus=args.cpus)
     except BedError as e:
         print(f"vm: {e}", file=sys.stderr)
         return 2
