@@ -103,16 +103,17 @@ def profile(mon, modes, iterations, reps=3):
     """Per mode, each BPF program's runs and ns per invalidation (kernel.bpf_stats_enabled),
     medians of reps runs. Not timed runs: the statistics cost two clock reads per program run."""
     runs = {mode: [] for mode in modes}
+    n_of = {mode: churn.iterations_for(mode, iterations) for mode in modes}
     with bpfstats.enabled():
         for _ in range(reps):
             for mode in modes:
                 before = bpfstats.read(mon.bpf)
-                churn.run(mode, churn.iterations_for(mode, iterations))
+                churn.run(mode, n_of[mode])
                 runs[mode].append(bpfstats.delta(bpfstats.read(mon.bpf), before))
     out = {}
     for mode, deltas in runs.items():
         names = {name for d in deltas for name in d}
-        n = churn.iterations_for(mode, iterations)
+        n = n_of[mode]
         out[mode] = {name: (statistics.median(d.get(name, (0, 0))[0] for d in deltas) / n,
                             statistics.median(d.get(name, (0, 0))[1] for d in deltas) / n)
                      for name in names}

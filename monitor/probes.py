@@ -73,8 +73,7 @@ class Monitor:
         if not kernel.privileged():
             raise MonitorError("mnmon needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)")
         symbols = Symbols.load()
-        facts = kernel.gather(symbols, kfunc_support=bcc.BPF.support_kfunc,
-                              bcc_version=getattr(bcc, "__version__", ""))
+        facts = _gather(bcc, symbols)
         with _stderr_to(tempfile.TemporaryFile()) as noise:
             try:
                 return cls._start(bcc, NoAutoload, symbols, facts, disable, force, inflight)
@@ -309,9 +308,13 @@ def start_monitor(disable=()):
 def inspect_host():
     """(KernelFacts, Plan) of this host, without compiling or attaching anything."""
     bcc, _ = _bcc()
-    facts = kernel.gather(Symbols.load(), kfunc_support=bcc.BPF.support_kfunc,
-                          bcc_version=getattr(bcc, "__version__", ""))
+    facts = _gather(bcc, Symbols.load())
     return facts, attach_plan.plan(facts)
+
+
+def _gather(bcc, symbols):
+    """This host's KernelFacts, with what the imported bcc can do."""
+    return kernel.gather(symbols, kfunc_support=bcc.BPF.support_kfunc, bcc_version=getattr(bcc, "__version__", ""))
 
 
 @contextlib.contextmanager

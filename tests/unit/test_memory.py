@@ -1,5 +1,5 @@
 """Which mappings release_compiler_memory() may unmap: compiler code only, never data."""
-from monitor.memory import compiler_text, release_compiler_memory
+from monitor.memory import compiler_text
 
 MAPS = """\
 55d0c0a00000-55d0c0a6b000 r--p 00000000 08:01 1311 /usr/bin/python3.11
