@@ -5,33 +5,8 @@
  * Sections in progress are derived in user space: ok starts minus ends.
  * Included by mnmon.bpf.c.
  */
-/*
- * Every count of the core probes in one per-CPU record: one lookup per probe hit
- * instead of one per counter. User space reads the fields by these names
- * (monitor/readers.py). Indexes are masked (see masked()): each 6-entry array is
- * followed by at least 2 more entries of the record, so index 7 stays inside it.
- */
-struct core_stats {
-	u64 invalidate_starts[NR_MODES * NR_RESULTS];			/* [mode][result] */
-	u64 unattributed_failures[NR_MODES * NR_RESULTS];		/* failed, no probed callback owned it */
-	u64 invalidations_by_event[NR_EVENTS_TYPES];
-	u64 invalidate_start_latency[NR_MODES * NR_LAT_SLOTS];		/* [mode][log2 ns] */
-	u64 invalidate_start_latency_sum_ns[NR_MODES];
-	u64 invalidate_ends[1];
-	u64 unpaired_starts[1];
-};
+/* Every count of the core probes: struct core_stats (mnmon.h), one per-CPU record. */
 BPF_PERCPU_ARRAY(core_stats, struct core_stats, 1);
-
-/*
- * idx & mask, for the verifier: every index here is in range already, but the
- * compiler drops a clamp it can prove redundant (or checks a zero-extended copy),
- * which leaves the verifier an unbounded access. It cannot see through the asm.
- */
-static __always_inline u64 masked(u64 idx, u64 mask)
-{
-	asm volatile("" : "+r"(idx));
-	return idx & mask;
-}
 
 static __always_inline struct core_stats *core_stats_here(void)
 {
@@ -56,15 +31,17 @@ static __always_inline void core_start_exit(void *ctx, int ret)
 	ns = bpf_ktime_get_ns() - c->ts;
 	res = classify_int(ret);
 	mode = c->mode;
-	__sync_fetch_and_add(&st->invalidate_starts[masked(mode * NR_RESULTS + res, 7)], 1);
+	__sync_fetch_and_add(&st->invalidate_starts[masked(mode * NR_RESULTS + res, NR_MODES * NR_RESULTS - 1)], 1);
 	__sync_fetch_and_add(&st->invalidations_by_event[masked(c->event, NR_EVENTS_TYPES - 1)], 1);
 	__sync_fetch_and_add(&st->invalidate_start_latency[masked(mode * NR_LAT_SLOTS + log2_slot(ns),
 								    NR_MODES * NR_LAT_SLOTS - 1)], 1);
 	__sync_fetch_and_add(&st->invalidate_start_latency_sum_ns[masked(mode, NR_MODES - 1)], ns);
 
+	if (attribute_start(ctx, c, ret))
+		c->failure_attributed = 1;
 	if (res != RESULT_OK) {
 		if (!c->failure_attributed)
-			__sync_fetch_and_add(&st->unattributed_failures[masked(mode * NR_RESULTS + res, 7)], 1);
+			__sync_fetch_and_add(&st->unattributed_failures[masked(mode * NR_RESULTS + res, NR_MODES * NR_RESULTS - 1)], 1);
 		/*
 		 * Before c2655835fd8c (5.12; 5.10.y backport) a failed non-blockable
 		 * start skipped the end of every notifier whose start had succeeded.
@@ -89,24 +66,42 @@ static __always_inline void core_start_exit(void *ctx, int ret)
 	core_finish(c);
 }
 
-static __always_inline void core_end(void)
+static __always_inline void core_end(u64 mm)
 {
 	struct core_stats *st = core_stats_here();
 
 	if (st)
 		__sync_fetch_and_add(&st->invalidate_ends[0], 1);
+	attribute_end(mm);
+}
+
+/* The mm of the core end's first argument: a range since 5.0, the mm itself in 4.19. */
+static __always_inline u64 end_mm(u64 arg)
+{
+#if MN_API >= 500
+	u64 mm = 0;
+
+	bpf_probe_read_kernel(&mm, sizeof(mm), &((struct mmu_notifier_range *)arg)->mm);
+	return mm;
+#else
+	return arg;
+#endif
 }
 
 /* kprobe/kretprobe flavour, attached from user space. */
 int core_start_entry(struct pt_regs *ctx)
 {
-#if MN_API >= 500
-	const struct mmu_notifier_range *range = (void *)PT_REGS_PARM1(ctx);
+	struct range_facts f = {};
 
-	core_begin(range_mode(range), range_event(range));
+#if MN_API >= 500
+	read_range((void *)PT_REGS_PARM1(ctx), &f);
 #else	/* 4.19: (mm, start, end, bool blockable) */
-	core_begin(PT_REGS_PARM4(ctx) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE, 0);
+	f.mm = PT_REGS_PARM1(ctx);
+	f.start = PT_REGS_PARM2(ctx);
+	f.end = PT_REGS_PARM3(ctx);
+	f.mode = PT_REGS_PARM4(ctx) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
 #endif
+	record_intervals(core_begin(&f));
 	return 0;
 }
 
@@ -118,7 +113,7 @@ int core_start_return(struct pt_regs *ctx)
 
 int core_end_entry(struct pt_regs *ctx)
 {
-	core_end();
+	core_end(end_mm(PT_REGS_PARM1(ctx)));
 	return 0;
 }
 
@@ -126,7 +121,10 @@ int core_end_entry(struct pt_regs *ctx)
 /* fentry/fexit flavour: bcc attaches these when it loads the program. */
 KFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_range *range)
 {
-	core_begin(range_mode(range), range_event(range));
+	struct range_facts f = {};
+
+	read_range(range, &f);
+	record_intervals(core_begin(&f));
 	return 0;
 }
 
@@ -138,7 +136,7 @@ KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_
 
 KFUNC_PROBE(__mmu_notifier_invalidate_range_end, const struct mmu_notifier_range *range)
 {
-	core_end();
+	core_end(end_mm((u64)range));
 	return 0;
 }
 #endif

@@ -22,6 +22,11 @@
  *                 (tracing programs may use it since 5.12), else in a hash keyed by tid
  *   HAVE_STRUCTS  0: the headers do not match the running kernel: nothing here may
  *                 read a kernel struct, only tracepoint records are safe
+ *   MN_SUBS       1: the core probes walk the mm's subscriptions (5.6+: struct
+ *                 mmu_notifier_subscriptions), with its private layout given as
+ *                 MN_SUBS_HAS_ITREE_OFF and MN_SUBS_LEFTMOST_OFF (from vmlinux BTF)
+ *   ENDS_IN_FAILED_START 1: a failed non-blockable start ends the list notifiers
+ *                 itself (c2655835fd8c, 5.12; in 5.10.y)
  *   MV_ANON_RSS_OFF, MV_FILE_RSS_OFF, MV_SHMEM_RSS_OFF: offsets of oom:mark_victim's
  *                 rss fields where the tracepoint has them (6.9+), from its format file
  *   MV_COMM_LOC_OFF: offset of its __data_loc comm field, likewise
@@ -45,19 +50,36 @@ BPF_PERCPU_ARRAY(events_lost, u64, 1);
 struct cb_inflight {
 	u64 ts;
 	u64 ip;		/* 0: none */
-	u64 sub;	/* struct mmu_notifier * of a list notifier */
+	u64 sub;	/* struct mmu_notifier * or struct mmu_interval_notifier * */
 	u8 mode;
 };
 
-/* A core invalidate_range_start in flight on a thread (notifier callbacks run inside it). */
+/*
+ * A core invalidate_range_start in flight on a thread (notifier callbacks run inside
+ * it), and what the core probes need to count, at its return, the calls that no
+ * callback probe saw (notifiers.bpf.c, attribute_start()).
+ */
 struct core_inflight {
-	u64 ts;
+	u64 ts;				/* 0: no start in flight */
+	u64 mm, start, end;		/* the range: its mm, [start, end) */
 	struct cb_inflight cb;		/* the callback running inside it, if any */
 	u64 started[MAX_STARTED];	/* list subscriptions whose start succeeded and await an end */
+	u64 seen[MAX_SEEN];		/* subscriptions whose own probes counted this call; | 1: an end */
+	u64 failed_interval;		/* a probed interval callback that failed here */
+	u64 end_marks[MAX_SUBS];	/* subscriptions whose end the core end counted itself */
+	u64 intervals[MAX_SUBS];	/* overlapping interval subscriptions, in the kernel's order */
+	u8 nintervals;
+	/* Working state of attribute_intervals(), kept here rather than in registers: values
+	 * the verifier cannot know make its states prune, where known ones multiply them. */
+	u8 last_seen, failed_at, first_tail, ntail;
 	u8 mode;
 	u8 event;
 	u8 nstarted;
-	u8 failure_attributed;		/* a probed callback failed: the failure has an owner */
+	u8 nseen;
+	u8 nend_marks;
+	u8 list_called;			/* a probed list callback ran: the interval pass succeeded */
+	u8 list_failed;			/* a probed list callback failed */
+	u8 failure_attributed;		/* a failure of this start has an owner */
 };
 
 /* An __oom_reap_task_mm call in flight: the notifiers that failed inside it. */
@@ -69,6 +91,7 @@ struct reap_inflight {
 	u8 nblockers;
 };
 BPF_HASH(reap_inflight, u32, struct reap_inflight, 256);
+
 
 #if USE_RINGBUF
 BPF_RINGBUF_OUTPUT(events, 64);
@@ -108,13 +131,50 @@ static __always_inline u32 log2_slot(u64 ns)
 	return slot < NR_LAT_SLOTS ? slot : NR_LAT_SLOTS - 1;
 }
 
+/*
+ * idx & mask, for the verifier: every index here is in range already, but the
+ * compiler drops a clamp it can prove redundant (or checks a zero-extended copy),
+ * which leaves the verifier an unbounded access. It cannot see through the asm.
+ */
+_Static_assert(!(NR_MODES * NR_RESULTS & (NR_MODES * NR_RESULTS - 1)), "masked() needs a power of two");
+_Static_assert(!(MAX_SUBS & (MAX_SUBS - 1)) && !(MAX_SEEN & (MAX_SEEN - 1)), "masked() needs a power of two");
+
+static __always_inline u64 masked(u64 idx, u64 mask)
+{
+	asm volatile("" : "+r"(idx));
+	return idx & mask;
+}
+
 static __always_inline u32 tid(void)
 {
 	return (u32)bpf_get_current_pid_tgid();
 }
 
 #if HAVE_STRUCTS
-/* Blockability of a range, for kernels that pass it in the range (5.0+). */
+/* The range as the core start sees it: one read of the kernel's struct (5.0+). */
+struct range_facts {
+	u64 mm, start, end;
+	u8 mode, event;
+};
+
+static __always_inline void read_range(const struct mmu_notifier_range *range, struct range_facts *f)
+{
+	struct mmu_notifier_range r = {};
+
+	bpf_probe_read_kernel(&r, sizeof(r), range);
+	f->mm = (u64)r.mm;
+	f->start = r.start;
+	f->end = r.end;
+#if MN_API >= 502
+	f->mode = (r.flags & MMU_NOTIFIER_RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+	f->event = r.event < NR_EVENTS_TYPES ? r.event : NR_EVENTS_TYPES - 1;
+#elif MN_API >= 500
+	f->mode = r.blockable ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+	f->event = 0;
+#endif
+}
+
+/* Blockability of a range, for callbacks (5.0+). */
 static __always_inline u8 range_mode(const struct mmu_notifier_range *range)
 {
 #if MN_API >= 502
@@ -127,18 +187,6 @@ static __always_inline u8 range_mode(const struct mmu_notifier_range *range)
 
 	bpf_probe_read_kernel(&blockable, sizeof(blockable), &range->blockable);
 	return blockable ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
-#endif
-}
-
-static __always_inline u8 range_event(const struct mmu_notifier_range *range)
-{
-#if MN_API >= 502
-	enum mmu_notifier_event ev = 0;
-
-	bpf_probe_read_kernel(&ev, sizeof(ev), &range->event);
-	return ev < NR_EVENTS_TYPES ? ev : NR_EVENTS_TYPES - 1;
-#else
-	return 0;
 #endif
 }
 
@@ -161,13 +209,13 @@ static __always_inline u8 classify_int(int ret)
  */
 BPF_TASK_STORAGE(core_inflight, struct core_inflight);
 
-static __always_inline void core_begin(u8 mode, u8 event)
+static __always_inline struct core_inflight *core_begin(struct range_facts *f)
 {
 	struct core_inflight *c = core_inflight.task_storage_get(bpf_get_current_task_btf(), 0,
 								  BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (!c) {
 		count_lost();
-		return;
+		return 0;
 	}
 	/*
 	 * The previous start's return found no record (before 6.2 the lookup fails while
@@ -177,15 +225,19 @@ static __always_inline void core_begin(u8 mode, u8 event)
 		count_lost();
 	__builtin_memset(c, 0, sizeof(*c));
 	c->ts = bpf_ktime_get_ns();
-	c->mode = mode;
-	c->event = event;
+	c->mm = f->mm;
+	c->start = f->start;
+	c->end = f->end;
+	c->mode = f->mode;
+	c->event = f->event;
+	return c;
 }
 
-static __always_inline struct core_inflight *core_current(void)
+/* This thread's record, whether a start is in flight or not (create: make one). */
+static __always_inline struct core_inflight *core_record(bool create)
 {
-	struct core_inflight *c = core_inflight.task_storage_get(bpf_get_current_task_btf(), 0, 0);
-
-	return c && c->ts ? c : 0;
+	return core_inflight.task_storage_get(bpf_get_current_task_btf(), 0,
+					      create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
 }
 
 static __always_inline void core_finish(struct core_inflight *c)
@@ -193,37 +245,66 @@ static __always_inline void core_finish(struct core_inflight *c)
 	c->ts = 0;
 }
 #else
-BPF_HASH(core_inflight, u32, struct core_inflight, 10240);
 
-static __always_inline void core_begin(u8 mode, u8 event)
+/*
+ * One record per thread, written in place: a hash update per start would copy the
+ * whole record from the stack, where it does not fit. LRU: threads that exited
+ * leave their records behind, and the least recently used go first.
+ */
+BPF_TABLE("lru_hash", u32, struct core_inflight, core_inflight, 10240);
+BPF_ARRAY(core_zero, struct core_inflight, 1);
+
+static __always_inline struct core_inflight *core_record(bool create)
 {
-	struct core_inflight c = {};
-	u32 t = tid();
+	u32 t = tid(), zero = 0;
+	struct core_inflight *c = core_inflight.lookup(&t), *z;
 
-	c.ts = bpf_ktime_get_ns();
-	c.mode = mode;
-	c.event = event;
-	if (core_inflight.update(&t, &c))
-		count_lost();
-}
-
-static __always_inline struct core_inflight *core_current(void)
-{
-	u32 t = tid();
-
+	if (c || !create)
+		return c;
+	z = core_zero.lookup(&zero);
+	if (!z || core_inflight.update(&t, z))
+		return 0;
 	return core_inflight.lookup(&t);
 }
 
+static __always_inline struct core_inflight *core_begin(struct range_facts *f)
+{
+	struct core_inflight *c = core_record(true);
+
+	if (!c) {
+		count_lost();
+		return 0;
+	}
+	if (c->ts)		/* the previous start's return found no record */
+		count_lost();
+	__builtin_memset(c, 0, sizeof(*c));
+	c->ts = bpf_ktime_get_ns();
+	c->mm = f->mm;
+	c->start = f->start;
+	c->end = f->end;
+	c->mode = f->mode;
+	c->event = f->event;
+	return c;
+}
+
+/* The record stays with the thread (the map is sized for threads that invalidate):
+ * a delete per start would make every start an insert. */
 static __always_inline void core_finish(struct core_inflight *c)
 {
-	u32 t = tid();
-
-	core_inflight.delete(&t);
+	c->ts = 0;
 }
 #endif
 
-#include "invalidate.bpf.c"
+static __always_inline struct core_inflight *core_current(void)
+{
+	struct core_inflight *c = core_record(false);
+
+	return c && c->ts ? c : 0;
+}
+
 #include "notifiers.bpf.c"
+#include "attribute.bpf.c"
+#include "invalidate.bpf.c"
 #endif /* HAVE_STRUCTS */
 
 #include "oom.bpf.c"

@@ -10,36 +10,111 @@
  * fentry programs may be preempted on their CPU.
  * Included by mnmon.bpf.c.
  */
-struct notifier_key {
-	u64 ip;
-	u8 kind;
-	u8 mode;
-	u8 result;
-	u8 pad[5];
-};
-/* Calls and their time together: one lookup for both (user space sums ns by ip, mode). */
-struct notifier_calls {
-	u64 count;
-	u64 sum_ns;
-};
+/* struct notifier_key -> struct notifier_calls (mnmon.h) */
 BPF_PERCPU_HASH(notifier_invalidations, struct notifier_key, struct notifier_calls, 4096);
-
-struct notifier_lat_key {
-	u64 ip;
-	u8 mode;
-	u8 slot;
-	u8 pad[6];
-};
 BPF_PERCPU_HASH(notifier_latency, struct notifier_lat_key, u64, 16384);
 BPF_PERCPU_HASH(notifier_ends, u64, u64, 4096);
 
-/* Callback addresses seen at registration: user space attaches probes to them. */
+/* Callback addresses found in the kernel: user space attaches probes to them.
+ * Value: KIND_* | FOUND_* << 8. */
 BPF_HASH(discovered, u64, u32, 1024);
-/* invalidate_range_end functions mnmon probes: only their starts can be checked for pairing. */
-BPF_HASH(probed_end_fns, u64, u8, 1024);
+/* invalidate_range_end functions mnmon probes: only their starts can be checked for
+ * pairing, and the core end leaves their counting to their probe. */
+BPF_HASH(probed_end_fns, u64, u64, 1024);
+/* Interval callbacks mnmon probes: mm teardown leaves their counting to their probe. */
+BPF_HASH(probed_fns, u64, u64, 1024);
+/*
+ * Module unloads so far. A probed_*fns entry holds the count at the time user space
+ * stamped it: an unload takes a module's probes with it (and a reload may put new code
+ * at the same address), so an entry older than the last unload is not trusted until
+ * user space stamps it again.
+ */
+BPF_ARRAY(modules_gen, u64, 1);
+
+static __always_inline bool fn_probed(u64 *stamp)
+{
+	u32 zero = 0;
+	u64 *gen;
+
+	if (!stamp)
+		return false;
+	gen = modules_gen.lookup(&zero);
+	return gen && *stamp == *gen;
+}
+
+int on_module_free(void *args)
+{
+	u32 zero = 0;
+	u64 *gen = modules_gen.lookup(&zero);
+
+	if (gen)
+		__sync_fetch_and_add(gen, 1);
+	return 0;
+}
 
 /* Callbacks called outside a core start: interval notifiers at mm teardown (mn_itree_release). */
 BPF_HASH(cb_inflight, u32, struct cb_inflight, 10240);
+
+/*
+ * One call of a notifier callback. timed: its time was measured (by its own probes);
+ * a call the core probes counted for it has no time of its own.
+ */
+static __always_inline void count_call(u64 ip, u8 kind, u8 mode, u8 res, u64 ns, bool timed)
+{
+	struct notifier_calls none = {}, *calls;
+	struct notifier_lat_key lk = {};
+	struct notifier_key k = {};
+	u64 zero = 0, *v;
+
+	k.ip = ip;
+	k.kind = kind;
+	k.mode = mode;
+	k.result = res;
+	calls = notifier_invalidations.lookup_or_try_init(&k, &none);
+	if (calls) {
+		__sync_fetch_and_add(&calls->count, 1);
+		if (timed)
+			__sync_fetch_and_add(&calls->sum_ns, ns);
+	}
+	if (!timed)
+		return;
+	lk.ip = ip;
+	lk.mode = mode;
+	lk.slot = log2_slot(ns);
+	v = notifier_latency.lookup_or_try_init(&lk, &zero);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline void count_end(u64 ip)
+{
+	u64 zero = 0, *v = notifier_ends.lookup_or_try_init(&ip, &zero);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+/* This call was counted by the callback's own probes: the core probes leave it alone. */
+static __always_inline void mark_seen(struct core_inflight *c, u64 key)
+{
+	u8 n = c->nseen;
+
+	if (n < MAX_SEEN)
+		c->seen[masked(n, MAX_SEEN - 1)] = key;
+	if (n < 255)
+		c->nseen = n + 1;
+}
+
+static __always_inline bool end_marked(struct core_inflight *c, u64 sub)
+{
+	u32 i;
+
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++)
+		if (i < c->nend_marks && c->end_marks[i] == sub)
+			return true;
+	return false;
+}
 
 static __always_inline void cb_enter(struct pt_regs *ctx, u8 mode)
 {
@@ -73,7 +148,7 @@ static __always_inline void track_started(struct core_inflight *core, u64 sub)
 	bpf_probe_read_kernel(&ops, sizeof(ops), &((struct mmu_notifier *)sub)->ops);
 	if (ops)
 		bpf_probe_read_kernel(&end_fn, sizeof(end_fn), &ops->invalidate_range_end);
-	if (!end_fn || !probed_end_fns.lookup((u64 *)&end_fn))
+	if (!end_fn || !fn_probed(probed_end_fns.lookup((u64 *)&end_fn)))
 		return;
 #pragma unroll
 	for (i = 0; i < MAX_STARTED; i++) {
@@ -102,13 +177,10 @@ static __always_inline void name_blocker(struct reap_inflight *reap, u64 ip)
 
 static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 {
-	struct notifier_calls none = {}, *calls;
-	struct notifier_lat_key lk = {};
-	struct notifier_key k = {};
 	struct core_inflight *core;
 	struct cb_inflight *c;
 	u32 t = tid();
-	u64 ns, zero = 0, *v;
+	u64 ns;
 	bool riding = false;
 
 	core = core_current();
@@ -121,21 +193,26 @@ static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 	if (!c)
 		return;
 	ns = bpf_ktime_get_ns() - c->ts;
-	k.ip = c->ip;
-	k.kind = kind;
-	k.mode = c->mode;
-	k.result = res;
-	calls = notifier_invalidations.lookup_or_try_init(&k, &none);
-	if (calls) {
-		__sync_fetch_and_add(&calls->count, 1);
-		__sync_fetch_and_add(&calls->sum_ns, ns);
+	if (core) {
+		/* Inside a core start: its return counts what no probe saw (attribute.bpf.c). */
+		mark_seen(core, c->sub);
+		if (kind == KIND_LIST) {
+			core->list_called = 1;
+			if (res != RESULT_OK)
+				core->list_failed = 1;
+		} else if (res != RESULT_OK && c->mode == MODE_NONBLOCKABLE) {
+			core->failed_interval = c->sub;
+		}
+	} else {
+		/* mm teardown: the core counted this call itself if it decided before the probe attached. */
+		struct core_inflight *rec = core_record(false);
+
+		if (rec && end_marked(rec, c->sub)) {
+			cb_inflight.delete(&t);
+			return;
+		}
 	}
-	lk.ip = c->ip;
-	lk.mode = c->mode;
-	lk.slot = log2_slot(ns);
-	v = notifier_latency.lookup_or_try_init(&lk, &zero);
-	if (v)
-		__sync_fetch_and_add(v, 1);
+	count_call(c->ip, kind, c->mode, res, ns, true);
 
 	/* The rest matters only off the hot path: failures and the reaper's calls. */
 	if (res != RESULT_OK || c->mode == MODE_NONBLOCKABLE) {
@@ -199,21 +276,20 @@ int cb_interval_return(struct pt_regs *ctx)
 int cb_list_end(struct pt_regs *ctx)
 {
 	u64 ip = PT_REGS_IP(ctx), sub = PT_REGS_PARM1(ctx);
-	struct core_inflight *core;
+	struct core_inflight *rec = core_record(false);
 	u32 i;
-	u64 zero = 0, *v;
 
-	v = notifier_ends.lookup_or_try_init(&ip, &zero);
-	if (v)
-		__sync_fetch_and_add(v, 1);
-	/* An end called from inside a start pairs a start that succeeded there. */
-	core = core_current();
-	if (!core)
-		return 0;
+	if (rec && rec->ts) {
+		/* An end called from inside a failed start: it pairs a start that succeeded there. */
+		mark_seen(rec, sub | 1);
 #pragma unroll
-	for (i = 0; i < MAX_STARTED; i++)
-		if (core->started[i] == sub)
-			core->started[i] = 0;
+		for (i = 0; i < MAX_STARTED; i++)
+			if (rec->started[i] == sub)
+				rec->started[i] = 0;
+	} else if (rec && end_marked(rec, sub)) {
+		return 0;	/* the core end counted it, deciding before this probe was attached */
+	}
+	count_end(ip);
 	return 0;
 }
 
@@ -222,7 +298,7 @@ int on_mmu_notifier_register(struct pt_regs *ctx)
 {
 	struct mmu_notifier *sub = (void *)PT_REGS_PARM1(ctx);
 	const struct mmu_notifier_ops *ops = NULL;
-	u32 kind_start = KIND_LIST, kind_end = KIND_LIST_END;
+	u32 kind_start = KIND_LIST | FOUND_REGISTRATION << 8, kind_end = KIND_LIST_END | FOUND_REGISTRATION << 8;
 	u64 fn = 0;
 
 	bpf_probe_read_kernel(&ops, sizeof(ops), &sub->ops);
@@ -243,10 +319,14 @@ int on_mmu_notifier_register(struct pt_regs *ctx)
 int on_interval_insert(struct pt_regs *ctx)
 {
 	const struct mmu_interval_notifier_ops *ops = (void *)PT_REGS_PARM5(ctx);
-	u32 kind = KIND_INTERVAL;
+	u32 kind = KIND_INTERVAL | FOUND_REGISTRATION << 8;
 	u64 fn = 0;
 
 	bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate);
+#if MN_API >= 701	/* two-pass interval ops: invalidate_start instead of invalidate */
+	if (!fn)
+		bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate_start);
+#endif
 	if (fn)
 		discovered.update(&fn, &kind);
 	return 0;

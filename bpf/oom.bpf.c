@@ -21,10 +21,6 @@ BPF_HASH(reaper_victim, u32, u32, 64);		/* reaper thread -> victim pid it works 
  * a reap with a return address in there is process_mrelease's. The syscall tracepoints
  * would tell too, but enabled they send every syscall of every task down the slow path.
  */
-struct text_range {
-	u64 lo;
-	u64 hi;
-};
 BPF_ARRAY(mrelease_text, struct text_range, NR_MRELEASE_TEXT);
 BPF_TABLE("lru_hash", u32, u32, victim_attempts, 1024);	/* victim pid -> attempts seen */
 

@@ -28,6 +28,7 @@ class Plan:
     probes: list
     callbacks: str                 # "" if per-notifier callback probes can attach, else why not
     inflight: str = HASH           # TASK_STORAGE or HASH
+    walk: str = "n/a"              # "" if every notifier is counted from its first call, else why not
 
 
 def api_generation(version):
@@ -108,6 +109,13 @@ def plan(facts, force=None, inflight=None):
         fn("notifier_register", ("__mmu_notifier_register",), struct_reads=True,
            programs={KPROBE: ("on_mmu_notifier_register", None)}),
     ]
+    walk = _walk_subscriptions(facts, why_not_struct)
+    if not walk:
+        probes.append(fn("notifier_release", ("__mmu_notifier_release",), struct_reads=True,
+                         programs={FENTRY: ("kfunc____mmu_notifier_release", None),
+                                   KPROBE: ("on_notifier_release", None)}))
+    else:
+        probes.append(ProbeSpec("notifier_release", ("__mmu_notifier_release",), reason=walk))
     if api >= 505:
         probes.append(fn("interval_notifier_insert",
                          ("mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked"),
@@ -130,8 +138,13 @@ def plan(facts, force=None, inflight=None):
     probes.append(gave_up)
     if force:
         raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
-    for tp, prog in [("oom:mark_victim", "on_mark_victim"), ("oom:start_task_reaping", "on_start_task_reaping"),
-                     ("oom:skip_task_reaping", "on_skip_task_reaping")]:
+    tracepoints = [("oom:mark_victim", "on_mark_victim"), ("oom:start_task_reaping", "on_start_task_reaping"),
+                   ("oom:skip_task_reaping", "on_skip_task_reaping")]
+    if not why_not_struct:
+        # A module unload takes its probes with it: the core probes count its notifiers until
+        # user space has probed them again (bpf/notifiers.bpf.c, modules_gen).
+        tracepoints.append(("module:module_free", "on_module_free"))
+    for tp, prog in tracepoints:
         if tp in facts.tracepoints:
             probes.append(ProbeSpec(tp, (tp,), (TRACEPOINT,), {TRACEPOINT: (prog, None)}))
         else:
@@ -149,13 +162,34 @@ def plan(facts, force=None, inflight=None):
         f"-DGAVE_UP_PROBE={int(KPROBE in by['oom_reaper_gave_up'].methods)}",
         f"-DUSE_RINGBUF={int(facts.version >= (5, 8))}",     # BPF ring buffer: 5.8
         f"-DTASK_STORAGE={int(inflight == TASK_STORAGE)}",
+        f"-DMN_SUBS={int(not walk)}",
+        # c2655835fd8c (5.12, in 5.10.y): a failed list pass ends every list notifier itself.
+        f"-DENDS_IN_FAILED_START={int(facts.version >= (5, 10))}",
     ]
+    if not walk:
+        cflags += [f"-DMN_SUBS_HAS_ITREE_OFF={facts.subscriptions['has_itree']}",
+                   f"-DMN_SUBS_LEFTMOST_OFF={facts.subscriptions['leftmost']}"]
     if all(k in mv for k in ("anon_rss", "file_rss", "shmem_rss")):     # oom:mark_victim, 6.9+
         cflags += [f"-DMV_ANON_RSS_OFF={mv['anon_rss']}", f"-DMV_FILE_RSS_OFF={mv['file_rss']}",
                    f"-DMV_SHMEM_RSS_OFF={mv['shmem_rss']}"]
     if "comm" in mv:
         cflags.append(f"-DMV_COMM_LOC_OFF={mv['comm']}")             # __data_loc char[]
-    return Plan(api, cflags, probes, callbacks, inflight)
+    return Plan(api, cflags, probes, callbacks, inflight, walk)
+
+
+def _walk_subscriptions(facts, why_not_struct):
+    """"" if the core probes can count every notifier from the mm's subscriptions
+    (bpf/attribute.bpf.c), else why not: then a notifier is counted from the moment
+    its own callback probes attach."""
+    if why_not_struct:
+        return why_not_struct
+    if facts.version < (5, 6):
+        # 5.6 (984cfe4e2526) named the struct mmu_notifier_subscriptions, hung off
+        # mm->notifier_subscriptions; the walk reads it by that name.
+        return f"kernel {facts.release} predates mm->notifier_subscriptions (5.6)"
+    if not {"has_itree", "leftmost"} <= set(facts.subscriptions):
+        return "no vmlinux BTF to read the layout of struct mmu_notifier_subscriptions"
+    return ""
 
 
 def _inflight(facts, pinned, structs):

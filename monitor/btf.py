@@ -76,6 +76,27 @@ class BTF:
             if kind == FUNC:
                 yield self.name(name_off), proto
 
+    def struct_members(self, name):
+        """{member name: byte offset} of the first struct of that name (this blob or its base).
+        Raises BTFError if there is none."""
+        for i, (kind, name_off, vlen, _size, off) in enumerate(self.types):
+            if kind == STRUCT and self.name(name_off) == name:
+                kflag = self._kflag(i)
+                out = {}
+                for m in range(vlen):
+                    m_name, _type, m_off = struct.unpack_from("<III", self._view, off + 12 * m)
+                    bits = m_off & 0xFFFFFF if kflag else m_off
+                    out[self.name(m_name)] = bits // 8
+                return out
+        if self.base:
+            return self.base.struct_members(name)
+        raise BTFError(f"no struct {name} in BTF")
+
+    def _kflag(self, index):
+        """A type's kind_flag (bitfield offsets packed with their size), from its info word."""
+        pos = self.types[index][4] - _TYPE.size
+        return bool(struct.unpack_from("<I", self._view, pos + 4)[0] >> 31)
+
     def describe(self, type_id):
         """A type as a short string: 'int', 'void', 'struct mmu_notifier *', '_Bool'..."""
         if type_id == 0:

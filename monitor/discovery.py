@@ -8,13 +8,20 @@ A callback is named by its symbol and module. Kinds (bpf/mnmon.h):
 4.19's list ops took (mn, mm, start, end[, bool blockable]); 7.1's two-pass interval
 ops add a 'finish' out-parameter to invalidate_start.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from monitor.btf import BTF, BTFError
 
-LIST, INTERVAL, LIST_END = 0, 1, 2
-KIND_NAMES = {LIST: "list", INTERVAL: "interval", LIST_END: "list_end"}
+from monitor.contract import FOUND, KINDS
+
+LIST, INTERVAL, LIST_END = (KINDS.index(k) for k in ("list", "interval", "list_end"))
+
+
+def decode_discovered(value):
+    """(kind, how found) of a `discovered` map value: KIND_* | FOUND_* << 8."""
+    how = value >> 8
+    return value & 0xFF, FOUND[how] if how < len(FOUND) else "unknown"
 
 _MN = "struct mmu_notifier *"
 _MNI = "struct mmu_interval_notifier *"
@@ -28,10 +35,11 @@ class Callback:
     symbol: str
     module: str
     kind: int
+    found: str = field(default="btf", compare=False)    # btf | registration | invalidation
 
     @property
     def kind_name(self):
-        return KIND_NAMES[self.kind]
+        return KINDS[self.kind]
 
 
 def classify(name, ret, params):

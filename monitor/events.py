@@ -2,18 +2,13 @@
 import ctypes
 from dataclasses import dataclass
 
-from monitor.metrics import REAP_CALLERS, REAP_RESULTS, RESULTS, MODES
+from monitor.contract import EVENT_TYPES as TYPES
+from monitor.contract import KINDS, MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
+from monitor.contract import Event as RawEvent      # struct mnmon_event of bpf/mnmon.h
 
-TYPES = {1: "notifier_failed", 2: "oom_victim", 3: "reap_attempt", 4: "reaper_gave_up", 5: "unpaired_start"}
-KINDS = {0: "list", 1: "interval", 2: "list_end"}
 
-
-class RawEvent(ctypes.Structure):
-    """struct mnmon_event of bpf/mnmon.h (tests/unit/test_events.py checks the layout)."""
-    _fields_ = [("ts_ns", ctypes.c_ulonglong), ("ip", ctypes.c_ulonglong), ("duration_ns", ctypes.c_ulonglong),
-                ("rss_kb", ctypes.c_ulonglong), ("type", ctypes.c_uint), ("pid", ctypes.c_uint),
-                ("tid", ctypes.c_uint), ("result", ctypes.c_int), ("caller", ctypes.c_uint),
-                ("kind", ctypes.c_uint), ("comm", ctypes.c_char * 16)]
+def _name(names, i):
+    return names[i] if 0 <= i < len(names) else "?"
 
 
 @dataclass
@@ -35,8 +30,8 @@ class Event:
         out = {"event": self.type, "ts_ns": self.ts_ns}
         if self.type == "notifier_failed":
             name, module = resolve(self.ip)
-            out.update(notifier=name, module=module, kind=KINDS.get(self.kind, "?"),
-                       mode=MODES[self.caller] if self.caller < 2 else "?", result=RESULTS[self.result],
+            out.update(notifier=name, module=module, kind=_name(KINDS, self.kind),
+                       mode=_name(MODES, self.caller), result=_name(RESULTS, self.result),
                        duration_seconds=self.duration_ns / 1e9, pid=self.pid, comm=self.comm)
         elif self.type == "oom_victim":
             out.update(pid=self.pid)
@@ -45,9 +40,9 @@ class Event:
             if self.rss_kb:
                 out["rss_kb"] = self.rss_kb
         elif self.type == "reap_attempt":
-            out.update(victim_pid=self.pid, result=REAP_RESULTS[self.result])
-            if self.result != 2:
-                out.update(caller=REAP_CALLERS[self.caller], duration_seconds=self.duration_ns / 1e9)
+            out.update(victim_pid=self.pid, result=_name(REAP_RESULTS, self.result))
+            if _name(REAP_RESULTS, self.result) != "skipped":      # a skip is not a call: no caller, no time
+                out.update(caller=_name(REAP_CALLERS, self.caller), duration_seconds=self.duration_ns / 1e9)
             if self.ip:
                 out["blocked_by"], out["blocked_by_module"] = resolve(self.ip)
         elif self.type == "reaper_gave_up":

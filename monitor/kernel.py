@@ -11,11 +11,11 @@ TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 SYMBOLS_OF_INTEREST = (
     "__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
     "__mmu_notifier_register", "mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked",
-    "__oom_reap_task_mm", "oom_reap_task_mm", "sched_show_task",
+    "__oom_reap_task_mm", "oom_reap_task_mm", "sched_show_task", "__mmu_notifier_release",
 )
 TRACEPOINTS_OF_INTEREST = (
     "oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping", "oom:skip_task_reaping",
-    "oom:wake_reaper",
+    "oom:wake_reaper", "module:module_free",
 )
 
 
@@ -33,6 +33,7 @@ class KernelFacts:
     tracepoints: frozenset = frozenset()
     mark_victim_fields: dict = field(default_factory=dict)   # name -> offset in the record
     privileged: bool = True
+    subscriptions: dict = field(default_factory=dict)  # layout of mmu_notifier_subscriptions (layout.py)
 
 
 def parse_version(release):

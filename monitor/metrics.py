@@ -5,12 +5,8 @@ names, types, help texts and label names from here.
 """
 from dataclasses import dataclass
 
-MODES = ("blockable", "nonblockable")
-RESULTS = ("ok", "eagain", "error")
-REAP_RESULTS = ("reaped", "notifier_blocked", "skipped")
-# Who ran a non-blockable reap of a victim's mm.
-REAP_CALLERS = ("oom_reaper", "process_mrelease", "exit_mmap")
-KINDS = ("list", "interval")
+# Label values come from the BPF side's header (monitor/contract.py).
+from monitor.contract import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS  # noqa: F401 -- re-exported
 
 # log2 latency buckets, in seconds: 1 us .. ~8.4 s (powers of two of nanoseconds).
 LATENCY_BUCKETS = tuple((1 << s) / 1e9 for s in range(10, 34))
@@ -43,7 +39,8 @@ FAMILIES = {f.name: f for f in [
        "Notifier starts that succeeded inside a failed non-blockable start and got no end "
        "(the skipped-end bug fixed by c2655835fd8c in 5.12)."),
     _f("mnmon_notifier_invalidations_total", "counter",
-       "Notifier invalidate callbacks by outcome. eagain: the notifier would have blocked.",
+       "Notifier invalidate callbacks by outcome. eagain: the notifier would have blocked; "
+       "unobserved: called, but its outcome could not be observed (before its probes attached).",
        "notifier", "module", "kind", "mode", "result"),
     _f("mnmon_notifier_invalidate_range_end_total", "counter",
        "invalidate_range_end callbacks of list notifiers.", "notifier", "module"),

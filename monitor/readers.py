@@ -13,22 +13,23 @@ mnmon_oom_reap_duration_seconds, mnmon_probe_attached{probe,method}, mnmon_event
 """
 import ctypes
 
-from monitor.metrics import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
+from monitor import contract
+from monitor.contract import KINDS, MMU_NOTIFY_EVENTS, MODES, NR_LAT_SLOTS, REAP_CALLERS, REAP_RESULTS, RESULTS
 from monitor.model import Snapshot, log2_histogram
 
-KINDS = {0: "list", 1: "interval"}
-EVENTS = ("unmap", "clear", "protection_vma", "protection_page", "soft_dirty", "release", "migrate", "exclusive")
 UNKNOWN = ("unknown", "unknown")
-NR_LAT_SLOTS = 64
 
 ARRAYS = ("oom_victims", "oom_reap_attempts", "oom_reap_calls", "oom_reaper_gave_up", "oom_reap_latency",
           "oom_reap_latency_sum_ns", "events_lost")
-# The core probes' counters: u64[] fields of one per-CPU record, core_stats, read by name.
-CORE_STATS = ("invalidate_starts", "unattributed_failures", "invalidations_by_event", "invalidate_start_latency",
-              "invalidate_start_latency_sum_ns", "invalidate_ends", "unpaired_starts")
+# The core probes' counters: the u64[] fields of one per-CPU record, struct core_stats.
+CORE_STATS = tuple(name for name, _ in contract.CoreStats._fields_)
 HASHES = {"notifier_latency": ("ip", "mode", "slot"), "notifier_ends": None, "oom_reap_blocked": None}
 # notifier_invalidations: struct notifier_key -> struct notifier_calls {count, sum_ns}.
 NOTIFIER_KEY = ("ip", "kind", "mode", "result")
+
+
+# The core start's own return says ok, eagain or error, never unobserved.
+CORE_RESULTS = tuple(r for r in RESULTS if r != "unobserved")
 
 
 def _total(leaf):
@@ -57,6 +58,14 @@ def read_raw(bpf):
     if "notifier_invalidations" in tables:
         raw.update(notifier_calls(tables["notifier_invalidations"].items()))
     return raw
+
+
+def counted_addresses(raw):
+    """Every callback address read_raw() found counts for."""
+    ips = {k[0] for k in raw.get("notifier_invalidations", {})}
+    ips |= {k[0] for k in raw.get("notifier_latency", {})}
+    ips |= set(raw.get("notifier_ends", {})) | {ip for ip in raw.get("oom_reap_blocked", {}) if ip}
+    return ips
 
 
 def core_stats(per_cpu):
@@ -89,8 +98,8 @@ def _array_values(table):
     return [v for _, v in sorted(got, key=lambda kv: int(getattr(kv[0], "value", kv[0])))]
 
 
-def _slots(values, base=0):
-    return {s: n for s, n in enumerate(values[base:base + NR_LAT_SLOTS]) if n}
+def _slots(values):
+    return {s: n for s, n in enumerate(values[:NR_LAT_SLOTS]) if n}
 
 
 def build_snapshot(raw, resolve, attached_callbacks=(), statuses=()):
@@ -104,21 +113,22 @@ def build_snapshot(raw, resolve, attached_callbacks=(), statuses=()):
     if "invalidate_starts" in raw and core_on:
         starts = raw["invalidate_starts"]
         for m, mode in enumerate(MODES):
-            for r, result in enumerate(RESULTS):
-                s.set("mnmon_invalidate_range_start_total", starts[m * 3 + r], mode=mode, result=result)
+            for result in CORE_RESULTS:
+                s.set("mnmon_invalidate_range_start_total", contract.at(starts, mode, result), mode=mode, result=result)
             s.set("mnmon_invalidate_range_start_duration_seconds",
-                  log2_histogram(_slots(raw["invalidate_start_latency"], m * NR_LAT_SLOTS),
+                  log2_histogram(contract.slots(raw["invalidate_start_latency"], mode),
                                  raw["invalidate_start_latency_sum_ns"][m]), mode=mode)
         for e, n in enumerate(raw["invalidations_by_event"]):
-            if n or e < len(EVENTS):
-                s.set("mnmon_invalidations_by_event_total", n, event=EVENTS[e] if e < len(EVENTS) else str(e))
+            if n or e < len(MMU_NOTIFY_EVENTS):
+                s.set("mnmon_invalidations_by_event_total", n,
+                      event=MMU_NOTIFY_EVENTS[e] if e < len(MMU_NOTIFY_EVENTS) else str(e))
         ends = raw["invalidate_ends"][0]
         s.set("mnmon_invalidate_range_end_total", ends)
-        ok = starts[0] + starts[3]
+        ok = sum(contract.at(starts, mode, "ok") for mode in MODES)
         s.set("mnmon_invalidations_in_progress", max(0, ok - ends))
         s.set("mnmon_unpaired_invalidate_starts_total", raw["unpaired_starts"][0])
         _notifiers(s, raw, resolve, attached_callbacks)
-    _oom(s, raw, resolve)
+    _oom(s, raw, resolve, _measured(statuses))
     for st in statuses:
         s.set("mnmon_probe_attached", 1 if st.attached else 0, probe=st.probe, method=st.method or "none")
     s.set("mnmon_events_lost_total", raw.get("events_lost", [0])[0])
@@ -131,17 +141,17 @@ def _notifiers(s, raw, resolve, attached_callbacks):
             s.set("mnmon_notifier_invalidate_range_end_total", 0, notifier=symbol, module=module)
             continue
         for mode in MODES:
-            for result in RESULTS:
+            for result in CORE_RESULTS:     # unobserved calls are rare: a series once there are some
                 s.set("mnmon_notifier_invalidations_total", 0, notifier=symbol, module=module, kind=kind,
                       mode=mode, result=result)
     for (ip, kind, mode, result), n in raw.get("notifier_invalidations", {}).items():
         name, module = resolve(ip)
         s.add("mnmon_notifier_invalidations_total", n, notifier=name, module=module, kind=KINDS[kind],
               mode=MODES[mode], result=RESULTS[result])
-    # Failed starts no probed callback owned: an explicit "unknown" notifier, never dropped.
-    for m, mode in enumerate(MODES):
-        for r, result in enumerate(RESULTS):
-            n = raw["unattributed_failures"][m * 3 + r]
+    # Failed starts no notifier was named for: an explicit "unknown" notifier, never dropped.
+    for mode in MODES:
+        for result in RESULTS:
+            n = contract.at(raw["unattributed_failures"], mode, result)
             if n:
                 s.add("mnmon_notifier_invalidations_total", n, notifier="unknown", module="unknown",
                       kind="unknown", mode=mode, result=result)
@@ -163,18 +173,33 @@ def _notifiers(s, raw, resolve, attached_callbacks):
               notifier=name, module=module, mode=MODES[mode])
 
 
-def _oom(s, raw, resolve):
+def _measured(statuses):
+    """measured(probe): whether that probe's numbers are real. Without statuses (a caller
+    that only has maps), everything the maps hold is."""
+    attached = {st.probe for st in statuses if st.attached}
+    return (lambda probe: probe in attached) if statuses else (lambda probe: True)
+
+
+def _oom(s, raw, resolve, measured):
+    # Each series only where the probe feeding it is attached: a 0 would say "never
+    # happened" where the truth is "not watched" (mnmon_probe_attached says why).
     if "oom_victims" not in raw:
         return
-    s.set("mnmon_oom_victims_total", raw["oom_victims"][0])
+    reap = measured("oom_reap_task_mm")             # __oom_reap_task_mm's entry and return
+    if measured("oom:mark_victim"):
+        s.set("mnmon_oom_victims_total", raw["oom_victims"][0])
     for r, result in enumerate(REAP_RESULTS):
-        s.set("mnmon_oom_reap_attempts_total", raw["oom_reap_attempts"][r], result=result)
-    for c, caller in enumerate(REAP_CALLERS):
-        for r, result in enumerate(REAP_RESULTS[:2]):       # a skip is not a call
-            s.set("mnmon_oom_reap_calls_total", raw["oom_reap_calls"][c * 3 + r], caller=caller, result=result)
-    s.set("mnmon_oom_reaper_gave_up_total", raw["oom_reaper_gave_up"][0])
-    for ip, n in raw.get("oom_reap_blocked", {}).items():
-        name, module = resolve(ip) if ip else UNKNOWN
-        s.add("mnmon_oom_reap_blocked_total", n, notifier=name, module=module)
-    s.set("mnmon_oom_reap_duration_seconds",
-          log2_histogram(_slots(raw["oom_reap_latency"]), raw["oom_reap_latency_sum_ns"][0]))
+        if measured("oom:skip_task_reaping") if result == "skipped" else reap:
+            s.set("mnmon_oom_reap_attempts_total", raw["oom_reap_attempts"][r], result=result)
+    if reap:
+        for c, caller in enumerate(REAP_CALLERS):
+            for r, result in enumerate(REAP_RESULTS[:2]):       # a skip is not a call
+                s.set("mnmon_oom_reap_calls_total", raw["oom_reap_calls"][c * len(REAP_RESULTS) + r],
+                      caller=caller, result=result)
+        for ip, n in raw.get("oom_reap_blocked", {}).items():
+            name, module = resolve(ip) if ip else UNKNOWN
+            s.add("mnmon_oom_reap_blocked_total", n, notifier=name, module=module)
+        s.set("mnmon_oom_reap_duration_seconds",
+              log2_histogram(_slots(raw["oom_reap_latency"]), raw["oom_reap_latency_sum_ns"][0]))
+    if measured("oom_reaper_gave_up"):
+        s.set("mnmon_oom_reaper_gave_up_total", raw["oom_reaper_gave_up"][0])

@@ -96,10 +96,12 @@ def _notifier_table(snapshot):
         rows.setdefault(key, {})[(labels["mode"], labels["result"])] = int(value)
     lat = {(l["notifier"], l["module"], l["mode"]): h
            for l, h in snapshot.family("mnmon_notifier_invalidation_duration_seconds")}
+    # unobserved (calls counted before a notifier's probes attached, outcome unknown): only when some are
+    results = [r for r in RESULTS if r != "unobserved" or any(c.get((m, r)) for c in rows.values() for m in MODES)]
     body = []
     for (name, module, kind), c in sorted(rows.items()):
         cells = [name, module, kind]
-        cells += [c.get((m, r), 0) for m in MODES for r in RESULTS]
+        cells += [c.get((m, r), 0) for m in MODES for r in results]
         for mode in MODES:
             h = lat.get((name, module, mode))
             cells += [fmt_seconds(quantile(0.5, h.buckets)) if h else "-",
@@ -107,8 +109,9 @@ def _notifier_table(snapshot):
         body.append(cells)
     if not body:
         return ["no notifier callbacks attached"]
-    heads = ["notifier", "module", "kind", "blk ok", "blk eagain", "blk err", "nonblk ok", "nonblk eagain",
-             "nonblk err", "blk p50", "blk p99", "nonblk p50", "nonblk p99"]
+    short = {"blockable": "blk", "nonblockable": "nonblk", "error": "err", "unobserved": "unobs"}
+    heads = ["notifier", "module", "kind"] + [f"{short[m]} {short.get(r, r)}" for m in MODES for r in results] + \
+        ["blk p50", "blk p99", "nonblk p50", "nonblk p99"]
     return _table(heads, body)
 
 

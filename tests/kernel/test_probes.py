@@ -44,11 +44,11 @@ def wait_attached(mon, *symbols, timeout=15):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         mon.refresh()
-        if all(mon.statuses.get(f"notifier:{s}") and mon.statuses[f"notifier:{s}"].attached for s in symbols):
+        if all(mon.is_attached(s) for s in symbols):
             return time.monotonic() - (deadline - timeout)
         time.sleep(0.2)
     pytest.fail(f"not attached within {timeout}s: {symbols}: "
-                f"{[mon.statuses.get(f'notifier:{s}') for s in symbols]}")
+                f"{[p.status for (s, _), p in mon.callbacks.items() if s in symbols]}")
 
 
 def value(snap, name, **labels):
@@ -69,8 +69,8 @@ def test_probes_attach_on_the_stock_kernel(mon):
     for tp in ("oom:mark_victim", "oom:start_task_reaping", "oom:skip_task_reaping"):
         assert st[tp].attached, st[tp]
     # KVM's callbacks come from kvm.ko's BTF, before any VM exists.
-    assert st["notifier:kvm_mmu_notifier_invalidate_range_start"].attached
-    assert st["notifier:kvm_mmu_notifier_invalidate_range_end"].attached
+    assert mon.is_attached("kvm_mmu_notifier_invalidate_range_start", "kvm")
+    assert mon.is_attached("kvm_mmu_notifier_invalidate_range_end", "kvm")
     snap = mon.snapshot()
     assert snap.get("mnmon_probe_attached", probe="invalidate_range_start", method="fentry") == 1
     # Known series exist at zero before anything happens.
@@ -232,7 +232,7 @@ def test_module_loaded_after_start_is_picked_up(mon):
     # KVM reloaded under a running monitor: its callbacks come back from the new BTF.
     subprocess.run(["rmmod", "kvm_amd", "kvm"], check=True)
     mon.refresh()
-    assert "notifier:kvm_mmu_notifier_invalidate_range_start" not in mon.statuses
+    assert not mon.is_attached("kvm_mmu_notifier_invalidate_range_start")
     subprocess.run(["modprobe", "kvm_amd"], check=True)
     took = wait_attached(mon, KVM_START[0], KVM_END[0], timeout=10)
     assert took < 10

@@ -1,5 +1,5 @@
-"""Which half of an entry/return probe pair attaches first (monitor.probes._attach)."""
-from monitor import probes
+"""Which half of an entry/return probe pair attaches first (monitor.attach.attach_spec)."""
+from monitor import attach
 from monitor.attach_plan import FENTRY, KPROBE, ProbeSpec
 
 
@@ -25,14 +25,14 @@ SPEC = ProbeSpec("invalidate_range_start", ("__mmu_notifier_invalidate_range_sta
 def test_the_return_program_attaches_before_the_entry():
     # An entry alone would leave the calls it sees in flight, counted as lost later.
     bpf = RecordingBPF()
-    st = probes._attach(bpf, SPEC)
+    st = attach.attach_spec(bpf, SPEC)
     assert (st.method, st.attached) == (FENTRY, True)
     assert bpf.calls == [("attach_kretfunc", b"kretfunc_start"), ("attach_kfunc", b"kfunc_start")]
 
 
 def test_a_refused_entry_rolls_its_return_back_before_the_fallback():
     bpf = RecordingBPF(fail_on=b"kfunc_start")
-    st = probes._attach(bpf, SPEC)
+    st = attach.attach_spec(bpf, SPEC)
     assert (st.method, st.attached) == (KPROBE, True)
     assert bpf.calls == [("attach_kretfunc", b"kretfunc_start"), ("detach_kretfunc", b"kretfunc_start"),
                          ("attach_kretprobe", b"core_start_return"), ("attach_kprobe", b"core_start_entry")]

@@ -17,24 +17,29 @@ OOM_TPS = ("oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping
            "oom:wake_reaper")
 MRELEASE_TPS = ("syscalls:sys_enter_process_mrelease", "syscalls:sys_exit_process_mrelease")
 CORE_SYMBOLS = frozenset({"__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
-                          "__mmu_notifier_register", "__oom_reap_task_mm", "sched_show_task"})
+                          "__mmu_notifier_register", "__oom_reap_task_mm", "sched_show_task",
+                          "__mmu_notifier_release"})
+LAYOUT = {"has_itree": 8, "leftmost": 40}       # struct mmu_notifier_subscriptions on Debian's 6.1
 INTERVAL_SYMBOLS = frozenset({"mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked"})
 
 
 def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=None, symbols=None,
-          tracepoints=None, mark_victim=MARK_VICTIM_6_1, bcc_task_storage=True):
+          tracepoints=None, mark_victim=MARK_VICTIM_6_1, bcc_task_storage=True, subscriptions=None):
     """A kernel as monitor.kernel.gather() would describe it; what exists follows its version."""
     version = parse_version(release)
     if symbols is None:
         symbols = CORE_SYMBOLS | (INTERVAL_SYMBOLS if version >= (5, 5) else frozenset())
     if tracepoints is None:
-        tracepoints = frozenset(OOM_TPS) | (frozenset(MRELEASE_TPS) if version >= (5, 15) else frozenset())
+        tracepoints = frozenset(OOM_TPS) | {"module:module_free"} | \
+            (frozenset(MRELEASE_TPS) if version >= (5, 15) else frozenset())
+    if subscriptions is None:
+        subscriptions = LAYOUT if btf else {}
     if headers_dir is None:
         headers_dir = "" if headers == "none" else f"/lib/modules/{release}/build"
     return KernelFacts(release=release, version=version, btf=btf, headers=headers, headers_dir=headers_dir,
                        kprobes=kprobes, kfunc=kfunc, bcc_task_storage=bcc_task_storage,
                        symbols=frozenset(symbols), tracepoints=frozenset(tracepoints),
-                       mark_victim_fields=parse_tracepoint_format(mark_victim))
+                       mark_victim_fields=parse_tracepoint_format(mark_victim), subscriptions=subscriptions)
 
 
 def methods(p):
@@ -45,14 +50,20 @@ def by_name(p):
     return {spec.probe: spec for spec in p.probes}
 
 
-def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0):
-    return [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCORE_KFUNC={core_kfunc}",
-            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}",
-            f"-DTASK_STORAGE={task_storage}"]
+def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0, walk=0, ends=0):
+    out = [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCORE_KFUNC={core_kfunc}",
+           f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}",
+           f"-DTASK_STORAGE={task_storage}", f"-DMN_SUBS={walk}", f"-DENDS_IN_FAILED_START={ends}"]
+    if walk:
+        out += ["-DMN_SUBS_HAS_ITREE_OFF=8", "-DMN_SUBS_LEFTMOST_OFF=40"]
+    return out
 
 
-def expected_methods(core, reap, gave_up, interval=None):
-    out = {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": K if core else ()}
+def expected_methods(core, reap, gave_up, interval=None, walk=False):
+    out = {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": K if core else (),
+           "notifier_release": core if walk else ()}
+    if core:
+        out["module:module_free"] = T
     if interval is not None:
         out["interval_notifier_insert"] = interval
     out.update({"oom_reap_task_mm": reap, "oom_reaper_gave_up": gave_up, "oom:mark_victim": T,
@@ -71,10 +82,14 @@ KERNELS = [
     ("5.2.21", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
     ("5.4.0-150-generic", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
     ("5.5.19", True, True, 505, cflags(505, 1, 1, 1, 1, 0), expected_methods(FK, FK, K, interval=K)),
-    ("5.10.0-30-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
-    ("6.1.0-56-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
-    ("6.6.30", True, True, 505, cflags(505, 1, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
-    ("7.1.0", True, True, 701, cflags(701, 1, 1, 1, 1, 1, 1), expected_methods(FK, FK, K, interval=K)),
+    ("5.10.0-30-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1, walk=1, ends=1),
+     expected_methods(FK, FK, K, interval=K, walk=True)),
+    ("6.1.0-56-amd64", True, True, 505, cflags(505, 1, 1, 1, 1, 1, 1, walk=1, ends=1),
+     expected_methods(FK, FK, K, interval=K, walk=True)),
+    ("6.6.30", True, True, 505, cflags(505, 1, 1, 1, 1, 1, 1, walk=1, ends=1),
+     expected_methods(FK, FK, K, interval=K, walk=True)),
+    ("7.1.0", True, True, 701, cflags(701, 1, 1, 1, 1, 1, 1, walk=1, ends=1),
+     expected_methods(FK, FK, K, interval=K, walk=True)),
 ]
 
 
@@ -150,11 +165,11 @@ def test_sandbox_host(kfunc, reap, reap_kfunc):
               mark_victim=MARK_VICTIM_6_9)
     p = plan(f)
     assert p.api == 505
-    assert p.cflags == cflags(505, 0, 0, reap_kfunc, 0, 1) + [
+    assert p.cflags == cflags(505, 0, 0, reap_kfunc, 0, 1, ends=1) + [
         "-DMV_ANON_RSS_OFF=24", "-DMV_FILE_RSS_OFF=32", "-DMV_SHMEM_RSS_OFF=40", "-DMV_COMM_LOC_OFF=12"]
     by = by_name(p)
     assert methods(p) == {"invalidate_range_start": (), "invalidate_range_end": (), "notifier_register": (),
-                          "interval_notifier_insert": (), "oom_reap_task_mm": reap, "oom_reaper_gave_up": A,
+                          "notifier_release": (), "interval_notifier_insert": (), "oom_reap_task_mm": reap, "oom_reaper_gave_up": A,
                           "oom:mark_victim": T, "oom:start_task_reaping": T, "oom:skip_task_reaping": T}
     for probe in ("invalidate_range_start", "invalidate_range_end", "notifier_register", "interval_notifier_insert"):
         assert by[probe].reason == OTHER_HEADERS + NO_KPROBES_TOO
@@ -177,12 +192,12 @@ def test_no_headers():
 def test_no_kprobes_but_fentry():
     p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True, kprobes=False))
     by = by_name(p)
-    assert methods(p) == expected_methods(F, F, A, interval=()) | {"notifier_register": ()}
+    assert methods(p) == expected_methods(F, F, A, interval=(), walk=True) | {"notifier_register": ()}
     assert by["notifier_register"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     assert by["oom_reaper_gave_up"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     assert p.callbacks == ("no kprobes on this kernel (CONFIG_KPROBES off); "
                            "bcc cannot fentry module functions before 0.28")
-    assert p.cflags == cflags(505, 1, 1, 1, 0, 1, 1)
+    assert p.cflags == cflags(505, 1, 1, 1, 0, 1, 1, walk=1, ends=1)
 
 
 def test_no_kprobes_no_fentry():
@@ -215,7 +230,9 @@ def test_missing_symbols():
     # one of two targets is enough; only the present one is probed
     assert (by["interval_notifier_insert"].targets, by["interval_notifier_insert"].methods) == (
         ("mmu_interval_notifier_insert",), K)
-    assert p.cflags == cflags(505, 1, 1, 0, 0, 1, 1)
+    # the walk of subscriptions needs no symbol; mm teardown's probe does
+    assert by["notifier_release"].reason == f"__mmu_notifier_release {KALLSYMS_REASON}"
+    assert p.cflags == cflags(505, 1, 1, 0, 0, 1, 1, walk=1, ends=1)
 
 
 def test_missing_all_targets_and_tracepoints():
@@ -251,7 +268,7 @@ def test_a_missing_symbol_is_reported_before_missing_headers():
 ])
 def test_mark_victim_fields(mark_victim, extra):
     p = plan(facts("6.9.0", btf=True, kfunc=True, mark_victim=mark_victim))
-    assert p.cflags == cflags(505, 1, 1, 1, 1, 1, 1) + extra
+    assert p.cflags == cflags(505, 1, 1, 1, 1, 1, 1, walk=1, ends=1) + extra
 
 
 @pytest.mark.parametrize("release, has_interval", [
@@ -279,8 +296,25 @@ def test_mn_api_values_are_those_mnmon_bpf_c_tests():
     # Every generation the plan can pass must be one the BPF source distinguishes with >= tests.
     source = "".join(path.read_text() for path in sorted(BPF_DIR.glob("*.bpf.c")))
     tested = {int(x) for x in re.findall(r"MN_API >= (\d+)", source)}
-    assert tested == {500, 502, 505}
-    assert {api_generation(v) for v in ((4, 19, 0), (5, 0, 0), (5, 2, 0), (5, 5, 0))} == {419} | tested
+    assert tested == {500, 502, 505, 701}
+    assert {api_generation(v) for v in ((4, 19, 0), (5, 0, 0), (5, 2, 0), (5, 5, 0), (7, 1, 0))} == {419} | tested
+
+
+@pytest.mark.parametrize("release, btf, layout, headers, why", [
+    ("6.1.0-56-amd64", True, LAYOUT, "matching", ""),
+    ("5.10.0-46-amd64", True, LAYOUT, "matching", ""),
+    ("5.5.19", True, LAYOUT, "matching", "kernel 5.5.19 predates mm->notifier_subscriptions (5.6)"),
+    ("6.1.0-56-amd64", False, {}, "matching",
+     "no vmlinux BTF to read the layout of struct mmu_notifier_subscriptions"),
+    ("6.1.0-56-amd64", True, LAYOUT, "other", OTHER_HEADERS),
+])
+def test_every_notifier_counted_from_its_first_call_where_the_walk_can_run(release, btf, layout, headers, why):
+    p = plan(facts(release, btf=btf, kfunc=True, headers=headers, subscriptions=layout,
+                   headers_dir=SANDBOX_HEADERS if headers == "other" else None))
+    assert p.walk == why
+    assert f"-DMN_SUBS={int(not why)}" in p.cflags
+    assert ("-DMN_SUBS_LEFTMOST_OFF=40" in p.cflags) is (not why)
+    assert (by_name(p)["notifier_release"].methods != ()) is (not why)
 
 
 def test_no_syscall_tracepoint_even_where_the_kernel_has_them():

@@ -6,24 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from monitor import readers
+from monitor import contract, readers
 from monitor.metrics import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
 from monitor.model import log2_histogram
 from monitor.readers import build_snapshot
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 
-# The sizes readers.py assumes, to be checked against the BPF source below.
-CORE_SIZES = {"invalidate_starts": 6, "unattributed_failures": 6, "invalidations_by_event": 16,
+# The sizes of the core_stats record's fields and of oom.bpf.c's arrays, as readers see them.
+CORE_SIZES = {"invalidate_starts": 8, "unattributed_failures": 8, "invalidations_by_event": 16,
               "invalidate_start_latency": 128, "invalidate_start_latency_sum_ns": 2, "invalidate_ends": 1,
               "unpaired_starts": 1}
 SIZES = {**CORE_SIZES, "oom_victims": 1, "oom_reap_attempts": 3, "oom_reap_calls": 9, "oom_reaper_gave_up": 1,
          "oom_reap_latency": 64, "oom_reap_latency_sum_ns": 1, "events_lost": 1}
-DEFINES = dict(re.findall(r"^#define\s+(\w+)\s+(\d+)\b", (BPF_DIR / "mnmon.h").read_text(), re.M))
-
-
-def evaluate(expr):
-    return eval(re.sub(r"[A-Z_]+", lambda m: DEFINES[m.group(0)], expr))   # noqa: S307
 
 
 def bpf_arrays():
@@ -31,40 +26,28 @@ def bpf_arrays():
     out = {}
     for path in sorted(BPF_DIR.glob("*.bpf.c")):
         for name, expr in re.findall(r"^BPF_PERCPU_ARRAY\((\w+),\s*u64,\s*([^)]+)\);", path.read_text(), re.M):
-            out[name] = evaluate(expr)
+            out[name] = eval(re.sub(r"[A-Z_]+", lambda m: str(contract.DEFINES[m.group(0)]), expr))  # noqa: S307
     return out
-
-
-def struct_fields(text, struct):
-    """[(field, entries)] of a struct in BPF source (1 for a scalar)."""
-    body = text[text.index(f"struct {struct} {{"):]
-    body = body[:body.index("};")]
-    return [(f, evaluate(n) if n else 1) for f, n in re.findall(r"\b(\w+)(?:\[([^\]]+)\])?;", body)]
 
 
 def test_sizes_are_the_bpf_maps_sizes():
     assert bpf_arrays() == {k: v for k, v in SIZES.items() if k not in CORE_SIZES}
     assert set(readers.ARRAYS) == set(SIZES) - set(CORE_SIZES)
-    text = (BPF_DIR / "invalidate.bpf.c").read_text()
-    assert struct_fields(text, "core_stats") == list(CORE_SIZES.items())
-    # Indexes into a 6-entry array are masked with 7 (bpf/invalidate.bpf.c): two more entries follow.
-    assert list(CORE_SIZES)[:2] == ["invalidate_starts", "unattributed_failures"]
-    assert CORE_SIZES["invalidations_by_event"] >= 2
-    assert re.search(r"^BPF_PERCPU_ARRAY\(core_stats, struct core_stats, 1\);", text, re.M)
+    assert {f: ctypes.sizeof(t) // 8 for f, t in contract.CoreStats._fields_} == CORE_SIZES
     assert readers.CORE_STATS == tuple(CORE_SIZES)
-    assert readers.NR_LAT_SLOTS * len(MODES) == SIZES["invalidate_start_latency"]
+    text = (BPF_DIR / "invalidate.bpf.c").read_text()
+    assert re.search(r"^BPF_PERCPU_ARRAY\(core_stats, struct core_stats, 1\);", text, re.M)
+    assert contract.NR_LAT_SLOTS * len(MODES) == SIZES["invalidate_start_latency"]
     assert len(MODES) * len(RESULTS) == SIZES["invalidate_starts"]
     assert len(REAP_CALLERS) * len(REAP_RESULTS) == SIZES["oom_reap_calls"]
 
 
-def test_hash_keys_are_the_bpf_key_structs_fields():
+def test_hash_keys_are_the_contracts_key_structs():
     text = (BPF_DIR / "notifiers.bpf.c").read_text()
-
-    def fields(struct):
-        return tuple(f for f, _ in struct_fields(text, struct) if f != "pad")
-    assert readers.NOTIFIER_KEY == fields("notifier_key")
-    assert fields("notifier_calls") == ("count", "sum_ns")
-    assert readers.HASHES["notifier_latency"] == fields("notifier_lat_key")
+    fields = lambda struct: tuple(f for f, _ in struct._fields_ if f != "pad")
+    assert readers.NOTIFIER_KEY == fields(contract.NotifierKey)
+    assert fields(contract.NotifierCalls) == ("count", "sum_ns")
+    assert readers.HASHES["notifier_latency"] == fields(contract.NotifierLatKey)
     assert re.search(r"BPF_PERCPU_HASH\(notifier_invalidations, struct notifier_key, struct notifier_calls,", text)
     assert re.search(r"BPF_PERCPU_HASH\(notifier_latency, struct notifier_lat_key, u64,", text)
 
@@ -78,7 +61,7 @@ def test_core_stats_sums_each_field_over_cpus():
     per_cpu[0].invalidate_ends[0] = 2 ** 40
     got = readers.core_stats(per_cpu)
     assert {f: len(v) for f, v in got.items()} == CORE_SIZES
-    assert got["invalidate_starts"] == [0, 0, 0, 0, 7, 0]
+    assert got["invalidate_starts"] == [0, 0, 0, 0, 7, 0, 0, 0]
     assert got["invalidate_start_latency"][127] == 1 and sum(got["invalidate_start_latency"]) == 1
     assert got["invalidate_ends"] == [2 ** 40]
 
@@ -100,7 +83,7 @@ def test_notifier_calls_split_into_counts_and_sums_by_ip_and_mode():
 
 def test_events_match_enum_mmu_notifier_event():
     # KERNEL_NOTES: UNMAP=0, CLEAR, PROTECTION_VMA, PROTECTION_PAGE, SOFT_DIRTY, RELEASE, MIGRATE, EXCLUSIVE=7
-    assert readers.EVENTS == ("unmap", "clear", "protection_vma", "protection_page", "soft_dirty", "release",
+    assert contract.MMU_NOTIFY_EVENTS == ("unmap", "clear", "protection_vma", "protection_page", "soft_dirty", "release",
                               "migrate", "exclusive")
 
 
@@ -115,6 +98,7 @@ class Status:
 KVM_START, KVM_START_2 = 0xffffffffc0a00001, 0xffffffffc0a00011
 KVM_END, NOUVEAU = 0xffffffffc0a00101, 0xffffffffc0b00001
 SYMS = {KVM_START: ("kvm_mmu_notifier_invalidate_range_start", "kvm"),
+        NOUVEAU - 1: ("nouveau_svm_range_invalidate", "nouveau"),           # the function's own address
         KVM_START_2: ("kvm_mmu_notifier_invalidate_range_start", "kvm"),    # same function, another ip
         KVM_END: ("kvm_mmu_notifier_invalidate_range_end", "kvm"),
         NOUVEAU: ("nouveau_svm_range_invalidate", "nouveau")}
@@ -133,7 +117,7 @@ def zeros():
 
 def raw_maps():
     raw = zeros()
-    raw["invalidate_starts"] = [100, 2, 1, 50, 7, 3]          # [mode][result]
+    raw["invalidate_starts"] = [100, 2, 1, 0, 50, 7, 3, 0]    # [mode][result]
     raw["invalidations_by_event"][0] = 120
     raw["invalidations_by_event"][1] = 5
     raw["invalidations_by_event"][9] = 4                       # an event this mnmon has no name for
@@ -143,9 +127,10 @@ def raw_maps():
     raw["invalidate_start_latency"][64 + 40] = 1               # nonblockable, beyond 8.6 s
     raw["invalidate_start_latency_sum_ns"] = [123456, 2_000_000_000_000]
     raw["unpaired_starts"] = [2]
-    raw["unattributed_failures"] = [0, 1, 0, 0, 2, 0]
+    raw["unattributed_failures"] = [0, 1, 0, 0, 0, 2, 0, 0]
     raw["notifier_invalidations"] = {(KVM_START, 0, 0, 0): 90, (KVM_START, 0, 1, 0): 40,
-                                     (KVM_START_2, 0, 1, 0): 5, (NOUVEAU, 1, 1, 1): 6, (NOUVEAU, 1, 0, 0): 10}
+                                     (KVM_START_2, 0, 1, 0): 5, (NOUVEAU, 1, 1, 1): 6, (NOUVEAU, 1, 0, 0): 10,
+                                     (NOUVEAU - 1, 1, 1, 3): 2}     # counted by the core probes: no time
     raw["notifier_latency"] = {(KVM_START, 0, 10): 90, (KVM_START, 1, 11): 40, (KVM_START_2, 1, 11): 5,
                                (NOUVEAU, 1, 20): 6, (NOUVEAU, 0, 9): 10}
     raw["notifier_latency_sum_ns"] = {(KVM_START, 0): 90_000, (KVM_START, 1): 80_000, (KVM_START_2, 1): 11_000,
@@ -169,6 +154,8 @@ ATTACHED = [("kvm_mmu_notifier_invalidate_range_start", "kvm", "list"),
             ("hfi1_mmu_invalidate_range_start", "hfi1", "list")]
 STATUSES = [Status("invalidate_range_start", "fentry", True), Status("invalidate_range_end", "fentry", True),
             Status("interval_notifier_insert", "", False), Status("oom:mark_victim", "tracepoint", True),
+            Status("oom:skip_task_reaping", "tracepoint", True), Status("oom_reap_task_mm", "fentry", True),
+            Status("oom_reaper_gave_up", "kprobe", True),
             Status("notifier:kvm_mmu_notifier_invalidate_range_start", "kprobe", True)]
 
 
@@ -220,15 +207,17 @@ def test_notifier_outcomes(snap):
         ("kvm_mmu_notifier_invalidate_range_start", "list", "nonblockable", "ok"): 45,    # two ips, one function
         ("nouveau_svm_range_invalidate", "interval", "nonblockable", "eagain"): 6,
         ("nouveau_svm_range_invalidate", "interval", "blockable", "ok"): 10,
+        ("nouveau_svm_range_invalidate", "interval", "nonblockable", "unobserved"): 2,
         ("unknown", "unknown", "blockable", "eagain"): 1,                                 # unattributed failures
         ("unknown", "unknown", "nonblockable", "eagain"): 2,
     }
-    # every attached start callback has all six (mode, result) series from the start
+    # every attached start callback has its six (mode, ok|eagain|error) series from the start;
+    # unobserved ones only once there are some
     for notifier, kind in (("kvm_mmu_notifier_invalidate_range_start", "list"),
                            ("nouveau_svm_range_invalidate", "interval"), ("hfi1_mmu_invalidate_range_start", "list")):
-        assert sorted(k[2:] for k in fam if k[:2] == (notifier, kind)) == sorted(
-            (m, r) for m in MODES for r in RESULTS)
-    assert len(fam) == 20
+        assert sorted(k[2:] for k in fam if k[:2] == (notifier, kind) and k[3] != "unobserved") == sorted(
+            (m, r) for m in MODES for r in RESULTS if r != "unobserved")
+    assert len(fam) == 21
     modules = {lbl["notifier"]: lbl["module"] for lbl, _ in snap.family("mnmon_notifier_invalidations_total")}
     assert modules == {"kvm_mmu_notifier_invalidate_range_start": "kvm", "nouveau_svm_range_invalidate": "nouveau",
                        "hfi1_mmu_invalidate_range_start": "hfi1", "unknown": "unknown"}
@@ -276,9 +265,12 @@ def test_probe_attached_and_events_lost(snap):
     assert snap.family("mnmon_probe_attached") == [
         ({"method": "fentry", "probe": "invalidate_range_end"}, 1),
         ({"method": "fentry", "probe": "invalidate_range_start"}, 1),
+        ({"method": "fentry", "probe": "oom_reap_task_mm"}, 1),
         ({"method": "kprobe", "probe": "notifier:kvm_mmu_notifier_invalidate_range_start"}, 1),
+        ({"method": "kprobe", "probe": "oom_reaper_gave_up"}, 1),
         ({"method": "none", "probe": "interval_notifier_insert"}, 0),
-        ({"method": "tracepoint", "probe": "oom:mark_victim"}, 1)]
+        ({"method": "tracepoint", "probe": "oom:mark_victim"}, 1),
+        ({"method": "tracepoint", "probe": "oom:skip_task_reaping"}, 1)]
     assert snap.get("mnmon_events_lost_total") == 6
 
 
@@ -298,15 +290,25 @@ def test_everything_present_when_core_attached(snap):
     assert families(snap) == set(CORE + OOM) | {"mnmon_probe_attached", "mnmon_events_lost_total"}
 
 
-@pytest.mark.parametrize("statuses", [
-    [Status("invalidate_range_start", "kprobe", False), Status("oom:mark_victim", "tracepoint", True)],
-    [Status("invalidate_range_end", "fentry", True)],
-    [],
+@pytest.mark.parametrize("statuses, oom", [
+    ([Status("invalidate_range_start", "kprobe", False), Status("oom:mark_victim", "tracepoint", True)],
+     {"mnmon_oom_victims_total"}),
+    ([Status("invalidate_range_end", "fentry", True)], set()),
+    ([], set(OOM)),         # a caller with maps only: all they hold
 ])
-def test_core_families_absent_when_core_start_not_attached(statuses):
+def test_core_families_absent_when_core_start_not_attached(statuses, oom):
     snap = build_snapshot(raw_maps(), resolve, ATTACHED, statuses)
-    assert families(snap) == set(OOM) | {"mnmon_events_lost_total"} | (
-        {"mnmon_probe_attached"} if statuses else set())
+    assert families(snap) == oom | {"mnmon_events_lost_total"} | ({"mnmon_probe_attached"} if statuses else set())
+
+
+def test_reap_series_absent_where_the_reap_probe_did_not_attach():
+    # Row 8 of the hardening issue: not measured must not read as "never happened".
+    statuses = [Status("oom:mark_victim", "tracepoint", True), Status("oom:skip_task_reaping", "tracepoint", True),
+                Status("oom_reap_task_mm", "kprobe", False), Status("oom_reaper_gave_up", "attempt-count", True)]
+    snap = build_snapshot(raw_maps(), resolve, [], statuses)
+    assert families(snap) & set(OOM) == {"mnmon_oom_victims_total", "mnmon_oom_reap_attempts_total",
+                                         "mnmon_oom_reaper_gave_up_total"}
+    assert snap.family("mnmon_oom_reap_attempts_total") == [({"result": "skipped"}, 1)]
 
 
 def test_maps_compiled_out_without_structs():
@@ -314,12 +316,13 @@ def test_maps_compiled_out_without_structs():
     raw = {k: v for k, v in raw_maps().items() if k.startswith("oom_") or k == "events_lost"}
     snap = build_snapshot(raw, resolve, [], [Status("invalidate_range_start", "", False),
                                              Status("oom:mark_victim", "tracepoint", True)])
-    assert families(snap) == set(OOM) | {"mnmon_probe_attached", "mnmon_events_lost_total"}
+    assert families(snap) == {"mnmon_oom_victims_total", "mnmon_probe_attached", "mnmon_events_lost_total"}
     assert snap.get("mnmon_oom_victims_total") == 3
 
 
 def test_all_zero_maps():
-    snap = build_snapshot(zeros(), resolve, [], [Status("invalidate_range_start", "kprobe", True)])
+    snap = build_snapshot(zeros(), resolve, [], [Status("invalidate_range_start", "kprobe", True),
+                                                 Status("oom_reap_task_mm", "kprobe", True)])
     assert snap.get("mnmon_invalidations_in_progress") == 0
     assert len(snap.family("mnmon_invalidations_by_event_total")) == 8      # the named events, at 0
     assert snap.family("mnmon_notifier_invalidations_total") == []

@@ -1,0 +1,454 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Every notifier counted from its first invalidation, by the core probes.
+ *
+ * A callback's own probes attach only once user space has found it (in BTF, at
+ * registration, or here), seconds after a driver may have registered and started
+ * working; a module without BTF is found only then. So the core probes count, from
+ * the mm's subscriptions, every call that no callback probe counted:
+ *
+ *   start return  the list and interval subscriptions the kernel called (mm/mmu_notifier.c:
+ *                 overlapping intervals in tree order, stopping at the first that fails
+ *                 non-blockable; then, only if none failed, every list notifier with an
+ *                 invalidate_range_start; on a failed list pass, every end since
+ *                 c2655835fd8c). A callback probe that counted a call marks it seen in the
+ *                 start's record, so each call is counted once, by one side.
+ *   end entry     every list notifier's invalidate_range_end whose function is not probed
+ *                 yet; it marks what it counted, so a probe attached meanwhile skips it.
+ *   mm teardown   __mmu_notifier_release calls every interval notifier (blockable).
+ *
+ * The result of such a call is the start's own when that tells it (every call of a start
+ * that returned 0 succeeded; a failure with one candidate is that candidate's); otherwise
+ * it is counted as RESULT_UNOBSERVED. Its time is never known: histograms hold only
+ * calls timed by their own probes. Found callbacks go to `discovered`, for user space
+ * to probe.
+ * Included by mnmon.bpf.c.
+ */
+#if MN_SUBS
+#define RB_DEPTH	24	/* an rb tree of 8 subscriptions is at most 6 deep; 2^12 at 24 */
+
+/* struct mmu_notifier_subscriptions is private to mm/mmu_notifier.c: offsets from BTF. */
+static __always_inline u64 mm_subscriptions(u64 mm)
+{
+	u64 subs = 0;
+
+	bpf_probe_read_kernel(&subs, sizeof(subs), &((struct mm_struct *)mm)->notifier_subscriptions);
+	return subs;
+}
+
+static __always_inline bool was_seen(struct core_inflight *c, u64 key)
+{
+	u32 i;
+
+#pragma unroll
+	for (i = 0; i < MAX_SEEN; i++)
+		if (c->seen[i] == key)
+			return true;
+	return false;
+}
+
+static __always_inline void discover(u64 fn, u32 kind)
+{
+	u32 v = kind | FOUND_INVALIDATION << 8;
+
+	if (!discovered.lookup(&fn))
+		discovered.update(&fn, &v);
+}
+
+/* The in-order successor of an rb_node (lib/rbtree.c rb_next()); 0 at the end or too deep. */
+static __always_inline u64 rb_next_node(u64 node)
+{
+	struct rb_node n = {};
+	u64 up, right;
+	u32 i;
+
+	bpf_probe_read_kernel(&n, sizeof(n), (void *)node);
+	if (n.rb_right) {
+		node = (u64)n.rb_right;
+#pragma clang loop unroll(disable)
+		for (i = 0; i < RB_DEPTH; i++) {
+			u64 left = 0;
+
+			bpf_probe_read_kernel(&left, sizeof(left), &((struct rb_node *)node)->rb_left);
+			if (!left)
+				return node;
+			node = left;
+		}
+		return 0;
+	}
+#pragma clang loop unroll(disable)
+	for (i = 0; i < RB_DEPTH; i++) {
+		up = n.__rb_parent_color & ~3UL;
+		if (!up)
+			return 0;
+		right = 0;
+		bpf_probe_read_kernel(&right, sizeof(right), &((struct rb_node *)up)->rb_right);
+		if (node != right)
+			return up;
+		node = up;
+		bpf_probe_read_kernel(&n, sizeof(n), (void *)node);
+	}
+	return 0;
+}
+
+/*
+ * A failure the core probes pinned on a notifier whose own probes were not attached:
+ * it blocked the reaper if this is the reaper's thread, and `mnmon watch` hears of it.
+ */
+static __always_inline void core_named_failure(void *ctx, u64 fn, u8 kind, u8 mode, u8 res)
+{
+	struct reap_inflight *reap;
+	struct mnmon_event e = {};
+	u32 t = tid();
+
+	reap = reap_inflight.lookup(&t);
+	if (reap)
+		name_blocker(reap, fn);
+	e.type = EV_NOTIFIER_FAILED;
+	e.ip = fn;
+	e.pid = bpf_get_current_pid_tgid() >> 32;
+	e.tid = t;
+	e.result = res;
+	e.kind = kind;
+	e.caller = mode;
+	bpf_get_current_comm(&e.comm, sizeof(e.comm));
+	emit(ctx, &e);
+}
+
+/* An interval subscription's invalidate callback (7.1's two-pass ops: invalidate_start). */
+static __always_inline u64 interval_fn(u64 sub)
+{
+	const struct mmu_interval_notifier_ops *ops = NULL;
+	u64 fn = 0;
+
+	bpf_probe_read_kernel(&ops, sizeof(ops), &((struct mmu_interval_notifier *)sub)->ops);
+	if (!ops)
+		return 0;
+	bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate);
+#if MN_API >= 701
+	if (!fn)
+		bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate_start);
+#endif
+	return fn;
+}
+
+/*
+ * The interval subscriptions overlapping [start, last], in the order the kernel calls
+ * them (interval_tree_iter_first/next: by start). Returns how many, or MAX_SUBS + 1
+ * when there are more than out[] holds.
+ */
+static __always_inline u32 walk_intervals(u64 subs, u64 start, u64 last, u64 *out)
+{
+	u64 node = 0;
+	u32 i, n = 0;
+
+	bpf_probe_read_kernel(&node, sizeof(node), (void *)(subs + MN_SUBS_LEFTMOST_OFF));
+#pragma clang loop unroll(disable)
+	for (i = 0; i < MAX_SUBS * 2 && node; i++) {
+		struct interval_tree_node it = {};
+
+		bpf_probe_read_kernel(&it, sizeof(it), (void *)node);
+		if (it.start > last)		/* in order of start: nothing further overlaps */
+			return n;
+		if (it.last >= start) {
+			if (n >= MAX_SUBS)
+				return MAX_SUBS + 1;
+			/* struct mmu_interval_notifier begins with its interval_tree_node */
+			out[masked(n, MAX_SUBS - 1)] = node;
+			n++;
+		}
+		node = rb_next_node(node);
+	}
+	return node ? MAX_SUBS + 1 : n;
+}
+
+/*
+ * At a core start's entry: the interval subscriptions it will call. Taken here, so that
+ * the return program, which decides what each call was, reads a plain array.
+ */
+static __always_inline void record_intervals(struct core_inflight *c)
+{
+	u64 subs;
+	u8 has_itree = 0;
+	u32 n;
+
+	if (!c)
+		return;
+	subs = mm_subscriptions(c->mm);
+	if (!subs || c->end <= c->start)
+		return;
+	bpf_probe_read_kernel(&has_itree, sizeof(has_itree), (void *)(subs + MN_SUBS_HAS_ITREE_OFF));
+	if (!has_itree)
+		return;
+	n = walk_intervals(subs, c->start, c->end - 1, c->intervals);
+	if (n > MAX_SUBS) {
+		count_lost();
+		n = MAX_SUBS;
+	}
+	c->nintervals = n;
+}
+
+/*
+ * Count the interval calls of a start no probe saw. A non-blockable pass stops at the
+ * first interval that fails (mn_itree_invalidate). Returns whether the list pass ran.
+ */
+static __always_inline bool attribute_intervals(void *ctx, struct core_inflight *c, u8 res, bool no_list,
+					       bool *owned)
+{
+	bool stops = res != RESULT_OK && c->mode == MODE_NONBLOCKABLE && !c->list_called;
+	u64 sub, fn;
+	u32 i;
+
+	/* Positions (1-based) of the last interval a probe saw pass, and of one it saw fail. */
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (i >= c->nintervals)
+			break;
+		sub = c->intervals[i];
+		if (!was_seen(c, sub))
+			continue;
+		if (sub == c->failed_interval) {
+			c->failed_at = i + 1;
+			break;
+		}
+		c->last_seen = i + 1;
+	}
+	/* The unseen ones after the last seen: one of them failed, or the list pass did. */
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (i >= c->nintervals)
+			break;
+		if (i + 1 > c->last_seen && !was_seen(c, c->intervals[i])) {
+			if (!c->ntail)
+				c->first_tail = i + 1;
+			c->ntail++;
+		}
+	}
+	if (!stops || (!c->failed_at && !c->ntail)) {
+		c->failed_at = 0;
+		c->ntail = 0;
+		stops = false;
+	}
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (i >= c->nintervals)
+			break;
+		sub = c->intervals[i];
+		if (was_seen(c, sub))
+			continue;
+		if (c->failed_at && i + 1 > c->failed_at)
+			break;				/* not called: the pass stopped before */
+		fn = interval_fn(sub);
+		if (!fn)
+			continue;
+		discover(fn, KIND_INTERVAL);
+		if (c->ntail && i + 1 == c->first_tail) {
+			if (c->ntail == 1 && no_list) {
+				count_call(fn, KIND_INTERVAL, c->mode, res, 0, false);
+				core_named_failure(ctx, fn, KIND_INTERVAL, c->mode, res);
+				*owned = true;
+			} else {
+				/* Surely called; whether it or a later one (or the list) failed is unknown. */
+				count_call(fn, KIND_INTERVAL, c->mode, RESULT_UNOBSERVED, 0, false);
+			}
+			break;				/* later ones: called or not, nothing says */
+		}
+		count_call(fn, KIND_INTERVAL, c->mode, RESULT_OK, 0, false);
+	}
+	return !stops;
+}
+
+/* A list subscription's start and end callbacks, and the next subscription. */
+struct list_sub {
+	u64 next, start_fn, end_fn;
+};
+
+static __always_inline void read_list_sub(u64 sub, struct list_sub *l)
+{
+	struct mmu_notifier mn = {};
+	struct mmu_notifier_ops ops = {};
+
+	l->next = l->start_fn = l->end_fn = 0;
+	bpf_probe_read_kernel(&mn, offsetof(struct mmu_notifier, ops) + sizeof(mn.ops), (void *)sub);
+	l->next = (u64)mn.hlist.next;
+	if (!mn.ops)
+		return;
+	/* both callbacks in one read: they are neighbours in the ops */
+	bpf_probe_read_kernel(&ops, offsetof(struct mmu_notifier_ops, invalidate_range_end) + sizeof(void *),
+			      (void *)mn.ops);
+	l->start_fn = (u64)ops.invalidate_range_start;
+	l->end_fn = (u64)ops.invalidate_range_end;
+}
+
+/*
+ * At the return of a core start that returned ret: count the calls no callback probe
+ * counted. Returns whether a failure of this start was given an owner.
+ */
+static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, int ret)
+{
+	struct list_sub l;
+	u64 subs, first = 0, sub, cand = 0;
+	u8 res = classify_int(ret);
+	bool failed = ret != 0, owned = false;
+	u32 i, ncand = 0;
+
+	if (c->nseen > MAX_SEEN) {	/* more calls than the record holds: cannot tell seen ones */
+		count_lost();
+		return false;
+	}
+	subs = mm_subscriptions(c->mm);
+	if (!subs)
+		return false;
+	bpf_probe_read_kernel(&first, sizeof(first), (void *)subs);	/* list.first at 0 */
+	if (!attribute_intervals(ctx, c, res, !first, &owned) || !first)
+		return owned;
+
+	/* The list pass (mn_hlist_invalidate_range_start): every notifier is called. */
+	sub = first;
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (!sub)
+			break;
+		read_list_sub(sub, &l);
+		if (l.start_fn && !was_seen(c, sub)) {
+			discover(l.start_fn, KIND_LIST);
+			if (!failed) {
+				count_call(l.start_fn, KIND_LIST, c->mode, RESULT_OK, 0, false);
+			} else {
+				ncand++;
+				cand = l.start_fn;
+				if (c->list_failed)
+					count_call(l.start_fn, KIND_LIST, c->mode, RESULT_UNOBSERVED, 0, false);
+			}
+		}
+#if ENDS_IN_FAILED_START
+		/* A failed list pass ends every notifier itself (c2655835fd8c). */
+		if (failed && l.end_fn && !was_seen(c, sub | 1)) {
+			count_end(l.end_fn);
+			discover(l.end_fn, KIND_LIST_END);
+		}
+#endif
+		sub = l.next;
+	}
+	if (sub)
+		count_lost();
+	if (failed && !c->list_failed && ncand) {
+		if (ncand == 1) {
+			count_call(cand, KIND_LIST, c->mode, res, 0, false);
+			core_named_failure(ctx, cand, KIND_LIST, c->mode, res);
+			owned = true;
+		} else {
+			/* Several unseen notifiers, one failure: each was called, which failed is unknown. */
+			sub = first;
+#pragma unroll
+			for (i = 0; i < MAX_SUBS; i++) {
+				if (!sub)
+					break;
+				read_list_sub(sub, &l);
+				if (l.start_fn && !was_seen(c, sub))
+					count_call(l.start_fn, KIND_LIST, c->mode, RESULT_UNOBSERVED, 0, false);
+				sub = l.next;
+			}
+		}
+	}
+	return owned;
+}
+
+/*
+ * At the entry of a core end: count the ends of list notifiers whose end probe is not
+ * attached yet, and mark them so that a probe attached meanwhile does not count them again.
+ */
+static __always_inline void attribute_end(u64 mm)
+{
+	struct core_inflight *rec = core_record(false);
+	struct list_sub l;
+	u64 subs = mm_subscriptions(mm), sub = 0;
+	u32 i;
+
+	if (rec)
+		rec->nend_marks = 0;
+	if (!subs)
+		return;
+	bpf_probe_read_kernel(&sub, sizeof(sub), (void *)subs);
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (!sub)
+			return;
+		read_list_sub(sub, &l);
+		if (l.end_fn && !fn_probed(probed_end_fns.lookup(&l.end_fn))) {
+			count_end(l.end_fn);
+			discover(l.end_fn, KIND_LIST_END);
+			if (!rec)
+				rec = core_record(true);
+			if (rec && rec->nend_marks < MAX_SUBS) {
+				rec->end_marks[masked(rec->nend_marks, MAX_SUBS - 1)] = sub;
+				rec->nend_marks++;
+			}
+		}
+		sub = l.next;
+	}
+	if (sub)
+		count_lost();
+}
+
+/* At mm teardown: every interval notifier is called once, blockable (mn_itree_release). */
+static __always_inline void attribute_release(u64 mm)
+{
+	struct core_inflight *rec = core_record(false);
+	u64 subs = mm_subscriptions(mm), found[MAX_SUBS] = {};
+	u8 has_itree = 0;
+	u32 i, n;
+
+	if (rec)
+		rec->nend_marks = 0;
+	if (!subs)
+		return;
+	bpf_probe_read_kernel(&has_itree, sizeof(has_itree), (void *)(subs + MN_SUBS_HAS_ITREE_OFF));
+	if (!has_itree)
+		return;
+	n = walk_intervals(subs, 0, ~0UL, found);
+	if (n > MAX_SUBS) {
+		count_lost();
+		n = MAX_SUBS;
+	}
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		u64 fn;
+
+		if (i >= n)
+			break;
+		fn = interval_fn(found[i]);
+		if (!fn || fn_probed(probed_fns.lookup(&fn)))
+			continue;	/* its probe counts it */
+		count_call(fn, KIND_INTERVAL, MODE_BLOCKABLE, RESULT_OK, 0, false);
+		discover(fn, KIND_INTERVAL);
+		if (!rec)
+			rec = core_record(true);
+		/* a probe attached meanwhile finds this subscription marked (cb_exit) */
+		if (rec && rec->nend_marks < MAX_SUBS) {
+			rec->end_marks[masked(rec->nend_marks, MAX_SUBS - 1)] = found[i];
+			rec->nend_marks++;
+		}
+	}
+}
+#else
+static __always_inline void record_intervals(struct core_inflight *c) {}
+static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, int ret) { return false; }
+static __always_inline void attribute_end(u64 mm) {}
+static __always_inline void attribute_release(u64 mm) {}
+#endif
+
+/* mm teardown: kprobe and fentry flavours (user space attaches one). */
+int on_notifier_release(struct pt_regs *ctx)
+{
+	attribute_release(PT_REGS_PARM1(ctx));
+	return 0;
+}
+
+#if CORE_KFUNC
+KFUNC_PROBE(__mmu_notifier_release, struct mm_struct *mm)
+{
+	attribute_release((u64)mm);
+	return 0;
+}
+#endif

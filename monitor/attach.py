@@ -1,0 +1,122 @@
+"""Attaching and detaching one probe: each planned probe with its ordered fallbacks and
+rollback, and the probes of notifier callbacks. Outcomes are ProbeStatus records;
+nothing here prints."""
+import os
+from dataclasses import dataclass
+
+from monitor import attach_plan
+
+# kretprobe instances per callback: sleeping notifiers on many threads hold one each.
+MAXACTIVE = 256
+
+
+@dataclass
+class ProbeStatus:
+    probe: str
+    method: str          # what attached, or what was tried last
+    attached: bool
+    reason: str = ""
+    disabled: bool = False      # switched off by configuration, not refused by the kernel
+
+
+def disabled(probe):
+    return ProbeStatus(probe, "", False, "disabled by configuration", disabled=True)
+
+
+def attach_spec(bpf, spec):
+    """Attach one planned probe, trying its methods in order; a method that half
+    attached is rolled back before the next is tried (no double counting)."""
+    if not spec.methods:
+        return ProbeStatus(spec.probe, "", False, spec.reason)
+    errors = []
+    for method in spec.methods:
+        if method == attach_plan.ATTEMPT_COUNT:
+            return ProbeStatus(spec.probe, method, True)     # lives inside the oom tracepoint programs
+        entry, ret = spec.programs[method]
+        done = []
+        try:
+            for target in spec.targets:
+                for fn, is_ret in attach_order(entry, ret):
+                    if fn:
+                        attach(bpf, method, target, fn, is_ret)
+                        done.append((method, target, fn, is_ret))
+            return ProbeStatus(spec.probe, method, True)
+        except Exception as e:      # noqa: BLE001 -- bcc raises bare Exception
+            for d in done:
+                detach(bpf, *d)
+            errors.append(f"{method}: {explain(e)}")
+    return ProbeStatus(spec.probe, spec.methods[-1], False, "; ".join(errors))
+
+
+def attach_order(entry, ret):
+    """((program, is_ret), ...): the return program first. An entry attached alone would
+    leave in flight the calls it sees, which the BPF side counts as lost at the thread's
+    next call; a return without its entry ignores the call."""
+    return ((ret, True), (entry, False))
+
+
+def attach(bpf, method, target, fn, is_ret):
+    """Attach program fn to target (a function or 'category:event') by method."""
+    if method == attach_plan.FENTRY:
+        (bpf.attach_kretfunc if is_ret else bpf.attach_kfunc)(fn_name=_b(fn))
+    elif method == attach_plan.KPROBE:
+        if is_ret:
+            bpf.attach_kretprobe(event=_b(target), fn_name=_b(fn), maxactive=MAXACTIVE)
+        else:
+            bpf.attach_kprobe(event=_b(target), fn_name=_b(fn))
+    else:
+        bpf.attach_tracepoint(tp=_b(target), fn_name=_b(fn))
+
+
+def detach(bpf, method, target, fn, is_ret):
+    """Undo attach(); quiet when it was not attached after all."""
+    try:
+        if method == attach_plan.FENTRY:
+            (bpf.detach_kretfunc if is_ret else bpf.detach_kfunc)(fn_name=_b(fn))
+        elif method == attach_plan.KPROBE:
+            (bpf.detach_kretprobe if is_ret else bpf.detach_kprobe)(event=_b(target))
+        else:
+            bpf.detach_tracepoint(tp=_b(target))
+    except Exception:      # noqa: BLE001
+        pass
+
+
+# Programs probing one notifier callback, by kind (bpf/notifiers.bpf.c): (entry, return).
+CALLBACK_PROGRAMS = {"list": ("cb_list_entry", "cb_list_return"),
+                     "interval": ("cb_interval_entry", "cb_interval_return"),
+                     "list_end": ("cb_list_end", None)}
+
+
+def attach_callback(bpf, kind, symbol):
+    """Kprobe one notifier callback (return program first); raises what bcc raises."""
+    entry, ret = CALLBACK_PROGRAMS[kind]
+    done = []
+    try:
+        for fn, is_ret in attach_order(entry, ret):
+            if fn:
+                attach(bpf, attach_plan.KPROBE, symbol, fn, is_ret)
+                done.append((attach_plan.KPROBE, symbol, fn, is_ret))
+    except Exception:
+        for d in done:
+            detach(bpf, *d)
+        raise
+
+
+def detach_callback(bpf, kind, symbol):
+    entry, ret = CALLBACK_PROGRAMS[kind]
+    for fn, is_ret in attach_order(entry, ret):
+        if fn:
+            detach(bpf, attach_plan.KPROBE, symbol, fn, is_ret)
+
+
+def _b(text):
+    """bcc wants bytes (it warns on str, and echoes the whole program text)."""
+    return text.encode()
+
+
+def explain(exc):
+    msg = str(exc)
+    # bcc says this for any EPERM; as root it means the kernel refuses the attach itself.
+    if "super-user" in msg and os.geteuid() == 0:
+        return "refused by the kernel (EPERM) although running as root"
+    return msg

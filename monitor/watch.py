@@ -1,0 +1,204 @@
+"""Keeping notifier callbacks probed as they come and go: found in BTF of modules as they
+load, at registration, and in mms' subscriptions (bpf/attribute.bpf.c); dropped and found
+again when their module is unloaded or reloaded.
+
+Until a callback's probes are attached, the core probes count its calls; the probed_*fns
+maps tell the BPF side which callbacks their probes count (stamped with the count of
+module unloads, bpf/notifiers.bpf.c).
+"""
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor import attach, discovery, readers
+from monitor.attach_plan import KPROBE
+from monitor.symbols import Symbols
+
+
+@dataclass
+class Probed:
+    """One callback mnmon knows, and its probe."""
+    callback: discovery.Callback
+    addr: int                   # its function's address (0: not in kallsyms)
+    status: attach.ProbeStatus
+    since: float                # when its probe attached (time.time()); 0: not attached
+
+    @property
+    def probe(self):
+        return self.status.probe
+
+
+class CallbackWatcher:
+    """The callbacks of one loaded program: callbacks[(symbol, module)] -> Probed."""
+
+    def __init__(self, bpf, symbols, scanner=None, proc_modules="/proc/modules"):
+        self.bpf, self.symbols = bpf, symbols
+        self.scanner = scanner or discovery.BTFScanner()
+        self.callbacks = {}
+        self._proc_modules = proc_modules
+        self._modules = None                # {module: (state, load)} at the last scan; None: none yet
+        self._gen = 0                       # module unloads the BPF side had counted (modules_gen)
+        self._names = {}                    # ip -> (symbol, module) of unloaded modules' callbacks
+        self._unresolved = set()            # discovered addresses kallsyms did not name
+
+    # ------------------------------------------------------------ queries
+    def is_attached(self, symbol, module=None):
+        return any(p.status.attached for (s, m), p in self.callbacks.items()
+                   if s == symbol and module in (None, m))
+
+    def statuses(self):
+        return [p.status for p in self.callbacks.values()]
+
+    def attached(self):
+        """[(symbol, module, kind name)] of callbacks whose probes are attached."""
+        return [(p.callback.symbol, p.callback.module, p.callback.kind_name)
+                for p in self.callbacks.values() if p.status.attached]
+
+    def resolve(self, ip):
+        """(symbol, module) of a counted address, also of a module unloaded since."""
+        name, module = self.symbols.resolve(ip)
+        if name == "unknown" and ip in self._names:
+            return self._names[ip]
+        return name, module
+
+    # ------------------------------------------------------------ discovery
+    def refresh(self):
+        """Attach callbacks found since last time; returns their ProbeStatus. Cheap when
+        nothing changed; the daemon calls it every few seconds."""
+        modules, gen = read_modules(self._proc_modules), self._modules_gen()
+        found = []
+        # New BTF appears only with a new module: /sys/kernel/btf is listed again only then.
+        # An unload (counted by the BPF side) may be a reload under the same name.
+        if modules != self._modules or gen != self._gen:
+            if self._modules is not None:      # the caller has just read kallsyms
+                gone = (set(self._modules) - set(modules)) | {
+                    m for m in modules if m in self._modules and modules[m][1] != self._modules[m][1]}
+                if gone:
+                    # Their counts stay theirs: name the addresses before kallsyms forgets them.
+                    self._remember_names(gone)
+                self.symbols = Symbols.load()
+                for module in gone:
+                    self.scanner.forget(module)
+                    self._drop_module(module)
+            self._modules, self._gen = modules, gen
+            found = self.scanner.scan()
+            self._stamp_all()
+        found += self._discovered()
+        return [st for cb in found if (st := self.attach_callback(cb))]
+
+    def _discovered(self):
+        """Callbacks the BPF side found (at registration, in subscriptions) since last time."""
+        table, out = self.bpf[b"discovered"], []
+        for k, v in table.items():
+            ip = k.value
+            name, module = self.symbols.resolve(ip)
+            if name == "unknown" and ip not in self._unresolved:   # loaded after our kallsyms read?
+                self.symbols = Symbols.load()
+                name, module = self.symbols.resolve(ip)
+                if name == "unknown":
+                    self._unresolved.add(ip)
+            kind, how = discovery.decode_discovered(v.value)
+            out.append(discovery.Callback(name, module, kind, how))
+            try:        # handled: the BPF side adds it again only while nothing probes it
+                del table[k]
+            except KeyError:
+                pass
+        return out
+
+    def attach_callback(self, cb):
+        """Probe one callback; returns its ProbeStatus, or None if it already was."""
+        key = (cb.symbol, cb.module)
+        if key in self.callbacks or cb.symbol == "unknown":
+            return None
+        sym = self.symbols.lookup(cb.symbol)
+        probe = f"notifier:{cb.symbol}"
+        since = 0.0
+        if sym is None or sym.module != cb.module:
+            st = attach.ProbeStatus(probe, KPROBE, False, "not in kallsyms")
+        else:
+            try:
+                attach.attach_callback(self.bpf, cb.kind_name, cb.symbol)
+                # Now its probes count these calls: the core probes stop (attribute.bpf.c).
+                self._stamp(cb.kind, sym.addr)
+                st, since = attach.ProbeStatus(probe, KPROBE, True), time.time()
+            except Exception as e:      # noqa: BLE001 -- bcc raises bare Exception
+                st = attach.ProbeStatus(probe, KPROBE, False, attach.explain(e))
+        self.callbacks[key] = Probed(cb, sym.addr if sym else 0, st, since)
+        return st
+
+    # ------------------------------------------------------------ module unloads
+    def _modules_gen(self):
+        try:
+            return self.bpf[b"modules_gen"][ctypes.c_int(0)].value
+        except KeyError:            # compiled without struct access: no callback probes either
+            return 0
+
+    def _stamp(self, kind, addr):
+        t = self.bpf[b"probed_end_fns" if kind == discovery.LIST_END else b"probed_fns"]
+        t[t.Key(addr)] = t.Leaf(self._gen)
+
+    def _stamp_all(self):
+        """After a module unload: the probes still attached are trusted again (notifiers.bpf.c)."""
+        for p in self.callbacks.values():
+            if p.status.attached and p.addr:
+                self._stamp(p.callback.kind, p.addr)
+
+    def _drop_module(self, module):
+        # The kernel removed the kprobes with the module's text; forget them so a reload re-attaches.
+        for key in [k for k in self.callbacks if k[1] == module]:
+            p = self.callbacks.pop(key)
+            t = self.bpf[b"probed_end_fns" if p.callback.kind == discovery.LIST_END else b"probed_fns"]
+            try:
+                del t[t.Key(p.addr)]        # the core probes count its calls until it is probed again
+            except KeyError:
+                pass
+            if p.status.attached:
+                attach.detach_callback(self.bpf, p.callback.kind_name, p.callback.symbol)
+
+    def _remember_names(self, modules):
+        """Name every counted address in these modules with the kallsyms that knew them."""
+        for ip in readers.counted_addresses(readers.read_raw(self.bpf)):
+            name, module = self.symbols.resolve(ip)
+            if module in modules:
+                self._names[ip] = (name, module)
+
+
+def read_modules(path="/proc/modules"):
+    """{module: (state, load)} of /proc/modules. A module is listed as Loading before its BTF
+    is in /sys/kernel/btf; its turn to Live is a change too, so its BTF gets scanned. A reload
+    under the same name has a new /sys/module/NAME (a new inode), maybe at the same address."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for f in (line.split() for line in lines):
+        if f:
+            try:
+                load = os.stat(f"/sys/module/{f[0]}").st_ino
+            except OSError:
+                load = 0
+            out[f[0]] = (f[4] if len(f) > 4 else "", load)
+    return out
+
+
+def counting_lines(callbacks, walk_reason, started_at):
+    """`mnmon doctor`'s per-notifier lines: how each callback was found, since when its calls
+    are counted and since when timed. walk_reason: the plan's walk ("" when the core probes
+    count every notifier from its first call); started_at: when they attached."""
+    def when(t):
+        return time.strftime("%H:%M:%S", time.localtime(t)) if t else "-"
+    out = [f"{'notifier callback':<44} {'module':<16} {'kind':<9} {'found by':<13} {'counted since':<14} timed since"]
+    for (symbol, module), p in sorted(callbacks.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        counted = started_at if not walk_reason else p.since
+        timed = when(p.since) if p.status.attached else f"never: {p.status.reason}"
+        out.append(f"{symbol:<44} {module:<16} {p.callback.kind_name:<9} {p.callback.found:<13} "
+                   f"{when(counted):<14} {timed}")
+    if len(out) == 1:
+        out.append("(none found yet)")
+    out.append("every notifier's calls are counted from its first invalidation (the core probes walk each mm's "
+               "subscriptions)" if not walk_reason else
+               f"a notifier's calls are counted from when its probes attach: {walk_reason}")
+    return out

@@ -1,0 +1,86 @@
+"""A driver that shows up while mnmon runs, as users meet one: its module is loaded after
+mnmon is ready (built without BTF, as DKMS builds on Debian are), and a process
+registers notifiers and works at once, without waiting for anyone to attach.
+
+Parent side: reload_fixture(), run_register_and_churn(). Child side:
+`python -m tests.kernel.late_driver churn ...` prints one JSON line with its pid and
+slots, then churns its memory at once and waits to be told to exit.
+"""
+import argparse
+import json
+import mmap
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.kernel.fixture_dev import Fixture
+
+FIXTURE_KO = Path("build/fixture/mnmon_fixture.ko")
+PAGE = mmap.PAGESIZE
+
+
+def reload_fixture():
+    """rmmod and insmod the fixture module: new addresses, counters from zero."""
+    if "mnmon_fixture " in Path("/proc/modules").read_text():
+        subprocess.run(["rmmod", "mnmon_fixture"], check=True)
+    subprocess.run(["insmod", str(FIXTURE_KO)], check=True)
+    deadline = time.monotonic() + 5
+    while not Path("/dev/mnmon_fixture").exists():     # udev-less guest: devtmpfs makes it
+        if time.monotonic() > deadline:
+            raise RuntimeError("/dev/mnmon_fixture did not appear")
+        time.sleep(0.05)
+
+
+def has_btf(module="mnmon_fixture"):
+    return Path("/sys/kernel/btf", module).exists()
+
+
+def child_churn(args):
+    fx = Fixture()
+    m = mmap.mmap(-1, args.pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    import ctypes
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
+    slots = {"list": fx.add_list(args.list), "interval": fx.add_interval(args.interval, addr, len(m))}
+    print(json.dumps({"pid": __import__("os").getpid(), "slots": slots}), flush=True)
+    for _ in range(args.iterations):          # at once: nobody is waited for
+        m[0] = 1
+        m.madvise(mmap.MADV_DONTNEED)
+    print("done", flush=True)
+    sys.stdin.read()                          # exit unmaps (and invalidates): only when told
+
+
+def run_register_and_churn(iterations, list_behaviour="never_fail", interval_behaviour="never_fail",
+                           at_done=None, timeout=600):
+    """Run the child; at_done() runs after its churn, before it exits. Returns (info, at_done's value)."""
+    p = subprocess.Popen([sys.executable, "-m", "tests.kernel.late_driver", "churn", "--iterations", str(iterations),
+                          "--list", list_behaviour, "--interval", interval_behaviour],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(p.stdout.readline())
+        assert p.stdout.readline().strip() == "done"
+        result = at_done() if at_done else None
+        p.stdin.close()
+        p.wait(timeout=timeout)
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    assert p.returncode == 0, p.returncode
+    return info, result
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m tests.kernel.late_driver")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("churn")
+    c.add_argument("--iterations", type=int, default=1000)
+    c.add_argument("--pages", type=int, default=1)
+    c.add_argument("--list", default="never_fail")
+    c.add_argument("--interval", default="never_fail")
+    args = ap.parse_args(argv)
+    child_churn(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""Every notifier counted from its first invalidation, against the fixture's own counts.
+
+The world as users meet it: mnmon is ready first; then a driver module (built without
+BTF, as DKMS drivers on Debian are) is loaded, and a process registers notifiers and
+works at once. Nobody waits for mnmon's callback probes: while they attach (the daemon
+looks every few seconds; here a thread looks every 0.2 s, so the hand-over from the
+core probes to the callback probes happens in the middle of the work), the core probes
+count the calls from the mm's subscriptions (bpf/attribute.bpf.c).
+"""
+import re
+import threading
+import time
+
+import pytest
+
+from monitor.attach_plan import HASH, TASK_STORAGE
+from tests.kernel import late_driver, scenarios
+from tests.kernel.evidence import KernelLog, TraceInstance
+from tests.kernel.fixture_dev import read_stats
+from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS
+
+NB, B = "nonblockable", "blockable"
+LIST_START, LIST_END = "mnmon_fx_list_never_fail_start", "mnmon_fx_list_never_fail_end"
+INTERVAL = "mnmon_fx_interval_never_fail"
+FX = "mnmon_fixture"
+
+
+@pytest.fixture(scope="module", params=[TASK_STORAGE, HASH])
+def mon(request):
+    from monitor.probes import Monitor
+    m = Monitor.start(inflight=request.param)
+    if m.plan.walk:
+        pytest.skip(f"this kernel counts a notifier from its probes' attach only: {m.plan.walk}")
+    m.received = []
+    m.open_events(m.received.append)
+    yield m
+    m.close()
+
+
+class Refresher:
+    """What the daemon does between scrapes: look for new callbacks and attach them."""
+
+    def __init__(self, mon, every=0.2):
+        self.mon, self.every, self.stop = mon, every, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(self.every):
+            self.mon.refresh()
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def calls(snap, symbol, mode, result, kind="list"):
+    return snap.get("mnmon_notifier_invalidations_total", notifier=symbol, module=FX, kind=kind,
+                    mode=mode, result=result) or 0
+
+
+def ends(snap, symbol):
+    return snap.get("mnmon_notifier_invalidate_range_end_total", notifier=symbol, module=FX) or 0
+
+
+def timed(snap, symbol, mode):
+    h = snap.get("mnmon_notifier_invalidation_duration_seconds", notifier=symbol, module=FX, mode=mode)
+    return h.count if h else 0
+
+
+def attached(mon, symbol):
+    return mon.is_attached(symbol, FX)
+
+
+def _late_driver_counts_equal_the_fixture(mon, iterations):
+    late_driver.reload_fixture()
+    assert not late_driver.has_btf(), "the fixture was meant to be built without BTF"
+    before = mon.snapshot()
+    with Refresher(mon):
+        info, (fixture, during) = late_driver.run_register_and_churn(
+            iterations, at_done=lambda: (read_stats(), mon.snapshot()))
+    lst, itv = fixture[info["slots"]["list"]], fixture[info["slots"]["interval"]]
+    d = lambda snap, f, *a, **k: f(snap, *a, **k) - f(before, *a, **k)
+    assert lst.blockable_ok == itv.blockable_ok == iterations
+    assert d(during, calls, LIST_START, B, "ok") == lst.blockable_ok
+    assert d(during, ends, LIST_END) == lst.blockable_ends + lst.nonblockable_ends
+    assert d(during, calls, INTERVAL, B, "ok", kind="interval") == itv.blockable_ok
+    for sym, kind in ((LIST_START, "list"), (INTERVAL, "interval")):
+        for mode in (B, NB):
+            for result in ("eagain", "error", "unobserved"):
+                assert d(during, calls, sym, mode, result, kind=kind) == 0, (sym, mode, result)
+    # Once the process exited, mm teardown called the interval notifier once more.
+    after, fixture = mon.snapshot(), read_stats()
+    itv = fixture[info["slots"]["interval"]]
+    assert d(after, calls, INTERVAL, B, "ok", kind="interval") == itv.blockable_ok == iterations + 1
+    return info, during
+
+
+def test_a_driver_loaded_after_mnmon_is_counted_from_its_first_call(mon):
+    n = 3000
+    info, during = _late_driver_counts_equal_the_fixture(mon, n)
+    # Both sides counted: the core probes before the hand-over, the callback probes after
+    # (only their calls have a time). The hand-over neither lost nor doubled a call.
+    assert attached(mon, LIST_START) and attached(mon, INTERVAL)
+    assert 0 < timed(during, LIST_START, B) < n, timed(during, LIST_START, B)
+    found = {p.callback.symbol: p.callback.found for p in mon.callbacks.values()}
+    assert found[LIST_START] in ("registration", "invalidation") and found[INTERVAL] in ("registration", "invalidation")
+    print(f"late driver: list {n} == fixture {n}, interval {n} == fixture {n}; "
+          f"{timed(during, LIST_START, B)} of the list's calls timed by its own probes")
+
+
+def test_unloaded_and_reloaded_driver_counts_continue(mon):
+    _late_driver_counts_equal_the_fixture(mon, 500)
+    total = mon.snapshot()
+    # A second load: new module, new addresses; the first load's counts stay its notifier's.
+    info, during = _late_driver_counts_equal_the_fixture(mon, 700)
+    assert calls(during, LIST_START, B, "ok") - calls(total, LIST_START, B, "ok") == 700
+    assert calls(mon.snapshot(), "unknown", B, "ok", kind="list") == 0
+
+
+def test_ab_oom_of_a_late_driver_counts_equal_the_fixture(mon):
+    """The A/B OOM scenario right after the module loads, with nothing attached yet and
+    no refresh at all: every number comes from the core probes."""
+    a, b = "mnmon_fx_list_never_fail_start", "mnmon_fx_list_fail_nonblock_start"
+    a_end, b_end = "mnmon_fx_list_never_fail_end", "mnmon_fx_list_fail_nonblock_end"
+    late_driver.reload_fixture()
+    mon.refresh()               # the module's unload is seen: its old probes are gone
+    assert not attached(mon, b)
+    base = {}
+    log = KernelLog()
+    with TraceInstance("oom", OOM_EVENTS) as trace:
+        child = scenarios.run_oom(lists=[("A", "never_fail"), ("B", "fail_nonblock")],
+                                  on_ready=lambda info: base.update(fixture=read_stats(), snap=mon.snapshot()))
+    lines = log.lines()
+    log.close()
+    time.sleep(0.5)
+    after, fixture = mon.snapshot(), read_stats()
+    assert child.returncode == -9
+    delta = lambda name, **l: (after.get(name, **l) or 0) - (base["snap"].get(name, **l) or 0)
+    fx = {name: fixture[slot] for name, slot in child.info["slots"].items()}
+    for name, sym, end in (("A", a, a_end), ("B", b, b_end)):
+        nd = lambda mode, result: delta("mnmon_notifier_invalidations_total", notifier=sym, module=FX,
+                                        kind="list", mode=mode, result=result)
+        assert nd(NB, "eagain") == fx[name].nonblockable_fail, name
+        assert nd(NB, "ok") == fx[name].nonblockable_ok, name
+        assert nd(B, "ok") == fx[name].blockable_ok, name
+        assert nd(NB, "unobserved") == nd(B, "unobserved") == 0, name
+        assert delta("mnmon_notifier_invalidate_range_end_total", notifier=end, module=FX) == \
+            fx[name].blockable_ends + fx[name].nonblockable_ends, name
+    b_fail = fx["B"].nonblockable_fail
+    assert b_fail > 0
+    assert len([l for l in lines if "callback failed with -11 in non-blockable context" in l]) == b_fail
+    tp = [e for e in trace.events("oom/start_task_reaping") if int(e.get("pid", -1)) == child.pid]
+    assert delta("mnmon_oom_reap_attempts_total", result="notifier_blocked") == len(tp) == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_blocked_total", notifier=b, module=FX) == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_blocked_total", notifier="unknown", module="unknown") == 0
+    unable = [l for l in lines if re.search(rf"oom_reaper: unable to reap pid:{child.pid}\b", l)]
+    assert delta("mnmon_oom_reaper_gave_up_total") == len(unable) == 1
+    print(f"late A/B: B eagain {b_fail} == fixture, A ok {fx['A'].nonblockable_ok} == fixture, "
+          f"blocked {MAX_OOM_REAP_RETRIES}, B attached: {attached(mon, b)}")
+
+
+def test_kvm_guest_started_after_mnmon_counted_from_its_first_invalidation(mon):
+    from tests.kernel.evidence import HitCounter
+    sym = "kvm_mmu_notifier_invalidate_range_start"
+    before = mon.snapshot()
+    with HitCounter("kvm/kvm_unmap_hva_range") as hits:
+        child = scenarios.run_kvm(iterations=200, pages=16)
+    after = mon.snapshot()
+    assert child.returncode == 0
+    got = (after.get("mnmon_notifier_invalidations_total", notifier=sym, module="kvm", kind="list", mode=B,
+                     result="ok") or 0) - \
+          (before.get("mnmon_notifier_invalidations_total", notifier=sym, module="kvm", kind="list", mode=B,
+                      result="ok") or 0)
+    assert hits.hits >= 200
+    assert got == hits.hits, f"mnmon {got} != kvm:kvm_unmap_hva_range {hits.hits}"
