@@ -29,6 +29,7 @@ class Plan:
     callbacks: str                 # "" if per-notifier callback probes can attach, else why not
     inflight: str = HASH           # TASK_STORAGE or HASH
     walk: str = "n/a"              # "" if every notifier is counted from its first call, else why not
+    ring_buffer: bool = True       # rare events through a BPF ring buffer (5.8+), else a perf buffer
 
 
 def api_generation(version):
@@ -154,13 +155,14 @@ def plan(facts, force=None, inflight=None):
     callbacks = why_not_struct or ("" if facts.kprobes else "no kprobes on this kernel (CONFIG_KPROBES off); "
                                    "bcc cannot fentry module functions before 0.28")
     mv = facts.mark_victim_fields
+    ring_buffer = facts.version >= (5, 8)       # BPF ring buffer: 5.8 (457f44363a88)
     cflags = [
         f"-DMN_API={api or 419}",
         f"-DHAVE_STRUCTS={0 if why_not_struct else 1}",
         f"-DCORE_KFUNC={int(FENTRY in by['invalidate_range_start'].methods)}",
         f"-DREAP_KFUNC={int(FENTRY in by['oom_reap_task_mm'].methods)}",
         f"-DGAVE_UP_PROBE={int(KPROBE in by['oom_reaper_gave_up'].methods)}",
-        f"-DUSE_RINGBUF={int(facts.version >= (5, 8))}",     # BPF ring buffer: 5.8
+        f"-DUSE_RINGBUF={int(ring_buffer)}",
         f"-DTASK_STORAGE={int(inflight == TASK_STORAGE)}",
         f"-DMN_SUBS={int(not walk)}",
         # c2655835fd8c (5.12, in 5.10.y): a failed list pass ends every list notifier itself.
@@ -174,7 +176,7 @@ def plan(facts, force=None, inflight=None):
                    f"-DMV_SHMEM_RSS_OFF={mv['shmem_rss']}"]
     if "comm" in mv:
         cflags.append(f"-DMV_COMM_LOC_OFF={mv['comm']}")             # __data_loc char[]
-    return Plan(api, cflags, probes, callbacks, inflight, walk)
+    return Plan(api, cflags, probes, callbacks, inflight, walk, ring_buffer)
 
 
 def _walk_subscriptions(facts, why_not_struct):

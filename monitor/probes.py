@@ -110,22 +110,17 @@ class Monitor:
         """Deliver rare events (monitor.events.Event) to callback from poll_events()."""
         def raw(_ctx, data, size):
             callback(events.decode(data, size))
-        if self._ring_buffer:
+        if self.plan.ring_buffer:
             self.bpf[b"events"].open_ring_buffer(raw)
         else:
             self.bpf[b"events"].open_perf_buffer(lambda cpu, data, size: raw(None, data, size),
                                                 lost_cb=self._lost)
 
     def poll_events(self, timeout_ms=1000):
-        if self._ring_buffer:
+        if self.plan.ring_buffer:
             self.bpf.ring_buffer_poll(timeout_ms)
         else:
             self.bpf.perf_buffer_poll(timeout_ms)
-
-    @property
-    def _ring_buffer(self):
-        """What the plan compiled in: a ring buffer (5.8+) or a perf buffer."""
-        return "-DUSE_RINGBUF=1" in self.plan.cflags
 
     def _lost(self, n):
         self._user_lost += n
