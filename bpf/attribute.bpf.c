@@ -287,7 +287,7 @@ static __always_inline void read_list_sub(u64 sub, struct list_sub *l)
 static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, int ret)
 {
 	struct list_sub l;
-	u64 subs, first = 0, sub, cand = 0;
+	u64 subs, first = 0, sub, cands[MAX_SUBS] = {};
 	u8 res = classify_int(ret);
 	bool failed = ret != 0, owned = false;
 	u32 i, ncand = 0;
@@ -314,11 +314,9 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 			discover(l.start_fn, KIND_LIST);
 			if (!failed) {
 				count_call(l.start_fn, KIND_LIST, c->mode, RESULT_OK, 0, false);
-			} else {
+			} else if (ncand < MAX_SUBS) {
+				cands[masked(ncand, MAX_SUBS - 1)] = l.start_fn;
 				ncand++;
-				cand = l.start_fn;
-				if (c->list_failed)
-					count_call(l.start_fn, KIND_LIST, c->mode, RESULT_UNOBSERVED, 0, false);
 			}
 		}
 #if ENDS_IN_FAILED_START
@@ -332,25 +330,17 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 	}
 	if (sub)
 		count_lost();
-	if (failed && !c->list_failed && ncand) {
-		if (ncand == 1) {
-			count_call(cand, KIND_LIST, c->mode, res, 0, false);
-			core_named_failure(ctx, cand, KIND_LIST, c->mode, res);
-			owned = true;
-		} else {
-			/* Several unseen notifiers, one failure: each was called, which failed is unknown. */
-			sub = first;
-#pragma unroll
-			for (i = 0; i < MAX_SUBS; i++) {
-				if (!sub)
-					break;
-				read_list_sub(sub, &l);
-				if (l.start_fn && !was_seen(c, sub))
-					count_call(l.start_fn, KIND_LIST, c->mode, RESULT_UNOBSERVED, 0, false);
-				sub = l.next;
-			}
-		}
+	if (ncand == 1 && !c->list_failed) {
+		/* The start failed, no probe saw a failure, one notifier was not seen: its failure. */
+		count_call(cands[0], KIND_LIST, c->mode, res, 0, false);
+		core_named_failure(ctx, cands[0], KIND_LIST, c->mode, res);
+		return true;
 	}
+	/* Several unseen notifiers (or a seen one failed too): each was called, outcome unknown. */
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++)
+		if (i < ncand)
+			count_call(cands[i], KIND_LIST, c->mode, RESULT_UNOBSERVED, 0, false);
 	return owned;
 }
 

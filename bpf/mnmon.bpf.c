@@ -209,30 +209,6 @@ static __always_inline u8 classify_int(int ret)
  */
 BPF_TASK_STORAGE(core_inflight, struct core_inflight);
 
-static __always_inline struct core_inflight *core_begin(struct range_facts *f)
-{
-	struct core_inflight *c = core_inflight.task_storage_get(bpf_get_current_task_btf(), 0,
-								  BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!c) {
-		count_lost();
-		return 0;
-	}
-	/*
-	 * The previous start's return found no record (before 6.2 the lookup fails while
-	 * another task storage operation holds this CPU): that start went uncounted.
-	 */
-	if (c->ts)
-		count_lost();
-	__builtin_memset(c, 0, sizeof(*c));
-	c->ts = bpf_ktime_get_ns();
-	c->mm = f->mm;
-	c->start = f->start;
-	c->end = f->end;
-	c->mode = f->mode;
-	c->event = f->event;
-	return c;
-}
-
 /* This thread's record, whether a start is in flight or not (create: make one). */
 static __always_inline struct core_inflight *core_record(bool create)
 {
@@ -267,6 +243,14 @@ static __always_inline struct core_inflight *core_record(bool create)
 	return core_inflight.lookup(&t);
 }
 
+/* The record stays with the thread (the map is sized for threads that invalidate):
+ * a delete per start would make every start an insert. */
+static __always_inline void core_finish(struct core_inflight *c)
+{
+	c->ts = 0;
+}
+#endif
+
 static __always_inline struct core_inflight *core_begin(struct range_facts *f)
 {
 	struct core_inflight *c = core_record(true);
@@ -275,7 +259,11 @@ static __always_inline struct core_inflight *core_begin(struct range_facts *f)
 		count_lost();
 		return 0;
 	}
-	if (c->ts)		/* the previous start's return found no record */
+	/*
+	 * The previous start's return found no record (before 6.2 a task storage lookup
+	 * fails while another task storage operation holds this CPU): it went uncounted.
+	 */
+	if (c->ts)
 		count_lost();
 	__builtin_memset(c, 0, sizeof(*c));
 	c->ts = bpf_ktime_get_ns();
@@ -286,14 +274,6 @@ static __always_inline struct core_inflight *core_begin(struct range_facts *f)
 	c->event = f->event;
 	return c;
 }
-
-/* The record stays with the thread (the map is sized for threads that invalidate):
- * a delete per start would make every start an insert. */
-static __always_inline void core_finish(struct core_inflight *c)
-{
-	c->ts = 0;
-}
-#endif
 
 static __always_inline struct core_inflight *core_current(void)
 {
