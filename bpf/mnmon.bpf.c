@@ -30,12 +30,16 @@
  *   MV_ANON_RSS_OFF, MV_FILE_RSS_OFF, MV_SHMEM_RSS_OFF: offsets of oom:mark_victim's
  *                 rss fields where the tracepoint has them (6.9+), from its format file
  *   MV_COMM_LOC_OFF: offset of its __data_loc comm field, likewise
+ *   MV_TASK_ARG   1: oom:mark_victim passes the victim's task (72ba14deb40a): its cgroup
+ *                 is read from it by a raw tracepoint program
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #if HAVE_STRUCTS
 #include <linux/mm_types.h>
 #include <linux/mmu_notifier.h>
+#include <linux/cgroup-defs.h>
+#include <linux/kernfs.h>
 #endif
 #include "mnmon.h"
 

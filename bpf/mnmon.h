@@ -113,6 +113,12 @@ struct notifier_lat_key {
 	unsigned char pad[6];
 };
 
+/* An OOM victim's cgroup by name, for when its directory is gone before user space looks. */
+struct cgroup_name {
+	char leaf[64];
+	char parent[64];
+};
+
 /* Where a function's code lies (process_mrelease's syscall functions). */
 struct text_range {
 	unsigned long long lo;

@@ -23,6 +23,24 @@ BPF_HASH(reaper_victim, u32, u32, 64);		/* reaper thread -> victim pid it works 
  */
 BPF_ARRAY(mrelease_text, struct text_range, NR_MRELEASE_TEXT);
 BPF_TABLE("lru_hash", u32, u32, victim_attempts, 1024);	/* victim pid -> attempts seen */
+/*
+ * Victims by cgroup (v2 id = the cgroup directory's inode): a bounded family, the cgroups
+ * with the most recent victims. victim_cgroup names each victim's cgroup for events.
+ */
+BPF_TABLE("lru_hash", u64, u64, oom_victims_by_cgroup, 64);
+BPF_TABLE("lru_hash", u32, u64, victim_cgroup, 1024);
+BPF_TABLE("lru_hash", u64, struct cgroup_name, cgroup_names, 64);
+
+static __always_inline void victim_in_cgroup(u32 pid, u64 cgroup)
+{
+	u64 one = 1, *n = oom_victims_by_cgroup.lookup(&cgroup);
+
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		oom_victims_by_cgroup.update(&cgroup, &one);
+	victim_cgroup.update(&pid, &cgroup);
+}
 
 /* The records of oom:* tracepoints: common fields (8 bytes), then int pid. */
 struct oom_pid_record {
@@ -75,6 +93,11 @@ int on_mark_victim(struct oom_pid_record *args)
 	u32 zero = 0;
 
 	oom_victims.atomic_increment(zero);
+#if !MV_TASK_ARG
+	/* No victim task to read: the cgroup of the task that ran into the limit, for a memcg
+	 * OOM the cgroup whose limit it was (or one below it). */
+	victim_in_cgroup(args->pid, bpf_get_current_cgroup_id());
+#endif
 	e.type = EV_OOM_VICTIM;
 	e.pid = args->pid;
 	e.tid = tid();
@@ -99,6 +122,51 @@ int on_mark_victim(struct oom_pid_record *args)
 	emit(args, &e);
 	return 0;
 }
+
+#if MV_TASK_ARG
+/*
+ * oom:mark_victim's arguments since 72ba14deb40a (6.9; in 5.4, 5.15, 6.1 and 6.6 stables):
+ * (struct task_struct *task, uid_t uid). The victim's own cgroup, from its task.
+ */
+int on_mark_victim_task(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct task_struct *task = (void *)ctx->args[0];
+	struct css_set *cset = NULL;
+	struct cgroup *cgrp = NULL;
+	struct kernfs_node *kn = NULL;
+	u64 id = 0;
+	u32 pid = 0;
+
+	bpf_probe_read_kernel(&pid, sizeof(pid), &task->pid);
+	bpf_probe_read_kernel(&cset, sizeof(cset), &task->cgroups);
+	if (cset)
+		bpf_probe_read_kernel(&cgrp, sizeof(cgrp), &cset->dfl_cgrp);
+	if (cgrp)
+		bpf_probe_read_kernel(&kn, sizeof(kn), &cgrp->kn);
+	if (kn) {
+		struct cgroup_name names = {};
+		struct kernfs_node *up = NULL;
+		const char *name = NULL;
+
+		bpf_probe_read_kernel(&id, sizeof(id), &kn->id);
+		/* A killed container's cgroup is often removed before user space looks it up. */
+		bpf_probe_read_kernel(&name, sizeof(name), &kn->name);
+		bpf_probe_read_kernel_str(&names.leaf, sizeof(names.leaf), name);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)	/* kernfs_node::parent became __parent */
+		bpf_probe_read_kernel(&up, sizeof(up), &kn->__parent);
+#else
+		bpf_probe_read_kernel(&up, sizeof(up), &kn->parent);
+#endif
+		if (up) {
+			bpf_probe_read_kernel(&name, sizeof(name), &up->name);
+			bpf_probe_read_kernel_str(&names.parent, sizeof(names.parent), name);
+		}
+		cgroup_names.update(&id, &names);
+	}
+	victim_in_cgroup(pid, id);
+	return 0;
+}
+#endif
 
 int on_start_task_reaping(struct oom_pid_record *args)
 {

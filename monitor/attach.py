@@ -64,6 +64,8 @@ def attach(bpf, method, target, fn, is_ret):
             bpf.attach_kretprobe(event=_b(target), fn_name=_b(fn), maxactive=MAXACTIVE)
         else:
             bpf.attach_kprobe(event=_b(target), fn_name=_b(fn))
+    elif method == attach_plan.RAW_TRACEPOINT:
+        bpf.attach_raw_tracepoint(tp=_b(target), fn_name=_b(fn))
     else:
         bpf.attach_tracepoint(tp=_b(target), fn_name=_b(fn))
 
@@ -75,6 +77,8 @@ def detach(bpf, method, target, fn, is_ret):
             (bpf.detach_kretfunc if is_ret else bpf.detach_kfunc)(fn_name=_b(fn))
         elif method == attach_plan.KPROBE:
             (bpf.detach_kretprobe if is_ret else bpf.detach_kprobe)(event=_b(target))
+        elif method == attach_plan.RAW_TRACEPOINT:
+            bpf.detach_raw_tracepoint(tp=_b(target))
         else:
             bpf.detach_tracepoint(tp=_b(target))
     except Exception:      # noqa: BLE001

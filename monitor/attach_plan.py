@@ -6,6 +6,7 @@ covered by tests of it (tests/unit/test_attach_plan.py).
 from dataclasses import dataclass, field
 
 FENTRY, KPROBE, TRACEPOINT, ATTEMPT_COUNT = "fentry", "kprobe", "tracepoint", "attempt-count"
+RAW_TRACEPOINT = "raw_tracepoint"
 # Where a thread's in-flight invalidation is kept (bpf/mnmon.bpf.c, TASK_STORAGE).
 TASK_STORAGE, HASH = "task-storage", "hash"
 
@@ -150,6 +151,12 @@ def plan(facts, force=None, inflight=None):
             probes.append(ProbeSpec(tp, (tp,), (TRACEPOINT,), {TRACEPOINT: (prog, None)}))
         else:
             probes.append(ProbeSpec(tp, (tp,), reason="tracepoint not in tracefs (kernel too old or tracefs not mounted)"))
+    # Whose cgroup a victim is in: its task, where oom:mark_victim passes it (its record then has
+    # comm), else the cgroup of the task that ran into the limit (bpf/oom.bpf.c).
+    victim_task = "comm" in facts.mark_victim_fields and not why_not_struct and "oom:mark_victim" in facts.tracepoints
+    if victim_task:
+        probes.append(ProbeSpec("oom_victim_cgroup", ("mark_victim",), (RAW_TRACEPOINT,),
+                                {RAW_TRACEPOINT: ("on_mark_victim_task", None)}))
 
     by = {p.probe: p for p in probes}
     callbacks = why_not_struct or ("" if facts.kprobes else "no kprobes on this kernel (CONFIG_KPROBES off); "
@@ -165,6 +172,7 @@ def plan(facts, force=None, inflight=None):
         f"-DUSE_RINGBUF={int(ring_buffer)}",
         f"-DTASK_STORAGE={int(inflight == TASK_STORAGE)}",
         f"-DMN_SUBS={int(not walk)}",
+        f"-DMV_TASK_ARG={int(victim_task)}",
         # c2655835fd8c (5.12, in 5.10.y): a failed list pass ends every list notifier itself.
         f"-DENDS_IN_FAILED_START={int(facts.version >= (5, 10))}",
     ]

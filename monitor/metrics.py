@@ -47,6 +47,9 @@ FAMILIES = {f.name: f for f in [
     _f("mnmon_notifier_invalidation_duration_seconds", "histogram",
        "Time spent in one notifier's invalidate callback.", "notifier", "module", "mode"),
     _f("mnmon_oom_victims_total", "counter", "Processes the OOM killer marked as victims."),
+    _f("mnmon_oom_victims_by_cgroup_total", "counter",
+       "OOM victims by the cgroup (v2 path) they were in; at most the 64 cgroups with the most "
+       "recent victims are kept (a cgroup pushed out starts again from 0).", "cgroup"),
     _f("mnmon_oom_reap_attempts_total", "counter",
        "Attempts to reap an OOM victim's memory by result.", "result"),
     _f("mnmon_oom_reap_calls_total", "counter",

@@ -11,7 +11,7 @@ import re
 import tempfile
 import time
 
-from monitor import attach_plan, events, kernel, layout, loader, memory, readers
+from monitor import attach_plan, cgroups, events, kernel, layout, loader, memory, readers
 from monitor.attach import ProbeStatus, attach_spec, disabled  # noqa: F401 -- ProbeStatus is public here
 from monitor.symbols import Symbols
 from monitor.watch import CallbackWatcher
@@ -35,6 +35,7 @@ class Monitor:
         self.statuses = statuses                   # planned probe name -> ProbeStatus
         self.started_at = started_at               # when the core probes attached (time.time())
         self.watcher = CallbackWatcher(bpf, symbols) if bpf is not None else None
+        self.cgroups = cgroups.CgroupNames()
         self._user_lost = 0
         self._refreshes = 0
 
@@ -102,7 +103,7 @@ class Monitor:
     def snapshot(self):
         """The numbers now, as one Snapshot (monitor/readers.py lists the series)."""
         snap = readers.build_snapshot(readers.read_raw(self.bpf), self.watcher.resolve, self.watcher.attached(),
-                                      self.all_statuses())
+                                      self.all_statuses(), self.cgroup_path)
         snap.add("mnmon_events_lost_total", self._user_lost + self._kretprobe_misses())
         return snap
 
@@ -115,6 +116,36 @@ class Monitor:
         else:
             self.bpf[b"events"].open_perf_buffer(lambda cpu, data, size: raw(None, data, size),
                                                 lost_cb=self._lost)
+
+    def cgroup_path(self, cgroup_id):
+        """A victim's cgroup path; when its directory is gone, what BPF read of its name:
+        '.../parent/leaf'."""
+        path = self.cgroups.path(cgroup_id)
+        if path != "unknown":
+            return path
+        try:
+            t = self.bpf[b"cgroup_names"]
+            names = t[t.Key(cgroup_id)]
+        except KeyError:
+            return path
+        leaf, parent = names.leaf.decode(errors="replace"), names.parent.decode(errors="replace")
+        return f".../{parent}/{leaf}" if parent else f".../{leaf}" if leaf else path
+
+    def describe(self, event):
+        """An event as `mnmon watch --json` prints it: callbacks named, victims with their cgroup
+        (and the pod and container where its path says so)."""
+        out = event.describe(self.watcher.resolve)
+        if "victim_pid" in out or event.type == "oom_victim":
+            pid = out.get("victim_pid", out.get("pid"))
+            try:
+                t = self.bpf[b"victim_cgroup"]
+                cgroup_id = t[t.Key(pid)].value
+            except KeyError:        # not recorded (yet), or this program has no such map
+                cgroup_id = 0
+            if cgroup_id:
+                out["cgroup"] = self.cgroup_path(cgroup_id)
+                out.update(cgroups.workload(out["cgroup"]))
+        return out
 
     def poll_events(self, timeout_ms=1000):
         if self.plan.ring_buffer:

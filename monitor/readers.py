@@ -23,7 +23,8 @@ ARRAYS = ("oom_victims", "oom_reap_attempts", "oom_reap_calls", "oom_reaper_gave
           "oom_reap_latency_sum_ns", "events_lost")
 # The core probes' counters: the u64[] fields of one per-CPU record, struct core_stats.
 CORE_STATS = tuple(name for name, _ in contract.CoreStats._fields_)
-HASHES = {"notifier_latency": ("ip", "mode", "slot"), "notifier_ends": None, "oom_reap_blocked": None}
+HASHES = {"notifier_latency": ("ip", "mode", "slot"), "notifier_ends": None, "oom_reap_blocked": None,
+          "oom_victims_by_cgroup": None}
 # notifier_invalidations: struct notifier_key -> struct notifier_calls {count, sum_ns}.
 NOTIFIER_KEY = ("ip", "kind", "mode", "result")
 
@@ -102,11 +103,12 @@ def _slots(values):
     return {s: n for s, n in enumerate(values[:NR_LAT_SLOTS]) if n}
 
 
-def build_snapshot(raw, resolve, attached_callbacks=(), statuses=()):
+def build_snapshot(raw, resolve, attached_callbacks=(), statuses=(), cgroup_path=lambda cgroup_id: "unknown"):
     """Snapshot of raw map contents.
 
     resolve(ip) -> (symbol, module); attached_callbacks: [(symbol, module, kind name)]
-    whose series exist at 0 from the start; statuses: ProbeStatus-like (probe, method, attached).
+    whose series exist at 0 from the start; statuses: ProbeStatus-like (probe, method, attached);
+    cgroup_path(cgroup v2 id) -> its path.
     """
     s = Snapshot()
     core_on = any(st.attached for st in statuses if st.probe == "invalidate_range_start")
@@ -128,7 +130,7 @@ def build_snapshot(raw, resolve, attached_callbacks=(), statuses=()):
         s.set("mnmon_invalidations_in_progress", max(0, ok - ends))
         s.set("mnmon_unpaired_invalidate_starts_total", raw["unpaired_starts"][0])
         _notifiers(s, raw, resolve, attached_callbacks)
-    _oom(s, raw, resolve, _measured(statuses))
+    _oom(s, raw, resolve, _measured(statuses), cgroup_path)
     for st in statuses:
         s.set("mnmon_probe_attached", 1 if st.attached else 0, probe=st.probe, method=st.method or "none")
     s.set("mnmon_events_lost_total", raw.get("events_lost", [0])[0])
@@ -180,7 +182,7 @@ def _measured(statuses):
     return (lambda probe: probe in attached) if statuses else (lambda probe: True)
 
 
-def _oom(s, raw, resolve, measured):
+def _oom(s, raw, resolve, measured, cgroup_path):
     # Each series only where the probe feeding it is attached: a 0 would say "never
     # happened" where the truth is "not watched" (mnmon_probe_attached says why).
     if "oom_victims" not in raw:
@@ -188,6 +190,8 @@ def _oom(s, raw, resolve, measured):
     reap = measured("oom_reap_task_mm")             # __oom_reap_task_mm's entry and return
     if measured("oom:mark_victim"):
         s.set("mnmon_oom_victims_total", raw["oom_victims"][0])
+        for cgroup_id, n in raw.get("oom_victims_by_cgroup", {}).items():
+            s.add("mnmon_oom_victims_by_cgroup_total", n, cgroup=cgroup_path(cgroup_id))
     for r, result in enumerate(REAP_RESULTS):
         if measured("oom:skip_task_reaping") if result == "skipped" else reap:
             s.set("mnmon_oom_reap_attempts_total", raw["oom_reap_attempts"][r], result=result)

@@ -57,6 +57,13 @@ class Refresher:
         self.thread.join()
 
 
+def drain(mon):
+    before = -1
+    while before != len(mon.received):
+        before = len(mon.received)
+        mon.poll_events(100)
+
+
 def calls(snap, symbol, mode, result, kind="list"):
     return snap.get("mnmon_notifier_invalidations_total", notifier=symbol, module=FX, kind=kind,
                     mode=mode, result=result) or 0
@@ -159,6 +166,16 @@ def test_ab_oom_of_a_late_driver_counts_equal_the_fixture(mon):
     assert delta("mnmon_oom_reap_blocked_total", notifier="unknown", module="unknown") == 0
     unable = [l for l in lines if re.search(rf"oom_reaper: unable to reap pid:{child.pid}\b", l)]
     assert delta("mnmon_oom_reaper_gave_up_total") == len(unable) == 1
+    # The victim's cgroup (the scenario's own memory cgroup, removed by now): on the victim
+    # metric and on its events.
+    by_cgroup = {lbl["cgroup"]: n - (base["snap"].get("mnmon_oom_victims_by_cgroup_total", **lbl) or 0)
+                 for lbl, n in after.family("mnmon_oom_victims_by_cgroup_total")}
+    victim_cgroups = [cg for cg, n in by_cgroup.items() if n]
+    assert len(victim_cgroups) == 1 and by_cgroup[victim_cgroups[0]] == 1, by_cgroup
+    assert re.fullmatch(r"(/|\.\.\./)mnmon-victim-\d+-\d+", victim_cgroups[0]), victim_cgroups
+    drain(mon)
+    described = [mon.describe(e) for e in mon.received if e.pid == child.pid and e.type in ("oom_victim", "reap_attempt")]
+    assert described and all(d.get("cgroup") == victim_cgroups[0] for d in described), described
     print(f"late A/B: B eagain {b_fail} == fixture, A ok {fx['A'].nonblockable_ok} == fixture, "
           f"blocked {MAX_OOM_REAP_RETRIES}, B attached: {attached(mon, b)}")
 

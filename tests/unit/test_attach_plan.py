@@ -50,10 +50,11 @@ def by_name(p):
     return {spec.probe: spec for spec in p.probes}
 
 
-def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0, walk=0, ends=0):
+def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0, walk=0, ends=0, victim_task=0):
     out = [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCORE_KFUNC={core_kfunc}",
            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}",
-           f"-DTASK_STORAGE={task_storage}", f"-DMN_SUBS={walk}", f"-DENDS_IN_FAILED_START={ends}"]
+           f"-DTASK_STORAGE={task_storage}", f"-DMN_SUBS={walk}", f"-DMV_TASK_ARG={victim_task}",
+           f"-DENDS_IN_FAILED_START={ends}"]
     if walk:
         out += ["-DMN_SUBS_HAS_ITREE_OFF=8", "-DMN_SUBS_LEFTMOST_OFF=40"]
     return out
@@ -268,7 +269,10 @@ def test_a_missing_symbol_is_reported_before_missing_headers():
 ])
 def test_mark_victim_fields(mark_victim, extra):
     p = plan(facts("6.9.0", btf=True, kfunc=True, mark_victim=mark_victim))
-    assert p.cflags == cflags(505, 1, 1, 1, 1, 1, 1, walk=1, ends=1) + extra
+    # a record with comm: the tracepoint passes the victim's task, whose cgroup a raw tracepoint reads
+    task = int("comm" in parse_tracepoint_format(mark_victim))
+    assert p.cflags == cflags(505, 1, 1, 1, 1, 1, 1, walk=1, ends=1, victim_task=task) + extra
+    assert ("oom_victim_cgroup" in by_name(p)) is bool(task)
 
 
 @pytest.mark.parametrize("release, has_interval", [
