@@ -87,6 +87,42 @@ static __always_inline void count_attempt(void *ctx, u32 pid)
 #endif
 }
 
+#if HAVE_STRUCTS
+/* A task's cgroup (v2) id, and its name and its parent's: a killed container's cgroup is
+ * often removed before user space looks it up. */
+static __always_inline u64 cgroup_of_task(struct task_struct *task)
+{
+	struct css_set *cset = NULL;
+	struct cgroup *cgrp = NULL;
+	struct kernfs_node *kn = NULL, *up = NULL;
+	struct cgroup_name names = {};
+	const char *name = NULL;
+	u64 id = 0;
+
+	bpf_probe_read_kernel(&cset, sizeof(cset), &task->cgroups);
+	if (cset)
+		bpf_probe_read_kernel(&cgrp, sizeof(cgrp), &cset->dfl_cgrp);
+	if (cgrp)
+		bpf_probe_read_kernel(&kn, sizeof(kn), &cgrp->kn);
+	if (!kn)
+		return 0;
+	bpf_probe_read_kernel(&id, sizeof(id), &kn->id);
+	bpf_probe_read_kernel(&name, sizeof(name), &kn->name);
+	bpf_probe_read_kernel_str(&names.leaf, sizeof(names.leaf), name);
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)	/* kernfs_node::parent became __parent */
+	bpf_probe_read_kernel(&up, sizeof(up), &kn->__parent);
+#else
+	bpf_probe_read_kernel(&up, sizeof(up), &kn->parent);
+#endif
+	if (up) {
+		bpf_probe_read_kernel(&name, sizeof(name), &up->name);
+		bpf_probe_read_kernel_str(&names.parent, sizeof(names.parent), name);
+	}
+	cgroup_names.update(&id, &names);
+	return id;
+}
+#endif
+
 int on_mark_victim(struct oom_pid_record *args)
 {
 	struct mnmon_event e = {};
@@ -96,7 +132,11 @@ int on_mark_victim(struct oom_pid_record *args)
 #if !MV_TASK_ARG
 	/* No victim task to read: the cgroup of the task that ran into the limit, for a memcg
 	 * OOM the cgroup whose limit it was (or one below it). */
+#if HAVE_STRUCTS
+	victim_in_cgroup(args->pid, cgroup_of_task((struct task_struct *)bpf_get_current_task()));
+#else
 	victim_in_cgroup(args->pid, bpf_get_current_cgroup_id());
+#endif
 #endif
 	e.type = EV_OOM_VICTIM;
 	e.pid = args->pid;
@@ -131,39 +171,10 @@ int on_mark_victim(struct oom_pid_record *args)
 int on_mark_victim_task(struct bpf_raw_tracepoint_args *ctx)
 {
 	struct task_struct *task = (void *)ctx->args[0];
-	struct css_set *cset = NULL;
-	struct cgroup *cgrp = NULL;
-	struct kernfs_node *kn = NULL;
-	u64 id = 0;
 	u32 pid = 0;
 
 	bpf_probe_read_kernel(&pid, sizeof(pid), &task->pid);
-	bpf_probe_read_kernel(&cset, sizeof(cset), &task->cgroups);
-	if (cset)
-		bpf_probe_read_kernel(&cgrp, sizeof(cgrp), &cset->dfl_cgrp);
-	if (cgrp)
-		bpf_probe_read_kernel(&kn, sizeof(kn), &cgrp->kn);
-	if (kn) {
-		struct cgroup_name names = {};
-		struct kernfs_node *up = NULL;
-		const char *name = NULL;
-
-		bpf_probe_read_kernel(&id, sizeof(id), &kn->id);
-		/* A killed container's cgroup is often removed before user space looks it up. */
-		bpf_probe_read_kernel(&name, sizeof(name), &kn->name);
-		bpf_probe_read_kernel_str(&names.leaf, sizeof(names.leaf), name);
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)	/* kernfs_node::parent became __parent */
-		bpf_probe_read_kernel(&up, sizeof(up), &kn->__parent);
-#else
-		bpf_probe_read_kernel(&up, sizeof(up), &kn->parent);
-#endif
-		if (up) {
-			bpf_probe_read_kernel(&name, sizeof(name), &up->name);
-			bpf_probe_read_kernel_str(&names.parent, sizeof(names.parent), name);
-		}
-		cgroup_names.update(&id, &names);
-	}
-	victim_in_cgroup(pid, id);
+	victim_in_cgroup(pid, cgroup_of_task(task));
 	return 0;
 }
 #endif
