@@ -34,6 +34,7 @@ class ProbeStatus:
     method: str          # what attached, or what was tried last
     attached: bool
     reason: str = ""
+    disabled: bool = False   # left off by configuration (probes.disable), not by the kernel
 
 
 def _bcc():
@@ -102,7 +103,7 @@ class Monitor:
         statuses = {}
         for spec in plan.probes:
             if spec.probe in disable:
-                statuses[spec.probe] = ProbeStatus(spec.probe, "", False, "disabled by configuration")
+                statuses[spec.probe] = ProbeStatus(spec.probe, "", False, "disabled by configuration", disabled=True)
             else:
                 statuses[spec.probe] = _attach(bpf, spec)
         mon = cls(bpf, facts, plan, symbols, statuses)
