@@ -40,7 +40,7 @@ HEAD_TIMEOUT = 30.0
 # Open connections at most. Past it the one that has waited longest for its request head
 # is closed to make room (a scrape sends its head at once, so a slow client goes first);
 # when every connection is inside a request, the new one is closed.
-MAX_CONNECTIONS = 256
+MAX_CONNECTIONS = 512
 # stop() lets requests in flight finish for this long before the probes are detached.
 DRAIN_TIMEOUT = 10.0
 # Errors a flood can repeat (EMFILE, connections refused) are logged once per this long.
