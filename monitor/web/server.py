@@ -426,7 +426,9 @@ class _Handler(BaseHTTPRequestHandler):
             output, content_type = exposition.encode(site.registry, self.headers.get("Accept"),
                                                      params.get("name[]", ()))
         except Exception as e:     # noqa: BLE001 -- a failing collector must not take the server down
-            self.server.exporter.log.error("collecting metrics: %s", e, exc_info=True)
+            # One line, rate-limited: under a flood the same failure would repeat per scrape.
+            self.server.log_limited("collect", "collecting metrics: %s: %s", type(e).__name__, e)
+            self.server.exporter.log.debug("collecting metrics", exc_info=True)
             self._reply(500, f"error collecting metrics: {e}\n".encode(), site, head)
             return
         headers = [("Content-Type", content_type)]

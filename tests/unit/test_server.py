@@ -110,7 +110,22 @@ def test_a_failing_collector_is_a_500_not_a_dead_server(registry):
     with serving(registry) as ex:
         status, _, body = get(ex)
         assert (status, body) == (500, b"error collecting metrics: map lookup failed\n")
+        for _ in range(5):
+            assert get(ex)[0] == 500
         assert get(ex, "/")[0] == 200
+
+
+def test_a_failing_collector_logs_one_line_not_one_traceback_per_scrape(registry, caplog):
+    class Broken:
+        def collect(self):
+            raise OSError(24, "Too many open files")
+    registry.register(Broken())
+    with serving(registry) as ex:
+        for _ in range(20):
+            assert get(ex)[0] == 500
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert errors[0].getMessage() == "collecting metrics: OSError: [Errno 24] Too many open files"
 
 
 def auth_header(user, password):
