@@ -42,6 +42,18 @@ def _die(msg, code):
     sys.exit(code)
 
 
+def _setting_options(fn):
+    """One option per row of config.SETTINGS, in its order; yes/no rows get --x/--no-x."""
+    from monitor.config import SETTINGS
+    for row in reversed(SETTINGS):
+        if row.metavar:
+            option = click.option(row.flag, row.keyword, metavar=row.metavar, help=row.help)
+        else:
+            option = click.option(f"{row.flag}/--no-{row.flag[2:]}", row.keyword, default=None, help=row.help)
+        fn = option(fn)
+    return fn
+
+
 def _duration(ctx, param, value):
     try:
         return parse_duration(value)
@@ -72,17 +84,7 @@ def main(ctx):
 @main.command()
 @click.option("--config.file", "config_file", metavar="FILE",
               help="YAML settings (default: /etc/mnmon/config.yaml if it exists).")
-@click.option("--web.listen-address", "web_listen_address", metavar="[HOST]:PORT",
-              help="Where to listen (default :7668).")
-@click.option("--web.telemetry-path", "web_telemetry_path", metavar="PATH", help="Metrics path (default /metrics).")
-@click.option("--web.config.file", "web_config_file", metavar="FILE",
-              help="TLS and basic auth, in the Prometheus exporter-toolkit layout.")
-@click.option("--strict/--no-strict", "probes_strict", default=None,
-              help="Exit non-zero if any probe cannot attach (default: degrade and report).")
-@click.option("--probes.disable", "probes_disable", metavar="NAMES", help="Comma-separated probes not to attach.")
-@click.option("--discovery.interval", "discovery_interval", metavar="DURATION",
-              help="How often to look for new notifier callbacks (default 5s).")
-@click.option("--watchdog/--no-watchdog", default=None, help="Ping systemd's watchdog (default: when it asks).")
+@_setting_options
 @click.option("--log.level", "log_level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 @_errors
 def serve(config_file, log_level, **flags):

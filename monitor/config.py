@@ -38,11 +38,19 @@ DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
 
 @dataclass(frozen=True)
 class Setting:
-    """One row of SETTINGS: where a setting is spelled, and how its value is checked."""
+    """One row of SETTINGS: where a setting is spelled, how its value is checked, and
+    what `mnmon serve --help` says of it."""
     key: str          # key path in the file: "web.listen_address"
     flag: str         # the `mnmon serve` flag: "--web.listen-address"
     field: str        # the Settings field it sets
     parse: Callable   # value -> field value; ValueError with the reason
+    help: str = ""
+    metavar: str = ""  # "" with a yes/no flag: --strict/--no-strict
+
+    @property
+    def keyword(self):
+        """The flag's Python name, as with_overrides() takes it: "web_listen_address"."""
+        return self.key.replace(".", "_")
 
 
 def _path(value):
@@ -86,18 +94,25 @@ def _watchdog(value):
     return value
 
 
-# Every setting, once: a new one is a row here (and its option in cli.py, with the same flag).
+# Every setting, once: a new one is a row here; `mnmon serve` makes its flags from these.
 SETTINGS = (
-    Setting("web.listen_address", "--web.listen-address", "listen_address", lambda v: _listen(v)),
-    Setting("web.telemetry_path", "--web.telemetry-path", "telemetry_path", _path),
-    Setting("web.config_file", "--web.config.file", "web_config_file", _file_name),
-    Setting("probes.strict", "--strict", "strict", _bool),
-    Setting("probes.disable", "--probes.disable", "disable", _names),
-    Setting("discovery.interval", "--discovery.interval", "discovery_interval", _interval),
-    Setting("watchdog", "--watchdog", "watchdog", _watchdog),
+    Setting("web.listen_address", "--web.listen-address", "listen_address", lambda v: _listen(v),
+            "Where to listen (default :7668).", "[HOST]:PORT"),
+    Setting("web.telemetry_path", "--web.telemetry-path", "telemetry_path", _path,
+            "Metrics path (default /metrics).", "PATH"),
+    Setting("web.config_file", "--web.config.file", "web_config_file", _file_name,
+            "TLS and basic auth, in the Prometheus exporter-toolkit layout.", "FILE"),
+    Setting("probes.strict", "--strict", "strict", _bool,
+            "Exit non-zero if any probe cannot attach (default: degrade and report)."),
+    Setting("probes.disable", "--probes.disable", "disable", _names,
+            "Comma-separated probes not to attach.", "NAMES"),
+    Setting("discovery.interval", "--discovery.interval", "discovery_interval", _interval,
+            "How often to look for new notifier callbacks (default 5s).", "DURATION"),
+    Setting("watchdog", "--watchdog", "watchdog", _watchdog,
+            "Ping systemd's watchdog (default: when it asks)."),
 )
-# Override keyword (the flag's Python name: web_listen_address, probes_strict...) -> row.
-FLAGS = {row.key.replace(".", "_"): row for row in SETTINGS}
+# Override keyword (web_listen_address, probes_strict...) -> row.
+FLAGS = {row.keyword: row for row in SETTINGS}
 _BY_KEY = {row.key: row for row in SETTINGS}
 
 
