@@ -9,6 +9,11 @@ TLS and basic auth come from the web configuration file (monitor.web.webconfig).
 The TLS handshake runs in the connection's own thread, so a client that stalls or
 sends garbage holds only its thread, never the accept loop; every request is
 served with the configuration current when its connection arrived.
+
+Under abuse: connections are capped (the one waiting longest for its request head
+makes room), a request head has a deadline, accept() at the descriptor limit backs
+off, and repeated errors are logged once per interval. stop() drains: idle
+connections close, requests in flight finish, then the caller may detach.
 """
 import errno
 import gzip
