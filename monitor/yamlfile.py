@@ -59,7 +59,9 @@ def parse_text(text, where, error=ConfigError):
         return yaml.load(text, Loader=_Loader)     # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        problem = (getattr(e, "problem", None) or str(e)).splitlines()[0]
+        if len(problem) > 2 * QUOTE_CHARS:          # a problem may quote the bad token
+            problem = problem[:2 * QUOTE_CHARS - 3] + "..."
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         raise error(f"{where}: {at}{problem}") from None
     except RecursionError:

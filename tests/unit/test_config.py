@@ -265,6 +265,7 @@ LAUGHS = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     ("[" * 20000 + "]" * 20000, "nested too deeply"),
     ("? [a]\n: b\n", "a key must be a plain value"),
     ("x" * 70000, "larger than 64 KiB"),
+    ("a: !" + "x" * 3000 + " 1\n", "could not determine a constructor for the tag '!xxxxxxxx"),
 ])
 def test_hostile_yaml_is_one_short_line(text, message):
     with pytest.raises(ConfigError) as e:
