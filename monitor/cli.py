@@ -95,7 +95,8 @@ def serve(config_file, log_level, **flags):
       mnmon serve
       mnmon serve --web.listen-address 127.0.0.1:7668 --strict
       mnmon serve --config.file /etc/mnmon/config.yaml --web.config.file /etc/mnmon/web.yaml
-    systemd: Type=notify; SIGHUP reloads the config, SIGTERM detaches (deploy/systemd/).
+    systemd: Type=notify; SIGHUP reloads the config, SIGTERM lets requests in flight finish,
+    then detaches (deploy/systemd/).
     """
     from monitor import config, serve as daemon
     settings = config.load(config_file).with_overrides(**flags)
