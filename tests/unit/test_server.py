@@ -538,3 +538,32 @@ def test_stop_finishes_requests_in_flight_then_returns(registry):
     assert not stopper.is_alive()
     assert result["status"] == 200 and result["headers"]["Connection"] == "close"
     assert collected == [1]
+
+
+def test_daemon_detaches_only_after_the_scrape_in_flight(registry):
+    """SIGTERM's path (Daemon.stop): no scrape reads maps that close() has closed."""
+    from monitor import serve as daemon_mod
+    events, started, release = [], threading.Event(), threading.Event()
+
+    class Maps:
+        def collect(self):
+            started.set()
+            release.wait(5)
+            events.append("scrape read the maps" if "closed" not in events else "scrape read closed maps")
+            return []
+    registry.register(Maps())
+    d = daemon_mod.Daemon(Settings(listen_address="127.0.0.1:0"),
+                          lambda s: daemon_mod.Attached(registry, lambda: events.append("closed")),
+                          logging.getLogger("test"), env={})
+    d.start()
+    result = {}
+    scrape = threading.Thread(target=lambda: result.setdefault("status", get(d.exporter)[0]))
+    scrape.start()
+    assert started.wait(5)
+    stopper = threading.Thread(target=d.stop)
+    stopper.start()
+    time.sleep(0.2)
+    release.set()
+    stopper.join(10)
+    scrape.join(10)
+    assert events == ["scrape read the maps", "closed"] and result["status"] == 200
