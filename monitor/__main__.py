@@ -1,3 +1,15 @@
-from monitor.cli import main
+"""`mnmon` and `python -m monitor`."""
+import signal
 
-main(prog_name="mnmon")
+
+def run():
+    # Until `serve` takes SIGHUP over, a reload sent at start (systemd's ExecReload during
+    # the BPF compile) must not kill the process: SIGHUP's default action is to terminate.
+    # Set here, before the CLI's imports (tens of ms, more while .pyc files are written).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from monitor.cli import main
+    main(prog_name="mnmon")
+
+
+if __name__ == "__main__":
+    run()

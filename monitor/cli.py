@@ -1,5 +1,6 @@
 """mnmon's command line. Every error ends here as one line and an exit status:
 0 ok, 1 runtime failure, 2 bad input (flags, config), 3 cannot attach or not privileged."""
+import errno
 import functools
 import json
 import logging
@@ -41,6 +42,18 @@ def _die(msg, code):
     sys.exit(code)
 
 
+def _setting_options(fn):
+    """One option per row of config.SETTINGS, in its order; yes/no rows get --x/--no-x."""
+    from monitor.config import SETTINGS
+    for row in reversed(SETTINGS):
+        if row.metavar:
+            option = click.option(row.flag, row.keyword, metavar=row.metavar, help=row.help)
+        else:
+            option = click.option(f"{row.flag}/--no-{row.flag[2:]}", row.keyword, default=None, help=row.help)
+        fn = option(fn)
+    return fn
+
+
 def _duration(ctx, param, value):
     try:
         return parse_duration(value)
@@ -50,7 +63,8 @@ def _duration(ctx, param, value):
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mnmon")
-def main():
+@click.pass_context
+def main(ctx):
     """Live monitor of mmu notifiers and the OOM reaper.
 
     \b
@@ -62,22 +76,15 @@ def main():
       mnmon notifiers               notifier callbacks this kernel has
       mnmon config check /etc/mnmon/config.yaml
     """
+    if ctx.invoked_subcommand != "serve":
+        # Ignored at start for `serve` (monitor/__main__.py); the other commands end on a hangup.
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @main.command()
 @click.option("--config.file", "config_file", metavar="FILE",
               help="YAML settings (default: /etc/mnmon/config.yaml if it exists).")
-@click.option("--web.listen-address", "web_listen_address", metavar="[HOST]:PORT",
-              help="Where to listen (default :7668).")
-@click.option("--web.telemetry-path", "web_telemetry_path", metavar="PATH", help="Metrics path (default /metrics).")
-@click.option("--web.config.file", "web_config_file", metavar="FILE",
-              help="TLS and basic auth, in the Prometheus exporter-toolkit layout.")
-@click.option("--strict/--no-strict", "probes_strict", default=None,
-              help="Exit non-zero if any probe cannot attach (default: degrade and report).")
-@click.option("--probes.disable", "probes_disable", metavar="NAMES", help="Comma-separated probes not to attach.")
-@click.option("--discovery.interval", "discovery_interval", metavar="DURATION",
-              help="How often to look for new notifier callbacks (default 5s).")
-@click.option("--watchdog/--no-watchdog", default=None, help="Ping systemd's watchdog (default: when it asks).")
+@_setting_options
 @click.option("--log.level", "log_level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 @_errors
 def serve(config_file, log_level, **flags):
@@ -88,10 +95,12 @@ def serve(config_file, log_level, **flags):
       mnmon serve
       mnmon serve --web.listen-address 127.0.0.1:7668 --strict
       mnmon serve --config.file /etc/mnmon/config.yaml --web.config.file /etc/mnmon/web.yaml
-    systemd: Type=notify; SIGHUP reloads the config, SIGTERM detaches (deploy/systemd/).
+    systemd: Type=notify; SIGHUP reloads the config, SIGTERM lets requests in flight finish,
+    then detaches (deploy/systemd/).
     """
     from monitor import config, serve as daemon
     settings = config.load(config_file).with_overrides(**flags)
+    config.check_probe_names(settings, known_probes())
     log = logging.getLogger("mnmon")
     daemon.setup_logging(log_level.upper(), sys.stderr, None)
     sys.exit(daemon.run(settings, _attach_for_serve, log))
@@ -100,18 +109,41 @@ def serve(config_file, log_level, **flags):
 def _attach_for_serve(settings):
     from monitor import collector, serve as daemon
     from monitor.probes import MonitorError, start_monitor
+    _check_permissions()
     mon = start_monitor(disable=settings.disable)
     log = logging.getLogger("mnmon")
-    missing = [st for st in mon.statuses.values() if not st.attached and st.reason != "disabled by configuration"]
+    missing = [st for st in mon.statuses.values() if not st.attached and not st.disabled]
     for st in mon.statuses.values():
         if st.attached:
             log.info("probe %s: attached (%s)", st.probe, st.method)
+        elif st.disabled:
+            log.info("probe %s: off (probes.disable)", st.probe)
         else:
             log.warning("probe %s: not attached: %s", st.probe, st.reason)
     if settings.strict and missing:
         mon.close()
         raise MonitorError("--strict: not attached: " + ", ".join(f"{st.probe} ({st.reason})" for st in missing))
     return daemon.Attached(collector.registry_for(mon), mon.close, mon.refresh)
+
+
+def known_probes():
+    """Every probe name probes.disable may name: the attach plan's, on a kernel that has
+    everything (the names do not depend on what this host can attach)."""
+    from monitor import attach_plan, kernel
+    facts = kernel.KernelFacts(
+        release="99.0.0", version=(99, 0, 0), btf=True, headers="matching", kprobes=True, kfunc=True,
+        symbols=frozenset(kernel.SYMBOLS_OF_INTEREST), tracepoints=frozenset(kernel.TRACEPOINTS_OF_INTEREST),
+        mark_victim_fields={"comm": 12}, subscriptions={"has_itree": 8, "leftmost": 40})
+    return [p.probe for p in attach_plan.plan(facts).probes]
+
+
+def _check_permissions():
+    """MonitorError naming what is missing, before bcc fails on it in its own words."""
+    from monitor import kernel
+    from monitor.probes import MonitorError
+    problem = kernel.permission_problem()
+    if problem:
+        raise MonitorError(problem)
 
 
 @main.command()
@@ -130,6 +162,7 @@ def sample(duration, as_json, no_histograms):
     """
     from monitor import collector, render
     from monitor.probes import start_monitor
+    _check_permissions()
     mon = start_monitor()
     click.echo(f"attached; sampling for {duration:g} s", err=True)
     try:
@@ -157,18 +190,29 @@ def watch(as_json):
       mnmon watch --json | jq 'select(.event == "reaper_gave_up")'
     """
     from monitor.probes import start_monitor
+    _check_permissions()
     mon = start_monitor()
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
 
     def show(ev):
-        d = ev.describe(mon.symbols.resolve)
-        if as_json:
-            click.echo(json.dumps(d))
-        else:
-            ts = time.strftime("%H:%M:%S")
-            click.echo(f"{ts} {d.pop('event'):<16} " + " ".join(f"{k}={v}" for k, v in d.items() if k != "ts_ns"))
-        sys.stdout.flush()
+        # Called from inside bcc's ring-buffer poll, which swallows exceptions (even
+        # SystemExit): a reader that went away (`| head -1`) is noted here, and the loop ends.
+        if stop:
+            return
+        d = mon.describe(ev)
+        try:
+            if as_json:
+                click.echo(json.dumps(d))
+            else:
+                ts = time.strftime("%H:%M:%S")
+                click.echo(f"{ts} {d.pop('event'):<16} " +
+                           " ".join(f"{k}={v}" for k, v in d.items() if k != "ts_ns"))
+            sys.stdout.flush()
+        except OSError as e:
+            if e.errno != errno.EPIPE:
+                raise
+            stop.append("EPIPE")
     mon.open_events(show)
     click.echo("attached; watching (Ctrl-C stops)", err=True)
     last = time.monotonic()
@@ -182,6 +226,16 @@ def watch(as_json):
         pass
     finally:
         mon.close()
+    if "EPIPE" in stop:
+        _quiet_stdout()
+
+
+def _quiet_stdout():
+    """The reader of stdout went away: exit 0 without Python's flush-at-exit complaint."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 @main.command()
@@ -194,33 +248,19 @@ def doctor():
     Example:
       mnmon doctor
     """
-    from monitor import doctor as doc, kernel
-    from monitor.probes import MonitorError, ProbeStatus, inspect_host, start_monitor
-    facts, plan = inspect_host()
-    click.echo("\n".join(doc.facts_lines(facts, "root or CAP_BPF+CAP_PERFMON" if facts.privileged else "none")))
-    click.echo(doc.tracefs_line(kernel.tracefs(mount=False)))
-    click.echo("")
-    attempted = False
-    # What the plan would try, shown when nothing could be tried.
-    planned = [ProbeStatus(p.probe, p.methods[0] if p.methods else "", bool(p.methods), p.reason)
-               for p in plan.probes]
-    if facts.privileged and facts.headers != "none":
+    from monitor import doctor as doc, kernel, watch
+    from monitor.probes import inspect_host, start_monitor
+
+    def attach():
+        _check_permissions()
+        mon = start_monitor()
         try:
-            mon = start_monitor()
-            statuses, attempted = list(mon.statuses.values()), True
+            return mon.all_statuses(), watch.counting_lines(mon.callbacks, mon.plan.walk, mon.started_at)
+        finally:
             mon.close()
-        except MonitorError as e:
-            click.echo(f"attach failed: {e}")
-            statuses = planned
-    else:
-        statuses = planned
-        click.echo("not privileged or no headers: showing the plan only (run as root to try it)\n")
-    click.echo("\n".join(doc.probe_lines(statuses, plan.callbacks, attempted)))
-    ok = attempted and doc.core_ok(statuses, plan.callbacks)
-    click.echo("\n" + ("per-notifier outcomes: countable here" if ok else
-                       "per-notifier outcomes: NOT countable here; OOM tracepoint counters only"
-                       if any(s.attached for s in statuses if s.probe.startswith("oom:")) and attempted
-                       else "per-notifier outcomes: NOT countable here"))
+    facts, plan = inspect_host()
+    lines, ok = doc.report(facts, plan, kernel.tracefs(mount=False), attach)
+    click.echo("\n".join(lines))
     sys.exit(0 if ok else EXIT_ATTACH)
 
 
@@ -230,8 +270,9 @@ def doctor():
 def notifiers(as_json):
     """List the notifier callbacks this kernel has (from vmlinux and module BTF).
 
-    Callbacks of modules without BTF (out-of-tree drivers) are found only when
-    they register, by `serve`, `sample` and `watch`.
+    Callbacks of modules without BTF (out-of-tree drivers) are found when they
+    register or first invalidate, by `serve`, `sample`, `watch` and `doctor`
+    (which says, per callback, how it was found and since when it is counted).
 
     \b
     Examples:
@@ -245,13 +286,20 @@ def notifiers(as_json):
         _die("no /sys/kernel/btf/vmlinux: this kernel has no BTF to find callbacks in", EXIT_ATTACH)
     syms = Symbols.load()
     rows = [(cb.symbol, cb.module, cb.kind_name, cb.symbol in syms) for cb in scanner.scan()]
+    # /proc/kallsyms shows zero addresses without CAP_SYSLOG: nothing is "in" it then.
+    hidden = not syms.symbols
+    if hidden:
+        click.echo("note: /proc/kallsyms hides addresses from this user (needs root or CAP_SYSLOG): "
+                   "whether a callback is inlined cannot be told", err=True)
     if as_json:
-        click.echo(json.dumps([{"notifier": s, "module": m, "kind": k, "in_kallsyms": p} for s, m, k, p in rows]))
+        click.echo(json.dumps([{"notifier": s, "module": m, "kind": k, "in_kallsyms": None if hidden else p}
+                               for s, m, k, p in rows]))
         return
     if not rows:
         click.echo("no notifier callbacks in BTF (no notifier driver loaded)")
     for s, m, k, p in sorted(rows, key=lambda r: (r[1], r[0])):
-        click.echo(f"{s:<48} {m:<16} {k:<9}{'' if p else ' (not in kallsyms: inlined?)'}")
+        note = "" if p or hidden else " (not in kallsyms: inlined?)"
+        click.echo(f"{s:<48} {m:<16} {k:<9}{note}")
 
 
 @main.group("config")
@@ -270,5 +318,5 @@ def config_check(file):
       mnmon config check /etc/mnmon/config.yaml
     """
     from monitor import config
-    config.check(file)
+    config.check(file, known_probes())
     click.echo(f"{file}: ok")

@@ -16,15 +16,8 @@ from prometheus_client.utils import floatToGoString
 
 from monitor import __version__
 from monitor.exposition import Registry
+from monitor.kernel import bcc_version
 from monitor.metrics import FAMILIES
-
-
-def bcc_version():
-    try:
-        import bcc
-        return getattr(bcc, "__version__", "unknown")
-    except ImportError:
-        return "none"
 
 
 def complete(snapshot, started):

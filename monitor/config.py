@@ -19,10 +19,10 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-import yaml
+from monitor import yamlfile
+from monitor.yamlfile import ConfigError, short
 
 DEFAULT_PATH = "/etc/mnmon/config.yaml"
 
@@ -35,27 +35,100 @@ DEFAULT_PATH = "/etc/mnmon/config.yaml"
 DEFAULT_PORT = 7668
 DEFAULT_LISTEN_ADDRESS = f":{DEFAULT_PORT}"
 
-# Override keyword -> (key path in the file, the flag the CLI spells it as).
-FLAGS = {
-    "web_listen_address": ("web.listen_address", "--web.listen-address"),
-    "web_telemetry_path": ("web.telemetry_path", "--web.telemetry-path"),
-    "web_config_file": ("web.config_file", "--web.config.file"),
-    "probes_strict": ("probes.strict", "--config.strict"),
-    "probes_disable": ("probes.disable", "--probes.disable"),
-    "discovery_interval": ("discovery.interval", "--discovery.interval"),
-    "watchdog": ("watchdog", "--watchdog"),
-}
 
-_SCHEMA = {
-    "web": {"listen_address": None, "telemetry_path": None, "config_file": None},
-    "probes": {"strict": None, "disable": None},
-    "discovery": {"interval": None},
-    "watchdog": None,
-}
+@dataclass(frozen=True)
+class Setting:
+    """One row of SETTINGS: where a setting is spelled, how its value is checked, and
+    what `mnmon serve --help` says of it."""
+    key: str          # key path in the file: "web.listen_address"
+    flag: str         # the `mnmon serve` flag: "--web.listen-address"
+    field: str        # the Settings field it sets
+    parse: Callable   # value -> field value; ValueError with the reason
+    help: str = ""
+    metavar: str = ""  # "" with a yes/no flag: --strict/--no-strict
+
+    @property
+    def keyword(self):
+        """The flag's Python name, as with_overrides() takes it: "web_listen_address"."""
+        return self.key.replace(".", "_")
 
 
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message names its source and key path."""
+def _path(value):
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f"{short(value)} is not a path starting with \"/\"")
+    return value
+
+
+def _file_name(value):
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{short(value)} is not a file name")
+    return value
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        raise ValueError(f"{short(value)} is not true or false")
+    return value
+
+
+def _names(value):
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{short(value)} is not a list of probe names")
+    return tuple(value)
+
+
+def _interval(value):
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    return seconds
+
+
+def _watchdog(value):
+    if value in ("auto", None):
+        return None
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        value = value.lower() == "true"
+    if not isinstance(value, bool):
+        raise ValueError(f"{short(value)} is not true, false or auto")
+    return value
+
+
+# Every setting, once: a new one is a row here; `mnmon serve` makes its flags from these.
+SETTINGS = (
+    Setting("web.listen_address", "--web.listen-address", "listen_address", lambda v: _listen(v),
+            "Where to listen (default :7668).", "[HOST]:PORT"),
+    Setting("web.telemetry_path", "--web.telemetry-path", "telemetry_path", _path,
+            "Metrics path (default /metrics).", "PATH"),
+    Setting("web.config_file", "--web.config.file", "web_config_file", _file_name,
+            "TLS and basic auth, in the Prometheus exporter-toolkit layout.", "FILE"),
+    Setting("probes.strict", "--strict", "strict", _bool,
+            "Exit non-zero if any probe cannot attach (default: degrade and report)."),
+    Setting("probes.disable", "--probes.disable", "disable", _names,
+            "Comma-separated probes not to attach.", "NAMES"),
+    Setting("discovery.interval", "--discovery.interval", "discovery_interval", _interval,
+            "How often to look for new notifier callbacks (default 5s).", "DURATION"),
+    Setting("watchdog", "--watchdog", "watchdog", _watchdog,
+            "Ping systemd's watchdog (default: when it asks)."),
+)
+# Override keyword (web_listen_address, probes_strict...) -> row.
+FLAGS = {row.keyword: row for row in SETTINGS}
+_BY_KEY = {row.key: row for row in SETTINGS}
+
+
+def _schema():
+    """{"web": {"listen_address": None, ...}, "watchdog": None}: the file's key tree."""
+    tree = {}
+    for row in SETTINGS:
+        *parents, leaf = row.key.split(".")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = None
+    return tree
+
+
+_SCHEMA = _schema()
 
 
 @dataclass(frozen=True)
@@ -72,6 +145,14 @@ class Settings:
     source: Optional[str] = None             # the file these came from, if any
     flags: tuple = ()                        # ((keyword, value), ...) applied on top
 
+    @property
+    def listen(self):
+        """(host, port) of listen_address; ValueError if it is not one."""
+        addr = self.listen_address
+        if not isinstance(addr, ListenAddress):
+            addr = ListenAddress(addr)
+        return addr.host, addr.port
+
     def with_overrides(self, **flags):
         """Settings with command-line values on top; a None value means "not given".
 
@@ -83,14 +164,14 @@ class Settings:
         for kw, value in given.items():
             if kw not in FLAGS:
                 raise ConfigError(f"{kw}: unknown setting (known: {', '.join(FLAGS)})")
-            keypath, flag = FLAGS[kw]
+            row = FLAGS[kw]
             if kw == "web_config_file" and isinstance(value, str) and value:
                 value = os.path.abspath(value)
             if kw == "probes_disable" and isinstance(value, str):    # "--probes.disable a,b"
                 value = [v.strip() for v in value.split(",") if v.strip()]
             if isinstance(value, list):
                 value = tuple(value)
-            changes.update(_validate(keypath, value, flag))
+            changes.update(_validate(row.key, value, row.flag))
             given[kw] = value        # as applied, so reload() re-applies the same thing
         merged = dict(self.flags)
         merged.update(given)
@@ -104,7 +185,7 @@ class Settings:
     def describe(self):
         """The settings as the file would spell them (for logs and `config check`)."""
         return {
-            "web": {"listen_address": self.listen_address, "telemetry_path": self.telemetry_path,
+            "web": {"listen_address": str(self.listen_address), "telemetry_path": self.telemetry_path,
                     "config_file": self.web_config_file},
             "probes": {"strict": self.strict, "disable": list(self.disable)},
             "discovery": {"interval": format_duration(self.discovery_interval)},
@@ -123,14 +204,14 @@ def parse_duration(text):
     same grammar Prometheus' model.ParseDuration accepts. Raises ValueError.
     """
     if isinstance(text, int) and not isinstance(text, bool):
-        raise ValueError(f"duration {text} needs a unit, e.g. \"{text}s\"")
+        raise ValueError(f"duration {short(text)} needs a unit, e.g. \"{short(text)}s\"")
     if not isinstance(text, str):
-        raise ValueError(f"invalid duration {text!r}")
+        raise ValueError(f"invalid duration {short(text)}")
     if text == "0":
         return 0.0
     m = _DURATION.match(text)
     if not text or not m or not any(m.groups()):
-        raise ValueError(f"invalid duration {text!r} (use e.g. 500ms, 10s, 1m, 1h30m)")
+        raise ValueError(f"invalid duration {short(text)} (use e.g. 500ms, 10s, 1m, 1h30m)")
     return float(sum(int(n) * unit for n, unit in zip(m.groups(), _UNITS) if n))
 
 
@@ -147,26 +228,40 @@ def format_duration(seconds):
     return out
 
 
+class ListenAddress(str):
+    """A listen address as given ("127.0.0.1:7668"), parsed once: .host, .port."""
+
+    def __new__(cls, text):
+        host, port = parse_listen_address(text)
+        self = super().__new__(cls, text)
+        self.host, self.port = host, port
+        return self
+
+
+def _listen(value):
+    return ListenAddress(value)
+
+
 def parse_listen_address(text):
     """(host, port) of "host:port", "[v6]:port" or ":port" (host "" = every address).
 
     Raises ValueError with the reason.
     """
     if not isinstance(text, str):
-        raise ValueError(f"{text!r} is not a \"host:port\" string")
+        raise ValueError(f"{short(text)} is not a \"host:port\" string")
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or not rest.startswith(":"):
-            raise ValueError(f"{text!r}: expected \"[ipv6]:port\"")
+            raise ValueError(f"{short(text)}: expected \"[ipv6]:port\"")
         port = rest[1:]
     else:
         host, sep, port = text.rpartition(":")
         if not sep:
-            raise ValueError(f"{text!r}: missing port, e.g. \"{text}:{DEFAULT_PORT}\"")
+            raise ValueError(f"{short(text)}: missing port, e.g. \"{text[:40]}:{DEFAULT_PORT}\"")
         if ":" in host:
-            raise ValueError(f"{text!r}: an IPv6 address needs brackets, e.g. \"[::1]:{DEFAULT_PORT}\"")
+            raise ValueError(f"{short(text)}: an IPv6 address needs brackets, e.g. \"[::1]:{DEFAULT_PORT}\"")
     if not port.isdigit():
-        raise ValueError(f"port {port!r} is not a number")
+        raise ValueError(f"port {short(port)} is not a number")
     if int(port) > 65535:
         raise ValueError(f"port {int(port)} out of range")
     return host, int(port)
@@ -174,45 +269,13 @@ def parse_listen_address(text):
 
 def _validate(keypath, value, where):
     """{Settings field: value} for one key; ConfigError names `where` and the key."""
-    def fail(reason):
-        return ConfigError(f"{where}: {reason}" if where.startswith("--") else f"{where}: {keypath}: {reason}")
-
+    row = _BY_KEY.get(keypath)
     try:
-        if keypath == "web.listen_address":
-            parse_listen_address(value)
-            return {"listen_address": value}
-        if keypath == "web.telemetry_path":
-            if not isinstance(value, str) or not value.startswith("/"):
-                raise ValueError(f"{value!r} is not a path starting with \"/\"")
-            return {"telemetry_path": value}
-        if keypath == "web.config_file":
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{value!r} is not a file name")
-            return {"web_config_file": value}
-        if keypath == "probes.strict":
-            if not isinstance(value, bool):
-                raise ValueError(f"{value!r} is not true or false")
-            return {"strict": value}
-        if keypath == "probes.disable":
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
-                raise ValueError(f"{value!r} is not a list of probe names")
-            return {"disable": tuple(value)}
-        if keypath == "discovery.interval":
-            seconds = parse_duration(value)
-            if seconds <= 0:
-                raise ValueError("must be longer than 0s")
-            return {"discovery_interval": seconds}
-        if keypath == "watchdog":
-            if value in ("auto", None):
-                return {"watchdog": None}
-            if isinstance(value, str) and value.lower() in ("true", "false"):
-                value = value.lower() == "true"
-            if not isinstance(value, bool):
-                raise ValueError(f"{value!r} is not true, false or auto")
-            return {"watchdog": value}
+        if row is None:
+            raise ValueError("unknown key")
+        return {row.field: row.parse(value)}
     except ValueError as e:
-        raise fail(str(e)) from None
-    raise fail("unknown key")
+        raise ConfigError(f"{where}: {e}" if where.startswith("--") else f"{where}: {keypath}: {e}") from None
 
 
 def _walk(data, schema, prefix, where):
@@ -221,7 +284,9 @@ def _walk(data, schema, prefix, where):
         raise ConfigError(f"{where}: {prefix or 'top level'}: expected a mapping, got {type(data).__name__}")
     for key, value in data.items():
         path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in schema:
+        if len(path) > 60:
+            path = path[:57] + "..."
+        if not isinstance(key, str) or key not in schema:
             raise ConfigError(f"{where}: {path}: unknown key (known: {', '.join(schema)})")
         if value is None:              # "key:" with nothing after it keeps the default
             continue
@@ -231,31 +296,10 @@ def _walk(data, schema, prefix, where):
             yield from _walk(value, schema[key], path, where)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice (PyYAML silently keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
 def parse(text, where="config", base_dir=None):
     """Settings from YAML text; `where` starts every error message, `base_dir`
     anchors a relative web.config_file (the config file's directory)."""
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        if mark is not None:
-            raise ConfigError(f"{where}: line {mark.line + 1}, column {mark.column + 1}: {problem}") from None
-        raise ConfigError(f"{where}: {problem}") from None
+    data = yamlfile.parse_text(text, where)
     if data is None:
         data = {}
     changes = {}
@@ -278,21 +322,20 @@ def load(path=None):
             return Settings()
         path = DEFAULT_PATH
     path = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
+    text = yamlfile.read_text(path)
     settings = parse(text, where=path, base_dir=os.path.dirname(os.path.abspath(path)))
     return dataclasses.replace(settings, source=os.path.abspath(path))
 
 
-def check(path):
-    """What `mnmon config check FILE` runs: the settings file, then the web
-    configuration file it names (certificates and keys are opened and loaded).
+def check(path, known_probes):
+    """What `mnmon config check FILE` runs: the settings file, the probe names it
+    disables (against `known_probes`), then the web configuration file it names
+    (certificates and keys are opened and loaded).
 
     Returns the Settings; raises ConfigError, or WebConfigError (a ConfigError).
     """
     settings = load(path)
+    check_probe_names(settings, known_probes)
     if settings.web_config_file:
         from monitor.web import webconfig    # noqa: PLC0415 -- only `check` needs TLS
         webconfig.load(settings.web_config_file).ssl_context()
@@ -300,11 +343,18 @@ def check(path):
 
 
 def check_probe_names(settings, known):
-    """Raise ConfigError if probes.disable names a probe not in `known`.
+    """Raise ConfigError if probes.disable names a probe not in `known`: a typo must
+    not leave a user believing a probe is off while it runs.
 
-    The probe list belongs to the BPF side, so the CLI calls this with it.
+    The probe list belongs to the BPF side, so the CLI passes it in. The error names
+    the flag when the flag set the list, else the file.
     """
     unknown = sorted(set(settings.disable) - set(known))
-    if unknown:
-        raise ConfigError(f"probes.disable: unknown probe {', '.join(map(repr, unknown))} "
-                          f"(known: {', '.join(sorted(known))})")
+    if not unknown:
+        return
+    if "probes_disable" in dict(settings.flags):
+        where = FLAGS["probes_disable"].flag
+    else:
+        where = f"{settings.source or 'config'}: probes.disable"
+    raise ConfigError(f"{where}: unknown probe {', '.join(short(u) for u in unknown[:3])}"
+                      f"{' ...' if len(unknown) > 3 else ''} (known: {', '.join(sorted(known))})")

@@ -1,5 +1,13 @@
-"""`mnmon doctor`: what this kernel offers and what mnmon can attach, and how."""
-from monitor.collector import bcc_version
+"""`mnmon doctor`: what this kernel offers and what mnmon can attach, and how.
+
+    lines, ok = report(facts, plan, tracefs_dir, attach)
+
+attach() compiles and attaches for real and returns (the ProbeStatus list, lines on the
+notifier callbacks found; raising MonitorError when it cannot); report() calls it only
+when this process may attach.
+"""
+from monitor.kernel import bcc_version
+from monitor.probes import MonitorError, ProbeStatus
 
 CORE = ("invalidate_range_start", "invalidate_range_end")
 
@@ -16,22 +24,65 @@ def facts_lines(f, privileged_as):
         f"tracepoints  {len(f.tracepoints)} of interest: {', '.join(sorted(f.tracepoints)) or 'none'}",
         f"bcc          {bcc_version()}",
         f"privileges   {privileged_as}",
-    ]
+    ] + [f"unreadable   {what}" for what in f.unreadable]
 
 
-def probe_lines(statuses, callbacks_reason, attempted):
+def probe_lines(statuses, callbacks_reason, attempted, walk_reason="n/a"):
     """One line per probe: how it attached, or why not. attempted=False: the plan only."""
     out = [f"{'probe':<44} {'method':<14} state"]
     for st in statuses:
         if st.attached:
             state = "attached" if attempted else f"would try {st.method}"
+        elif st.disabled:
+            state = "off: disabled by configuration"
         else:
             state = f"unavailable: {st.reason}"
         out.append(f"{st.probe:<44} {st.method or '-':<14} {state}")
     out.append("")
     out.append("notifier callbacks: " + (f"not attachable: {callbacks_reason}" if callbacks_reason else
-                                         "attachable (kprobe), found in BTF and at registration"))
+                                         "attachable (kprobe), found in BTF, at registration and in "
+                                         "mms' subscriptions"))
+    out.append("notifier calls: " + ("each counted from its first invalidation (the core probes walk "
+                                     "each mm's subscriptions)" if not walk_reason else
+                                     f"counted from when a callback's probes attach: {walk_reason}"))
     return out
+
+
+def planned(plan):
+    """What the plan would try, as statuses: shown when nothing could be tried."""
+    return [ProbeStatus(p.probe, p.methods[0] if p.methods else "", bool(p.methods), p.reason)
+            for p in plan.probes]
+
+
+def verdict(statuses, callbacks_reason, attempted):
+    """(ok, the closing line): can per-notifier outcomes be counted here? Probes left off
+    by configuration do not count against it; only an attach that was tried counts for it."""
+    ok = attempted and core_ok(statuses, callbacks_reason)
+    if ok:
+        return True, "per-notifier outcomes: countable here"
+    if attempted and any(s.attached for s in statuses if s.probe.startswith("oom:")):
+        return False, "per-notifier outcomes: NOT countable here; OOM tracepoint counters only"
+    return False, "per-notifier outcomes: NOT countable here"
+
+
+def report(facts, plan, tracefs_dir, attach):
+    """(lines, ok) of `mnmon doctor`."""
+    lines = facts_lines(facts, "root or CAP_BPF+CAP_PERFMON" if facts.privileged else "none")
+    lines += [tracefs_line(tracefs_dir, facts.unreadable), ""]
+    statuses, attempted, notes = planned(plan), False, []
+    if facts.privileged and facts.headers != "none":
+        try:
+            statuses, notes = attach()
+            attempted = True
+        except MonitorError as e:
+            lines.append(f"attach failed: {e}")
+    else:
+        lines.append("not privileged or no headers: showing the plan only (run as root to try it)\n")
+    lines += probe_lines(statuses, plan.callbacks, attempted, plan.walk)
+    if notes:
+        lines += [""] + notes
+    ok, last = verdict(statuses, plan.callbacks, attempted)
+    return lines + ["", last], ok
 
 
 def core_ok(statuses, callbacks_reason):
@@ -40,6 +91,10 @@ def core_ok(statuses, callbacks_reason):
     return not callbacks_reason and all(by.get(p) and by[p].attached for p in CORE)
 
 
-def tracefs_line(tfs):
-    return f"tracefs      {tfs if tfs else 'not mounted (and could not mount it)'}"
+def tracefs_line(tfs, unreadable=()):
+    if tfs:
+        return f"tracefs      {tfs}"
+    if any(u.startswith(("/sys/kernel/tracing", "/sys/kernel/debug")) for u in unreadable):
+        return "tracefs      not readable by this user (tracefs is root's)"
+    return "tracefs      not mounted (and could not mount it)"
 

@@ -34,6 +34,7 @@ class KernelFacts:
     mark_victim_fields: dict = field(default_factory=dict)   # name -> offset in the record
     privileged: bool = True
     subscriptions: dict = field(default_factory=dict)  # layout of mmu_notifier_subscriptions (layout.py)
+    unreadable: tuple = ()            # "PATH: reason" of what could not be read (no privileges)
 
 
 def parse_version(release):
@@ -57,11 +58,19 @@ def _version_key(release):
     return [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in re.split(r"[.-]", release)]
 
 
-def tracefs(mount=True):
-    """The tracefs mount, mounting it at /sys/kernel/tracing when none is (and we may)."""
+def tracefs(mount=True, denied=None):
+    """The tracefs mount, mounting it at /sys/kernel/tracing when none is (and we may).
+
+    A mount this user may not enter (tracefs is root's, mode 0700) is skipped and,
+    when `denied` is a list, added to it as "PATH: permission denied".
+    """
     for d in TRACEFS_DIRS:
-        if Path(d, "events").is_dir():
-            return Path(d)
+        try:
+            if Path(d, "events").is_dir():
+                return Path(d)
+        except PermissionError:
+            if denied is not None:
+                denied.append(f"{d}: permission denied")
     if mount and os.geteuid() == 0 and Path(TRACEFS_DIRS[0]).is_dir():
         # What systemd does at boot; a bare container or initramfs may not have.
         subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS_DIRS[0]],
@@ -94,11 +103,51 @@ def privileged():
     """root, or the capabilities bcc needs (CAP_BPF 39 + CAP_PERFMON 38, or CAP_SYS_ADMIN 21)."""
     if os.geteuid() == 0:
         return True
-    try:
-        eff = int(re.search(r"^CapEff:\s*([0-9a-f]+)", Path("/proc/self/status").read_text(), re.M).group(1), 16)
-    except (OSError, AttributeError):
-        return False
+    eff = _cap_eff()
     return bool(eff & (1 << 21)) or (bool(eff & (1 << 39)) and bool(eff & (1 << 38)))
+
+
+def permission_problem(euid=None, caps=None, tracefs_dirs=TRACEFS_DIRS):
+    """Why this process cannot attach, in one line naming what is missing; "" when it can.
+
+    bcc needs CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN before 5.8), and it writes kprobes to
+    and reads tracepoint formats from tracefs, which is root's (mode 0700): a non-root user
+    holding the capabilities still cannot. So: root with CAP_BPF, CAP_PERFMON (and
+    CAP_SYSLOG, to name callbacks from /proc/kallsyms), as deploy/systemd/mnmon.service runs it.
+    """
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0:
+        return ""
+    if not (privileged() if caps is None else
+            bool(caps & (1 << 21)) or (bool(caps & (1 << 39)) and bool(caps & (1 << 38)))):
+        return ("mnmon needs root (with CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN before 5.8): "
+                "this process has neither")
+    for d in tracefs_dirs:
+        try:
+            os.listdir(d)
+        except PermissionError:
+            return (f"mnmon needs root: it holds CAP_BPF and CAP_PERFMON, but {d} (tracefs, where bcc "
+                    "creates kprobes and reads tracepoint formats) is root's")
+        except OSError:
+            continue
+        break
+    return ""
+
+
+def _cap_eff():
+    try:
+        return int(re.search(r"^CapEff:\s*([0-9a-f]+)", Path("/proc/self/status").read_text(), re.M).group(1), 16)
+    except (OSError, AttributeError):
+        return 0
+
+
+def bcc_version():
+    """The importable bcc's version, "none" without one (no import error here)."""
+    try:
+        import bcc     # noqa: PLC0415 -- doctor and build_info need only its version
+    except ImportError:
+        return "none"
+    return getattr(bcc, "__version__", "unknown")
 
 
 def bcc_has_task_storage(version):
@@ -112,7 +161,8 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
     bcc.__version__."""
     release = os.uname().release
     headers, hdir = find_headers(release)
-    tfs = tracefs()
+    unreadable = []
+    tfs = tracefs(denied=unreadable)
     tps, mv = set(), {}
     if tfs:
         for tp in TRACEPOINTS_OF_INTEREST:
@@ -122,9 +172,12 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
         if fmt.exists():
             mv = parse_tracepoint_format(fmt.read_text())
     kprobes = Path("/sys/bus/event_source/devices/kprobe").exists() or bool(tfs and (tfs / "kprobe_events").exists())
+    if not getattr(symbols, "symbols", True) and Path("/proc/kallsyms").exists():
+        unreadable.append("/proc/kallsyms: addresses hidden (needs root or CAP_SYSLOG)")
     return KernelFacts(
         release=release, version=parse_version(release), btf=Path("/sys/kernel/btf/vmlinux").exists(),
         headers=headers, headers_dir=hdir, kprobes=kprobes, kfunc=kfunc_support(),
         bcc_task_storage=bcc_has_task_storage(bcc_version),
         symbols=frozenset(s for s in SYMBOLS_OF_INTEREST if s in symbols),
-        tracepoints=frozenset(tps), mark_victim_fields=mv, privileged=privileged())
+        tracepoints=frozenset(tps), mark_victim_fields=mv, privileged=privileged(),
+        unreadable=tuple(unreadable))

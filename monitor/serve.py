@@ -9,11 +9,13 @@ registry.
     every WatchdogSec/2        WATCHDOG=1, when systemd asks for it
     SIGHUP   re-read the config file (flags still win) and the web config file;
              on error log it and keep serving with the old settings
-    SIGTERM  STOPPING=1, stop the server, close(), return 0 (SIGINT too)
+    SIGTERM  STOPPING=1, stop accepting, close idle connections, let requests in
+             flight finish, then close(), return 0 (SIGINT too)
 """
 import dataclasses
 import logging
 import os
+import resource
 import select
 import signal
 import socket
@@ -75,6 +77,8 @@ class Daemon:
             self.log.warning("watchdog: false, but systemd expects a ping every %s", format_duration(interval))
             interval = None
         self.watchdog_period = interval / 2 if interval else None
+        # Every setting is checked before the slow part (the BPF compile: 27 s emulated).
+        Exporter.check(self.settings)
         self.attachment = self.make_registry(self.settings)
         try:
             self.exporter = Exporter(self.attachment.registry, self.settings, self.log.getChild("web"))
@@ -145,6 +149,7 @@ def run(settings, make_registry, log, env=None):
     Must be called from the main thread (signal handlers live there). Start-up
     errors are raised for the CLI to report (see Daemon.start).
     """
+    _raise_open_file_limit()
     daemon = Daemon(settings, make_registry, log, env)
     # The C-level handler writes each signal's number to this socket, which wakes
     # select() whichever thread the kernel delivered the signal to.
@@ -158,12 +163,24 @@ def run(settings, make_registry, log, env=None):
         daemon.start()         # a SIGTERM during a slow attach waits in the socket
         return _loop(daemon, rsock)
     finally:
+        daemon.stop()          # signals still go to the socket: a second SIGTERM cannot cut the drain
         for s, h in old_handlers.items():
             signal.signal(s, h)
         signal.set_wakeup_fd(old_wakeup)
         rsock.close()
         wsock.close()
-        daemon.stop()
+
+
+def _raise_open_file_limit():
+    """Soft RLIMIT_NOFILE up to the hard one (systemd's default soft limit is 1024):
+    connections are capped by the server, not by EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            pass
 
 
 def _ignore(signum, frame):

@@ -9,6 +9,11 @@ TLS and basic auth come from the web configuration file (monitor.web.webconfig).
 The TLS handshake runs in the connection's own thread, so a client that stalls or
 sends garbage holds only its thread, never the accept loop; every request is
 served with the configuration current when its connection arrived.
+
+Under abuse: connections are capped (the one waiting longest for its request head
+makes room), a request head has a deadline, accept() at the descriptor limit backs
+off, and repeated errors are logged once per interval. stop() drains: idle
+connections close, requests in flight finish, then the caller may detach.
 """
 import errno
 import gzip
@@ -19,6 +24,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
@@ -28,12 +34,22 @@ from prometheus_client.exposition import gzip_accepted
 
 from monitor import __version__
 from monitor import exposition
-from monitor.config import parse_listen_address
 from monitor.web import webconfig
 
-# A client gets this long to finish its TLS handshake, then this long per request.
+# A client gets this long to finish its TLS handshake, then this long per read or write.
 HANDSHAKE_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
+# ...and this long, in all, from connecting or from its last reply to the end of its next
+# request head: a client dribbling a byte every 29 s holds a thread no longer than this.
+HEAD_TIMEOUT = 30.0
+# Open connections at most. Past it the one that has waited longest for its request head
+# is closed to make room (a scrape sends its head at once, so a slow client goes first);
+# when every connection is inside a request, the new one is closed.
+MAX_CONNECTIONS = 512
+# stop() lets requests in flight finish for this long before the probes are detached.
+DRAIN_TIMEOUT = 10.0
+# Errors a flood can repeat (EMFILE, connections refused) are logged once per this long.
+ERROR_LOG_INTERVAL = 10.0
 # How often the accept loop looks for stop(): the most stop() and reload() wait.
 # Each look is a wakeup of an idle daemon: at 0.25 s they were 0.05 % of a core here
 # and about 0.3 % under emulation, most of mnmon's idle CPU.
@@ -79,37 +95,57 @@ class Exporter:
         scheme = "https" if self._site.tls else "http"
         return f"{scheme}://{host}:{port}{self._site.telemetry_path}"
 
+    @staticmethod
+    def check(settings):
+        """Read the web configuration file and load its certificates, as start() will:
+        a WebConfigError now, before anything slow (the BPF compile) runs."""
+        _web_config(settings).ssl_context()
+
     def start(self):
         """Read the web configuration and listen. Raises WebConfigError or ServeError."""
         self._site = self._build(self.settings)
-        self._server, self._thread = self._listen(self.settings.listen_address)
+        self._server, self._thread = self._listen(self.settings)
 
-    def stop(self):
-        """Stop accepting, close the listening socket; in-flight requests finish on their own."""
+    def stop(self, drain=None):
+        """Stop accepting and close the listening socket; close idle connections, let
+        requests in flight finish (DRAIN_TIMEOUT at most), then return: whatever the
+        requests read stays open until then."""
         if self._server is not None:
-            _shutdown(self._server, self._thread)
+            _shutdown(self._server, self._thread, DRAIN_TIMEOUT if drain is None else drain)
             self._server = self._thread = None
 
     def reload(self, settings):
         """Apply new settings: the web configuration file is read again, so a new
         certificate, CA or user list takes effect for the next connection. A new
         listen address is bound before the old one is closed. On any error the
-        old settings stay in force and the error is raised."""
+        old settings stay in force and the error is raised.
+
+        A reload never lowers security: a web configuration that would drop TLS or
+        basic auth (an emptied file, a removed web.config_file) is refused; serving
+        without them takes a restart."""
         site = self._build(settings)
+        lost = [what for what, before, after in (("TLS", self._site.tls, site.tls),
+                                                  ("basic auth", self._site.auth.required, site.auth.required))
+                if before and not after]
+        if lost:
+            raise webconfig.WebConfigError(
+                f"{settings.web_config_file or 'no web config file'}: would turn off {' and '.join(lost)}; "
+                "kept as it is (restart to serve without it)")
         if settings.listen_address != self.settings.listen_address:
-            server, thread = self._listen(settings.listen_address)
-            _shutdown(self._server, self._thread)
+            server, thread = self._listen(settings)
+            _shutdown(self._server, self._thread, DRAIN_TIMEOUT)
             self._server, self._thread = server, thread
         self._site, self.settings = site, settings
 
     def _build(self, settings):
-        wc = webconfig.load(settings.web_config_file) if settings.web_config_file else webconfig.WebConfig()
+        wc = _web_config(settings)
         return _Site(self.registry, settings.telemetry_path, wc.ssl_context(),
                      wc.tls.client_allowed_sans if wc.tls else (), wc.basic_auth(), wc.headers)
 
-    def _listen(self, listen):
+    def _listen(self, settings):
+        listen = settings.listen_address
         try:
-            host, port = parse_listen_address(listen)
+            host, port = settings.listen
         except ValueError as e:
             raise ServeError(f"listen {listen}: {e}") from None
         try:
@@ -121,8 +157,14 @@ class Exporter:
         thread = threading.Thread(target=server.serve_forever, args=(POLL_INTERVAL,),
                                   name=f"mnmon-http {listen}", daemon=True)
         thread.start()
-        self.log.info("listening on %s", listen)
+        bound_host, bound_port = server.server_address[:2]
+        bound = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
+        self.log.info("listening on %s", listen if bound_port == port else f"{bound} ({listen})")
         return server, thread
+
+
+def _web_config(settings):
+    return webconfig.load(settings.web_config_file) if settings.web_config_file else webconfig.WebConfig()
 
 
 def _bind(host, port, exporter):
@@ -139,10 +181,31 @@ def _bind(host, port, exporter):
     return _Server(family, addr, exporter)
 
 
-def _shutdown(server, thread):
+def _shutdown(server, thread, drain):
     server.shutdown()
     server.server_close()
     thread.join()
+    left = server.drain(drain)
+    if left:
+        server.exporter.log.warning("stopping: %d request(s) still running after %gs", left, drain)
+
+
+class _Conn:
+    """One open connection, as the accept loop sees it."""
+    __slots__ = ("sock", "busy", "since")
+
+    def __init__(self, sock, now):
+        self.sock = sock          # the SSL socket once the handshake is done
+        self.busy = False         # inside a request: head read, reply not yet written
+        self.since = now          # when it last started waiting for a request head
+
+    def abort(self):
+        # socket.socket's own shutdown, also for an SSLSocket: its override would drop the
+        # SSL object under the thread reading from it. The reading thread sees EOF and ends.
+        try:
+            socket.socket.shutdown(self.sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 class _Server(ThreadingHTTPServer):
@@ -154,6 +217,11 @@ class _Server(ThreadingHTTPServer):
         self.address_family = family
         self.exporter = exporter
         self.dual_stack = dual_stack
+        self.draining = False
+        self._conns = {}                     # request socket -> _Conn
+        self._lock = threading.Condition()
+        self._local = threading.local()      # .conn: the worker thread's own _Conn
+        self._logged = {}                    # error kind -> [last logged, suppressed since]
         super().__init__(addr, _Handler, bind_and_activate=False)
         try:
             self.server_bind()
@@ -169,6 +237,102 @@ class _Server(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = self.server_address[:2]
 
+    # --- connections: a cap, a deadline on the request head, a drain at stop
+    def get_request(self):
+        try:
+            return super().get_request()
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # The connection stays in the backlog, so the loop would spin on it: make
+                # room, and give the threads a moment to close what they hold.
+                self.log_limited("accept", "accept: %s; closing the slowest connection", e.strerror.lower())
+                with self._lock:
+                    self._evict()
+                time.sleep(0.1)
+            raise
+
+    def process_request(self, request, client_address):
+        with self._lock:
+            if self.draining or (len(self._conns) >= MAX_CONNECTIONS and not self._evict()):
+                self.log_limited("full", "%d connections open, all inside a request: "
+                                 "a new one was closed", len(self._conns))
+                self.shutdown_request(request)
+                return
+            self._conns[request] = _Conn(request, time.monotonic())
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request, client_address):
+        self._local.conn = self._conns.get(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request):
+        with self._lock:
+            self._conns.pop(request, None)
+            self._lock.notify_all()
+
+    def _evict(self):
+        """Close the connection waiting longest for its request head (lock held); False if none is."""
+        waiting = [c for c in self._conns.values() if not c.busy]
+        if not waiting:
+            return False
+        oldest = min(waiting, key=lambda c: c.since)
+        oldest.abort()
+        oldest.since = float("inf")        # being closed: not chosen again
+        return True
+
+    def request_begins(self):
+        """A request head was read; False when the server is draining (no reply is sent)."""
+        with self._lock:
+            conn = self._local.conn
+            if self.draining or conn is None:
+                return False
+            conn.busy = True
+            return True
+
+    def request_ends(self):
+        with self._lock:
+            conn = self._local.conn
+            if conn is not None:
+                conn.busy, conn.since = False, time.monotonic()
+
+    def service_actions(self):
+        # The accept loop comes here at least every POLL_INTERVAL.
+        now = time.monotonic()
+        with self._lock:
+            for conn in self._conns.values():
+                if not conn.busy and now - conn.since > HEAD_TIMEOUT:
+                    conn.abort()
+                    conn.since = float("inf")
+
+    def drain(self, timeout):
+        """Close idle connections, wait for requests in flight; the number still running."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self.draining = True
+            for conn in self._conns.values():
+                if not conn.busy:
+                    conn.abort()
+            while self._conns and time.monotonic() < deadline:
+                self._lock.wait(deadline - time.monotonic())
+            return len(self._conns)
+
+    def log_limited(self, kind, fmt, *args):
+        """log.error at most once per ERROR_LOG_INTERVAL per kind, counting what it left out."""
+        now = time.monotonic()
+        last, quiet = self._logged.get(kind, (-ERROR_LOG_INTERVAL, 0))
+        if now - last < ERROR_LOG_INTERVAL:
+            self._logged[kind] = (last, quiet + 1)
+            return
+        self._logged[kind] = (now, 0)
+        self.exporter.log.error(fmt + (f" ({quiet} more like it)" if quiet else ""), *args)
+
     def finish_request(self, request, client_address):
         site = self.exporter._site
         if site.tls is None:
@@ -179,6 +343,8 @@ class _Server(ThreadingHTTPServer):
         except (ssl.SSLError, OSError) as e:
             self.exporter.log.debug("%s: TLS handshake failed: %s", client_address[0], e)
             return None
+        if self._local.conn is not None:
+            self._local.conn.sock = conn
         try:
             if site.allowed_sans and not san_allowed(conn.getpeercert(), site.allowed_sans):
                 self.exporter.log.debug("%s: client certificate SAN not allowed", client_address[0])
@@ -226,6 +392,20 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self):
         return self.server_version
 
+    def parse_request(self):
+        if not super().parse_request():
+            return False
+        if not self.server.request_begins():
+            self.close_connection = True      # stopping: the client retries elsewhere or later
+            return False
+        return True
+
+    def handle_one_request(self):
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.request_ends()
+
     def do_GET(self):
         self._serve(head=False)
 
@@ -251,7 +431,9 @@ class _Handler(BaseHTTPRequestHandler):
             output, content_type = exposition.encode(site.registry, self.headers.get("Accept"),
                                                      params.get("name[]", ()))
         except Exception as e:     # noqa: BLE001 -- a failing collector must not take the server down
-            self.server.exporter.log.error("collecting metrics: %s", e, exc_info=True)
+            # One line, rate-limited: under a flood the same failure would repeat per scrape.
+            self.server.log_limited("collect", "collecting metrics: %s: %s", type(e).__name__, e)
+            self.server.exporter.log.debug("collecting metrics", exc_info=True)
             self._reply(500, f"error collecting metrics: {e}\n".encode(), site, head)
             return
         headers = [("Content-Type", content_type)]
@@ -269,6 +451,14 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in list(headers) + list(site.headers.items()):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
+        if self.server.draining:
+            self.close_connection = True
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        elif self.request_version == "HTTP/1.0":
+            # A 1.0 client keeps the connection only when the reply says so; without it,
+            # it waits for a close that never comes (ab -k waited 30 s).
+            self.send_header("Connection", "keep-alive")
         self.end_headers()
         if not head:
             self.wfile.write(body)

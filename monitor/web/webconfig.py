@@ -30,13 +30,14 @@ import hashlib
 import os
 import re
 import ssl
+import threading
 from dataclasses import dataclass, field
 from typing import Optional
 
 import bcrypt
-import yaml
 
-from monitor.config import ConfigError
+from monitor import yamlfile
+from monitor.yamlfile import ConfigError, short
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -99,13 +100,20 @@ class TLSConfig:
 class BasicAuth:
     """Checks an Authorization header against {user: bcrypt hash}.
 
-    bcrypt at cost 10 takes ~70 ms, so good (user, password) pairs are cached, as the
-    toolkit does; a scrape every 15 s then costs one hash per password change.
+    bcrypt at cost 10 takes ~70 ms of CPU, so answers are cached, as the toolkit does:
+    good (user, password) pairs, so a scrape every 15 s costs one hash per password
+    change, and recent wrong ones, so a client retrying the same wrong password costs
+    nothing. One hash runs at a time: a flood of distinct wrong passwords gets one
+    core at most, while a scrape whose pair is cached is answered without waiting.
     """
+
+    CACHE = 1000
 
     def __init__(self, users):
         self.users = {u: h.encode() for u, h in users.items()}
         self._ok = set()
+        self._bad = set()
+        self._hashing = threading.Lock()
 
     @property
     def required(self):
@@ -121,18 +129,20 @@ class BasicAuth:
         user, password = creds
         hashed = self.users.get(user)
         key = hashlib.sha256(b"\0".join([user.encode(), password, hashed or b""])).digest()
-        if hashed is not None and key in self._ok:
+        if key in self._ok:
             return True
-        try:
-            ok = bcrypt.checkpw(password, hashed or _DUMMY_HASH)
-        except ValueError:           # bcrypt >= 5 refuses passwords over 72 bytes
-            ok = False
-        if ok and hashed is not None:
-            if len(self._ok) > 1000:
-                self._ok.clear()
-            self._ok.add(key)
-            return True
-        return False
+        if key in self._bad:
+            return False
+        with self._hashing:
+            try:
+                ok = bcrypt.checkpw(password, hashed or _DUMMY_HASH) and hashed is not None
+            except ValueError:           # bcrypt >= 5 refuses passwords over 72 bytes
+                ok = False
+        seen = self._ok if ok else self._bad
+        if len(seen) >= self.CACHE:
+            seen.clear()
+        seen.add(key)
+        return ok
 
 
 def parse_basic(header):
@@ -236,7 +246,7 @@ def parse(data, source="web config", base_dir=None):
 
     def path(key, value):
         if not isinstance(value, str) or not value:
-            raise fail(key, f"{value!r} is not a file name")
+            raise fail(key, f"{short(value)} is not a file name")
         return os.path.join(base_dir, value) if base_dir and not os.path.isabs(value) else value
 
     if data is None:
@@ -247,7 +257,7 @@ def parse(data, source="web config", base_dir=None):
         if key in _UNSUPPORTED:
             raise fail(key, _UNSUPPORTED[key])
         if key not in ("tls_server_config", "http_server_config", "basic_auth_users"):
-            raise fail(key, "unknown key")
+            raise fail(_key(key), "unknown key")
 
     tls = None
     t = data.get("tls_server_config") or {}
@@ -257,7 +267,7 @@ def parse(data, source="web config", base_dir=None):
         if key in _UNSUPPORTED:
             raise fail(f"tls_server_config.{key}", _UNSUPPORTED[key])
         if key not in _TLS_KEYS:
-            raise fail(f"tls_server_config.{key}", "unknown key")
+            raise fail(f"tls_server_config.{_key(key)}", "unknown key")
     if t:
         k = "tls_server_config"
         if not t.get("cert_file"):
@@ -265,8 +275,8 @@ def parse(data, source="web config", base_dir=None):
         if not t.get("key_file"):
             raise fail(f"{k}.key_file", "missing (TLS needs cert_file and key_file)")
         auth_name = t.get("client_auth_type", "NoClientCert")
-        if auth_name not in CLIENT_AUTH:
-            raise fail(f"{k}.client_auth_type", f"{auth_name!r} is not one of {', '.join(CLIENT_AUTH)}")
+        if not isinstance(auth_name, str) or auth_name not in CLIENT_AUTH:
+            raise fail(f"{k}.client_auth_type", f"{short(auth_name)} is not one of {', '.join(CLIENT_AUTH)}")
         auth = CLIENT_AUTH[auth_name]
         if auth is None:
             raise fail(f"{k}.client_auth_type", f"{auth_name} is not supported: Python's ssl verifies "
@@ -285,14 +295,14 @@ def parse(data, source="web config", base_dir=None):
         versions = {}
         for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
             name = t.get(key, default)
-            if name not in TLS_VERSIONS:
-                raise fail(f"{k}.{key}", f"{name!r} is not one of {', '.join(TLS_VERSIONS)}")
+            if not isinstance(name, str) or name not in TLS_VERSIONS:
+                raise fail(f"{k}.{key}", f"{short(name)} is not one of {', '.join(TLS_VERSIONS)}")
             versions[key] = TLS_VERSIONS[name]
         if versions["min_version"] > versions["max_version"]:
             raise fail(f"{k}.min_version", "is above max_version")
         prefer = t.get("prefer_server_cipher_suites", True)
         if not isinstance(prefer, bool):
-            raise fail(f"{k}.prefer_server_cipher_suites", f"{prefer!r} is not true or false")
+            raise fail(f"{k}.prefer_server_cipher_suites", f"{short(prefer)} is not true or false")
         tls = TLSConfig(path(f"{k}.cert_file", t["cert_file"]), path(f"{k}.key_file", t["key_file"]),
                         auth, ca, tuple(sans), versions["min_version"], versions["max_version"], prefer)
 
@@ -306,9 +316,9 @@ def _users(users, fail):
         raise fail("basic_auth_users", "expected a mapping of user: bcrypt hash")
     for user, hashed in users.items():
         if not isinstance(user, str) or not user or ":" in user:
-            raise fail("basic_auth_users", f"{user!r} is not a user name (no colons)")
+            raise fail("basic_auth_users", f"{short(user)} is not a user name (no colons)")
         if not isinstance(hashed, str) or not _BCRYPT.match(hashed):
-            raise fail(f"basic_auth_users.{user}", "not a bcrypt hash (htpasswd -nBC 10 \"\" | tr -d ':\\n')")
+            raise fail(f"basic_auth_users.{_key(user)}", "not a bcrypt hash (htpasswd -nBC 10 \"\" | tr -d ':\\n')")
     return dict(users)
 
 
@@ -318,7 +328,7 @@ def _headers(http, fail):
         raise fail("http_server_config", "expected a mapping")
     for key in http:
         if key not in ("http2", "headers"):
-            raise fail(f"http_server_config.{key}", "unknown key")
+            raise fail(f"http_server_config.{_key(key)}", "unknown key")
     if not isinstance(http.get("http2", True), bool):
         raise fail("http_server_config.http2", "is not true or false")
     headers = http.get("headers") or {}
@@ -326,17 +336,23 @@ def _headers(http, fail):
         raise fail("http_server_config.headers", "expected a mapping")
     out = {}
     for name, value in headers.items():
-        where = f"http_server_config.headers.{name}"
+        where = f"http_server_config.headers.{_key(name)}"
         canon = _CANONICAL.get(str(name).lower())
         if canon is None:
             raise fail(where, f"cannot be set (allowed: {', '.join(HEADERS)})")
         if not isinstance(value, str) or "\r" in value or "\n" in value:
-            raise fail(where, f"{value!r} is not a one-line string")
+            raise fail(where, f"{short(value)} is not a one-line string")
         if value and HEADERS[canon] and value.lower() not in HEADERS[canon]:
-            raise fail(where, f"{value!r} is not one of {', '.join(HEADERS[canon])}")
+            raise fail(where, f"{short(value)} is not one of {', '.join(HEADERS[canon])}")
         if value:                    # blank means unset, as in the toolkit
             out[canon] = value
     return out
+
+
+def _key(key):
+    """A key as an error line quotes it: at most a short prefix."""
+    text = str(key)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def load(path):
@@ -346,15 +362,5 @@ def load(path):
     WebConfig.ssl_context().
     """
     path = str(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise WebConfigError(f"{path}: {e.strerror.lower()}") from None
-    except UnicodeDecodeError as e:
-        raise WebConfigError(f"{path}: {e}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise WebConfigError(f"{path}: {where}{getattr(e, 'problem', None) or e}") from None
+    data = yamlfile.load(path, WebConfigError)
     return parse(data, source=path, base_dir=os.path.dirname(os.path.abspath(path)))

@@ -1,10 +1,11 @@
 """Bad input gets one clear line and an exit status, never a traceback."""
 import os
 import socket
+import subprocess
 
 import pytest
 
-from tests.support.mnmon_proc import free_port, run
+from tests.support.mnmon_proc import MNMON, REPO, free_port, run
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -70,3 +71,58 @@ def test_strict_fails_when_a_probe_cannot_attach():
         pytest.skip("every probe may attach on this host")
     one_line(run("serve", "--strict", "--web.listen-address", f"127.0.0.1:{free_port()}"), 3,
              "--strict: not attached", "invalidate_range_start")
+
+
+def test_unknown_probe_name_in_file_flag_and_check(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("probes:\n  disable: [oom_reapr]\n")
+    one_line(run("config", "check", str(f)), 2, "probes.disable: unknown probe 'oom_reapr'", "oom_reaper_gave_up")
+    one_line(run("serve", "--config.file", str(f), "--web.listen-address", f"127.0.0.1:{free_port()}"), 2,
+             "probes.disable: unknown probe 'oom_reapr'")
+    one_line(run("serve", "--probes.disable", "oom_reapr", "--web.listen-address", f"127.0.0.1:{free_port()}"), 2,
+             "--probes.disable: unknown probe 'oom_reapr'")
+
+
+def test_hostile_config_files_are_one_line(tmp_path):
+    from tests.unit.test_config import LAUGHS
+    laughs = tmp_path / "laughs.yaml"
+    laughs.write_text(LAUGHS)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path, words in [(laughs, ["aliases"]), ("/dev/zero", ["not a regular file"]), (fifo, ["not a regular file"])]:
+        one_line(run("config", "check", str(path), timeout=20), 2, *words)
+
+
+def test_bad_web_config_is_reported_before_the_bpf_compile(tmp_path):
+    web = tmp_path / "web.yaml"
+    web.write_text("basic_auth_users:\n  alice: not-a-hash\n")
+    r = run("serve", "--web.config.file", str(web), "--web.listen-address", f"127.0.0.1:{free_port()}")
+    one_line(r, 2, "basic_auth_users.alice: not a bcrypt hash")
+    assert "probe " not in r.stderr, "checked only after compiling and attaching"
+
+
+@root
+def test_unprivileged_doctor_explains_what_it_could_not_read():
+    r = run("doctor", user="nobody")
+    assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
+    assert "unreadable   /sys/kernel/tracing: permission denied" in r.stdout
+    assert "per-notifier outcomes: NOT countable here" in r.stdout
+
+
+@root
+def test_capabilities_without_root_name_what_is_missing():
+    caps = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+            "--inh-caps", "+bpf,+perfmon", "--ambient-caps", "+bpf,+perfmon", "--"]
+    r = subprocess.run(caps + MNMON + ["sample", "--duration", "1s"], capture_output=True, text=True,
+                       timeout=120, cwd=REPO)
+    one_line(r, 3, "needs root", "CAP_BPF and CAP_PERFMON", "/sys/kernel/tracing")
+
+
+@root
+def test_unprivileged_notifiers_says_addresses_are_hidden():
+    r = run("notifiers", user="nobody")
+    if r.returncode == 3:
+        pytest.skip("no BTF on this host")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "inlined?" not in r.stdout
+    assert "hides addresses from this user" in r.stderr

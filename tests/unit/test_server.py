@@ -1,12 +1,16 @@
 """The exporter's HTTP(S) server on 127.0.0.1/::1, ephemeral ports only."""
 import base64
 import contextlib
+import errno
 import gzip
 import http.client
+import logging
 import re
 import shutil
 import socket
 import ssl
+import threading
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter
@@ -106,7 +110,22 @@ def test_a_failing_collector_is_a_500_not_a_dead_server(registry):
     with serving(registry) as ex:
         status, _, body = get(ex)
         assert (status, body) == (500, b"error collecting metrics: map lookup failed\n")
+        for _ in range(5):
+            assert get(ex)[0] == 500
         assert get(ex, "/")[0] == 200
+
+
+def test_a_failing_collector_logs_one_line_not_one_traceback_per_scrape(registry, caplog):
+    class Broken:
+        def collect(self):
+            raise OSError(24, "Too many open files")
+    registry.register(Broken())
+    with serving(registry) as ex:
+        for _ in range(20):
+            assert get(ex)[0] == 500
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert errors[0].getMessage() == "collecting metrics: OSError: [Errno 24] Too many open files"
 
 
 def auth_header(user, password):
@@ -319,10 +338,33 @@ def test_reload_takes_new_auth_and_certificates(registry, pki, tmp_path):
         assert get(ex)[0] == 401
         assert get(ex, headers=auth_header("alice", "s3cret"))[0] == 200
 
-        ex.reload(Settings(listen_address="127.0.0.1:0", web_config_file=tls_web(pki, web)))
+        users = f"basic_auth_users:\n  alice: '{HASH}'\n"
+        tls_web(pki, web)
+        web.write_text(web.read_text() + users)          # TLS added, auth kept: a reload may raise security
+        ex.reload(Settings(listen_address="127.0.0.1:0", web_config_file=str(web)))
         assert peer_cert(ex, pki) == "server"
-        ex.reload(Settings(listen_address="127.0.0.1:0", web_config_file=tls_web(pki, web, cert="server2")))
+        tls_web(pki, web, cert="server2")
+        web.write_text(web.read_text() + users)
+        ex.reload(Settings(listen_address="127.0.0.1:0", web_config_file=str(web)))
         assert peer_cert(ex, pki) == "server2"
+
+
+@pytest.mark.parametrize("emptied", ["", "# nothing\n", "basic_auth_users: {}\n"])
+def test_reload_never_turns_tls_or_auth_off(registry, pki, tmp_path, emptied, caplog):
+    web = tmp_path / "w.yml"
+    tls_web(pki, web)
+    web.write_text(web.read_text() + f"basic_auth_users:\n  alice: '{HASH}'\n")
+    settings = Settings(listen_address="127.0.0.1:0", web_config_file=str(web))
+    with serving(registry, web_config_file=str(web)) as ex:
+        web.write_text(emptied)
+        with pytest.raises(WebConfigError, match="would turn off TLS and basic auth; kept as it is"):
+            ex.reload(settings)
+        with pytest.raises(WebConfigError, match="no web config file: would turn off TLS and basic auth"):
+            ex.reload(Settings(listen_address="127.0.0.1:0"))
+        assert ex.url.startswith("https://")
+        ctx = client_context(pki)
+        assert get(ex, context=ctx)[0] == 401
+        assert get(ex, context=ctx, headers=auth_header("alice", "s3cret"))[0] == 200
 
 
 def test_reload_with_a_broken_web_config_keeps_the_old_one(registry, tmp_path):
@@ -362,3 +404,166 @@ def test_reload_to_a_busy_port_keeps_serving(registry):
             ex.reload(Settings(listen_address=f"127.0.0.1:{busy}"))
         assert get(ex)[0] == 200
         assert ex.settings.listen_address == "127.0.0.1:0"
+
+
+# Overload and shutdown ---------------------------------------------------------------
+
+def head_of(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\r\n\r\n")[0].decode()
+
+
+def closed_within(sock, seconds):
+    """True if the server closes `sock` within `seconds` (whatever it sends first)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_http10_keep_alive_is_acknowledged_or_closed(registry):
+    with serving(registry) as ex:
+        with socket.create_connection(ex.address, timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            assert "\r\nConnection: keep-alive" in head_of(s)
+        with socket.create_connection(ex.address, timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            assert "\r\nConnection: close" in head_of(s)
+            assert closed_within(s, 2)
+
+
+def test_a_slow_request_head_is_cut_at_the_deadline(registry, monkeypatch):
+    monkeypatch.setattr(server, "HEAD_TIMEOUT", 0.5)
+    with serving(registry) as ex:
+        with socket.create_connection(ex.address, timeout=5) as s:
+            s.sendall(b"GET /metrics HTTP/1.1\r\n")
+            t0 = time.monotonic()
+            cut = False
+            while time.monotonic() - t0 < 3:            # a header byte every 0.1 s: each read is quick
+                try:
+                    s.sendall(b"X")
+                except OSError:
+                    cut = True
+                    break
+                if closed_within(s, 0.1):
+                    cut = True
+                    break
+            assert cut and time.monotonic() - t0 < 2
+        assert get(ex)[0] == 200
+
+
+def test_connection_cap_closes_the_slowest_not_the_scrape(registry, monkeypatch):
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 8)
+    with serving(registry) as ex:
+        idle = [socket.create_connection(ex.address, timeout=5) for _ in range(30)]
+        try:
+            t0 = time.monotonic()
+            assert get(ex)[0] == 200
+            assert time.monotonic() - t0 < 2
+            time.sleep(0.2)
+            assert len(ex._server._conns) <= 8
+            assert sum(closed_within(s, 0.05) for s in idle) >= 22      # the oldest idle ones went first
+        finally:
+            for s in idle:
+                s.close()
+
+
+def test_emfile_backs_off_and_logs_once(registry, caplog):
+    class Exhausted:
+        """The listening socket, with accept() failing as it does at the descriptor limit."""
+        def __init__(self, real):
+            self.real, self.calls = real, 0
+
+        def accept(self):
+            self.calls += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+    with serving(registry) as ex:
+        srv = ex._server
+        srv.socket = fake = Exhausted(srv.socket)
+        with socket.create_connection(ex.address, timeout=5):
+            time.sleep(1.0)
+            srv.socket = fake.real
+        assert 1 <= fake.calls <= 15, "the accept loop spun"
+        errors = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert len(errors) == 1 and "too many open files" in errors[0].getMessage()
+        assert get(ex)[0] == 200
+
+
+def test_bound_port_is_logged_when_port_0_asked(registry, caplog):
+    caplog.set_level(logging.INFO)
+    with serving(registry) as ex:
+        port = ex.address[1]
+    assert f"listening on 127.0.0.1:{port} (127.0.0.1:0)" in caplog.text
+
+
+def test_stop_finishes_requests_in_flight_then_returns(registry):
+    started, release = threading.Event(), threading.Event()
+    collected = []
+
+    class Slow:
+        def collect(self):
+            started.set()
+            release.wait(5)
+            collected.append(1)
+            return []
+    registry.register(Slow())
+    ex = Exporter(registry, Settings(listen_address="127.0.0.1:0"))
+    ex.start()
+    idle = socket.create_connection(ex.address, timeout=5)
+    result = {}
+    scrape = threading.Thread(target=lambda: result.update(zip(("status", "headers", "body"), get(ex))))
+    scrape.start()
+    assert started.wait(5)
+    stopper = threading.Thread(target=ex.stop)
+    stopper.start()
+    assert closed_within(idle, 2), "an idle kept-alive connection is closed at once"
+    time.sleep(0.2)
+    assert stopper.is_alive(), "stop() must wait for the request in flight"
+    release.set()
+    stopper.join(5)
+    scrape.join(5)
+    assert not stopper.is_alive()
+    assert result["status"] == 200 and result["headers"]["Connection"] == "close"
+    assert collected == [1]
+
+
+def test_daemon_detaches_only_after_the_scrape_in_flight(registry):
+    """SIGTERM's path (Daemon.stop): no scrape reads maps that close() has closed."""
+    from monitor import serve as daemon_mod
+    events, started, release = [], threading.Event(), threading.Event()
+
+    class Maps:
+        def collect(self):
+            started.set()
+            release.wait(5)
+            events.append("scrape read the maps" if "closed" not in events else "scrape read closed maps")
+            return []
+    registry.register(Maps())
+    d = daemon_mod.Daemon(Settings(listen_address="127.0.0.1:0"),
+                          lambda s: daemon_mod.Attached(registry, lambda: events.append("closed")),
+                          logging.getLogger("test"), env={})
+    d.start()
+    result = {}
+    scrape = threading.Thread(target=lambda: result.setdefault("status", get(d.exporter)[0]))
+    scrape.start()
+    assert started.wait(5)
+    stopper = threading.Thread(target=d.stop)
+    stopper.start()
+    time.sleep(0.2)
+    release.set()
+    stopper.join(10)
+    scrape.join(10)
+    assert events == ["scrape read the maps", "closed"] and result["status"] == 200

@@ -53,6 +53,8 @@ def test_service_lifecycle(unit):
     assert one(unit, "ExecReload") == "/bin/kill -HUP $MAINPID"
     assert config.parse_duration(one(unit, "WatchdogSec")) >= 10
     assert one(unit, "LimitMEMLOCK") == "infinity"
+    from monitor.web import server
+    assert int(one(unit, "LimitNOFILE")) >= 4 * server.MAX_CONNECTIONS + 1024   # connections + bcc
     assert one(unit, "WantedBy", "Install") == "multi-user.target"
 
 

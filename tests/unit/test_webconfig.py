@@ -235,7 +235,7 @@ def test_basic_auth_refuses(header):
     assert BasicAuth({"alice": HASH}).check(header) is False
 
 
-def test_basic_auth_caches_good_passwords_only(monkeypatch):
+def test_basic_auth_caches_answers(monkeypatch):
     calls = []
     real = bcrypt.checkpw
     monkeypatch.setattr(webconfig.bcrypt, "checkpw", lambda p, h: calls.append(p) or real(p, h))
@@ -245,6 +245,60 @@ def test_basic_auth_caches_good_passwords_only(monkeypatch):
     assert len(calls) == 1
     assert not auth.check(basic("alice", "nope"))
     assert not auth.check(basic("alice", "nope"))
-    assert len(calls) == 3                  # a wrong password is checked every time
+    assert len(calls) == 2                  # the same wrong password again costs no hash
     assert not auth.check(basic("nobody", "s3cret"))
-    assert len(calls) == 4                  # an unknown user costs a hash too (no timing oracle)
+    assert len(calls) == 3                  # an unknown user costs a hash too (no timing oracle)
+    assert not auth.check(basic("nobody", "s3cret"))
+    assert len(calls) == 3
+
+
+def test_a_flood_of_wrong_passwords_hashes_one_at_a_time(monkeypatch):
+    import threading
+    import time
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_checkpw(p, h):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return False
+    monkeypatch.setattr(webconfig.bcrypt, "checkpw", slow_checkpw)
+    auth = BasicAuth({"alice": HASH})
+    auth._ok.add(__import__("hashlib").sha256(b"\0".join([b"alice", b"good", HASH.encode()])).digest())
+    threads = [threading.Thread(target=auth.check, args=(basic("alice", f"wrong{i}"),)) for i in range(20)]
+    for t in threads:
+        t.start()
+    t0 = time.monotonic()
+    assert auth.check(basic("alice", "good"))            # a cached pair does not queue behind the flood
+    assert time.monotonic() - t0 < 0.05
+    for t in threads:
+        t.join()
+    assert most[0] == 1
+
+
+def test_hostile_web_config_files_are_one_short_line(tmp_path):
+    from tests.unit.test_config import LAUGHS
+    laughs = tmp_path / "laughs.yml"
+    laughs.write_text(LAUGHS.replace("web:\n  listen_address: *i\n", "basic_auth_users: *i\n"))
+    long_value = tmp_path / "long.yml"
+    long_value.write_text("tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: " + "T" * 3000 + "\n")
+    for path, message in [(laughs, "aliases (*name) are not allowed"), ("/dev/zero", "not a regular file"),
+                          (long_value, "min_version: 'TTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT... is not one of")]:
+        with pytest.raises(WebConfigError) as e:
+            webconfig.load(path)
+        assert message in str(e.value) and len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("data", [
+    {"tls_server_config": {"cert_file": "a", "key_file": "b", "client_auth_type": [1]}},
+    {"tls_server_config": {"cert_file": "a", "key_file": "b", "min_version": {"x": 1}}},
+    {"http_server_config": {"headers": {("a",): "b"}}},
+    {1: 2},
+])
+def test_odd_values_are_web_config_errors(data):
+    with pytest.raises(WebConfigError):
+        parse(data, "w.yml")
