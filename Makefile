@@ -3,8 +3,16 @@
 PY      := .venv/bin/python
 PYTEST  := $(PY) -m pytest
 # Stock Debian kernel the real-kernel bed boots (newest installed with headers).
+# Any other pinned stock kernel (tests/kernel/kernels.py) is fetched into build/kernels/:
+#   make test-kernel KVER=5.10.0-46-amd64
 KVER    ?= $(shell ls -1 /lib/modules 2>/dev/null | grep -- '-amd64$$' | sort -V | tail -n 1)
-FIXTURE := build/fixture/mnmon_fixture.ko
+# A fetched kernel's tree, else the installed one.
+KROOT   := $(if $(wildcard /lib/modules/$(KVER)/build),,$(CURDIR)/build/kernels/$(KVER)/root)
+KDIR    := $(KROOT)/lib/modules/$(KVER)/build
+# Debian builds each kernel with its own gcc (5.10: gcc-10); a host without it uses its own.
+KCC     := $(shell sed -n 's/^CC = .*gcc-\([0-9]*\)$$/gcc-\1/p' $(KDIR)/.kernelvariables 2>/dev/null)
+KCC     := $(if $(shell command -v $(KCC) 2>/dev/null),$(KCC),gcc)
+FIXTURE := build/fixture/$(KVER)/mnmon_fixture.ko
 # make test-kernel KTESTS=tests/kernel/test_serve.py PYTEST_ARGS=-x: a part of the tier
 KTESTS  ?= tests/kernel
 
@@ -32,9 +40,10 @@ test-host:
 fixture: $(FIXTURE)
 
 $(FIXTURE): tests/kernel/fixture/mnmon_fixture.c tests/kernel/fixture/mnmon_fixture.h
-	@mkdir -p build/fixture
-	cp tests/kernel/fixture/mnmon_fixture.[ch] tests/kernel/fixture/Kbuild build/fixture/
-	$(MAKE) -s -C /lib/modules/$(KVER)/build M=$(CURDIR)/build/fixture modules
+	@[ -e $(KDIR) ] || $(PY) -m tests.kernel.kernels fetch $(KVER) >/dev/null
+	@mkdir -p $(@D)
+	cp tests/kernel/fixture/mnmon_fixture.[ch] tests/kernel/fixture/Kbuild $(@D)/
+	$(MAKE) -s -C $(KDIR) M=$(CURDIR)/$(@D) CC=$(KCC) modules
 
 # One boot runs the whole pytest session inside the guest: one vCPU, since attaching
 # probes on two emulated vCPUs froze the guest now and then (bench/cpus.py); 30 minutes
