@@ -9,6 +9,7 @@ root/lib/modules/<release>/build, and bcc in the guest follows the same links.
 
     python -m tests.kernel.kernels fetch 5.10.0-46-amd64
     python -m tests.kernel.kernels path 5.10.0-46-amd64    # the image, fetched if need be
+    python -m tests.kernel.kernels build-module 7.2.13+deb14-amd64 build/fixture/7.2.13+deb14-amd64
     python -m tests.kernel.kernels list
 """
 import argparse
@@ -34,6 +35,16 @@ KERNELS = {
     "6.12.117+deb12-amd64": ("6.12.117-1~deb12u1", ["bookworm-security"]),
     "7.2.13+deb14-amd64": ("7.2.13-1", ["sid"]),
 }
+# Kernels whose modules build only in a root of their own suite: 7.x headers want
+# gcc-16 and glibc 2.38, Debian 12 has gcc-12 and 2.36.
+BUILD_ROOTS = {"7.2.13+deb14-amd64": "sid"}
+ROOTS = REPO / "build" / "roots"
+ROOT_PACKAGES = ["make", "gcc-16", "libc6-dev", "dwarves", "kmod"]
+
+
+def version_key(release):
+    """Sort key of a release string: '5.10.0-46-amd64' before '6.1.0-57-amd64'."""
+    return [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in re.split(r"[.+-]", release)]
 
 
 class KernelError(Exception):
@@ -180,6 +191,58 @@ def layout(root, release):
     subprocess.run(["depmod", "-b", str(root), release], check=True)
 
 
+def build_root(suite, roots=ROOTS):
+    """A minimal root of suite (mmdebstrap, cached under build/roots/) to build modules in."""
+    root = roots / suite
+    if (root / ".complete").exists():
+        return root
+    tmp = roots / f"{suite}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    roots.mkdir(parents=True, exist_ok=True)
+    p = subprocess.run(["mmdebstrap", "--variant=apt", "--mode=root", "--quiet",
+                        '--aptopt=Acquire::Check-Valid-Until "false"',
+                        "--include=" + ",".join(ROOT_PACKAGES), suite, str(tmp), ARCHIVE],
+                       capture_output=True, text=True)
+    if p.returncode:
+        raise KernelError(f"mmdebstrap {suite}: {(p.stderr.strip().splitlines() or ['failed'])[-1]}")
+    if root.exists():
+        shutil.rmtree(root)
+    tmp.rename(root)
+    (root / ".complete").touch()
+    return root
+
+
+def build_module(release, moddir, cache=CACHE):
+    """Build the out-of-tree module in moddir against release's headers: on this host with
+    the compiler Debian used when it is here, else inside the kernel's own suite root."""
+    kdir = fetch(release, cache)
+    moddir = Path(moddir).resolve()
+    suite = BUILD_ROOTS.get(release)
+    if not suite:
+        headers = kdir / "root" / "lib" / "modules" / release / "build"
+        m = re.search(r"^CC = .*?(gcc-\d+)$", (headers / ".kernelvariables").read_text(), re.M)
+        cc = m.group(1) if m and shutil.which(m.group(1)) else "gcc"
+        argv = ["make", "-s", "-C", str(headers), f"M={moddir}", f"CC={cc}", "modules"]
+        return subprocess.run(argv).returncode
+    root = build_root(suite)
+    if not (root / "usr" / "src" / f"linux-headers-{release}").is_dir():
+        for deb in sorted((kdir / "debs").glob("linux-[hk]*.deb")):     # headers and kbuild
+            subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+    inside = root / "tmp" / f"mnmon-module-{release}"
+    if inside.exists():
+        shutil.rmtree(inside)
+    shutil.copytree(moddir, inside)
+    # objtool reads /proc: a proc mount in a private mount namespace, gone with it.
+    make = f"make -s -C /usr/src/linux-headers-{release} M=/tmp/{inside.name} modules"
+    rc = subprocess.run(["unshare", "--mount", "--", "sh", "-c",
+                         f'mount -t proc proc "$1/proc" && exec chroot "$1" {make}', "sh", str(root)]).returncode
+    for ko in inside.glob("*.ko"):
+        shutil.copy2(ko, moddir / ko.name)
+    shutil.rmtree(inside)
+    return rc
+
+
 def image(release, cache=CACHE):
     """The kernel image the bed boots, fetching the kernel first if need be."""
     return fetch(release, cache) / "root" / "boot" / f"vmlinuz-{release}"
@@ -187,8 +250,9 @@ def image(release, cache=CACHE):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=["fetch", "path", "headers", "list"])
+    ap.add_argument("action", choices=["fetch", "path", "headers", "list", "build-module"])
     ap.add_argument("release", nargs="?")
+    ap.add_argument("moddir", nargs="?", help="build-module: the module's directory (Kbuild and sources)")
     args = ap.parse_args(argv)
     try:
         if args.action == "list":
@@ -199,6 +263,8 @@ def main(argv=None):
             ap.error("a kernel release is needed")
         elif args.action == "fetch":
             print(fetch(args.release))
+        elif args.action == "build-module":
+            return build_module(args.release, args.moddir or ".")
         elif args.action == "path":
             print(image(args.release))
         else:
