@@ -28,5 +28,6 @@ def oom_reap_calls_per_victim(release=None, retries=10):
 
 def ends_paired_on_failure(release=None):
     """Whether a failing non-blockable start calls range_end of the notifiers already
-    started (c2655835fd8c, 5.12): before it their ends are skipped, left unpaired."""
-    return at_least(5, 12, release)
+    started (c2655835fd8c, 5.12, and backported to 5.10.y): before it their ends are
+    skipped, left unpaired."""
+    return at_least(5, 12, release) or version(release) == (5, 10)

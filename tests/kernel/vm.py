@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from tests.kernel import kernels
@@ -89,6 +90,7 @@ def run(kver, command, *, timeout=3600, **kw):
     argv = vng_argv(kver, command, **kw)
     lock = open(LOCK, "w")
     fcntl.flock(lock, fcntl.LOCK_EX)
+    started = time.monotonic()
     # vng calls its sibling virtme-run through PATH.
     env = dict(os.environ, PATH=f"{Path(argv[0]).parent}:{os.environ.get('PATH', '')}")
     # QEMU reopens the console's output by path, which truncates a file: a CI log held
@@ -115,6 +117,8 @@ def run(kver, command, *, timeout=3600, **kw):
             _kill_group(proc)
             proc.wait()
         lock.close()
+    # Boot and command, without the wait for the lock: what a leg of the matrix costs.
+    print(f"vm: {kver} booted and ran {time.monotonic() - started:.0f} s", file=sys.stderr)
     if expired.is_set():
         print(f"vm: guest command still running after {timeout} s, stopped", file=sys.stderr)
         return 124
