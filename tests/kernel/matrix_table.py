@@ -22,9 +22,11 @@ FIXTURE_KINDS = (("mnmon_fx_list_", "list"), ("mnmon_fx_interval_", "interval"),
 
 
 def junit_outcomes(text):
-    """{'passed': n, 'failed': n, 'skipped': n, 'xfailed': n} from pytest's junit XML."""
+    """{'passed': n, 'failed': n, 'skipped': n, 'xfailed': n, 'seconds': s} from pytest's junit XML."""
     out = {"passed": 0, "failed": 0, "skipped": 0, "xfailed": 0}
-    for case in ET.fromstring(text).iter("testcase"):
+    root = ET.fromstring(text)
+    out["seconds"] = round(sum(float(s.get("time", 0)) for s in root.iter("testsuite")))
+    for case in root.iter("testcase"):
         kids = {c.tag: c for c in case}
         if "failure" in kids or "error" in kids:
             out["failed"] += 1
@@ -34,6 +36,10 @@ def junit_outcomes(text):
         else:
             out["passed"] += 1
     return out
+
+
+def _mmss(seconds):
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def _method(probes, names):
@@ -78,7 +84,7 @@ def row(d):
         "inflight": ", ".join(f["inflight"] for f in facts) or "-",
         "counted": counted(probes) if probes else "-",
         "result": result,
-        "time": f"{leg['seconds'] // 60}:{leg['seconds'] % 60:02d}",
+        "time": _mmss(out["seconds"]) if out else "-",
         "date": leg.get("date", ""),
     }
 
@@ -87,7 +93,7 @@ def table(out=OUT):
     rows = [r for r in (row(d) for d in sorted(out.glob("*"), key=lambda p: kernels.version_key(p.name))
                         if d.is_dir()) if r]
     head = ("| kernel | bcc | core probes (start/end) | reaper probes (reap/gave up) | in-flight store | "
-            "counted per notifier | result | leg time |\n|---|---|---|---|---|---|---|---|\n")
+            "counted per notifier | result | tests' time in the guest |\n|---|---|---|---|---|---|---|---|\n")
     body = "".join(f"| {r['kernel']} | {r['bcc']} | {r['core']} | {r['oom']} | {r['inflight']} | {r['counted']} | "
                    f"{r['result']} | {r['time']} ({r['date']}) |\n" for r in rows)
     return head + body

@@ -67,7 +67,7 @@ def test_kernel_facts_by_version():
     assert kernel_facts.ends_paired_on_failure("6.12.117+deb12-amd64")
 
 
-JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="5">
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="5" time="125.4">
 <testcase classname="a" name="ok"/>
 <testcase classname="a" name="bad"><failure message="x"/></testcase>
 <testcase classname="a" name="err"><error message="y"/></testcase>
@@ -77,7 +77,8 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="py
 
 
 def test_junit_outcomes():
-    assert matrix_table.junit_outcomes(JUNIT) == {"passed": 1, "failed": 2, "skipped": 1, "xfailed": 1}
+    assert matrix_table.junit_outcomes(JUNIT) == {"passed": 1, "failed": 2, "skipped": 1, "xfailed": 1,
+                                                  "seconds": 125}
 
 
 def _leg(d, release, rc, seconds, facts):
