@@ -3,12 +3,19 @@
 PY      := .venv/bin/python
 PYTEST  := $(PY) -m pytest
 # Stock Debian kernel the real-kernel bed boots (newest installed with headers).
+# Any other pinned stock kernel (tests/kernel/kernels.py) is fetched into build/kernels/:
+#   make test-kernel KVER=5.10.0-46-amd64
 KVER    ?= $(shell ls -1 /lib/modules 2>/dev/null | grep -- '-amd64$$' | sort -V | tail -n 1)
-FIXTURE := build/fixture/mnmon_fixture.ko
+# An installed kernel's headers, else a fetched one's (kernels.py builds modules for those).
+KROOT   := $(if $(wildcard /lib/modules/$(KVER)/build),,$(CURDIR)/build/kernels/$(KVER)/root)
+KDIR    := /lib/modules/$(KVER)/build
+KCC     := $(shell sed -n 's/^CC = .*gcc-\([0-9]*\)$$/gcc-\1/p' $(KDIR)/.kernelvariables 2>/dev/null)
+KCC     := $(if $(shell command -v $(KCC) 2>/dev/null),$(KCC),gcc)
+FIXTURE := build/fixture/$(KVER)/mnmon_fixture.ko
 # make test-kernel KTESTS=tests/kernel/test_serve.py PYTEST_ARGS=-x: a part of the tier
 KTESTS  ?= tests/kernel
 
-.PHONY: setup setup-test run test test-unit test-host test-kernel demo bench fixture clean
+.PHONY: setup setup-test run test test-unit test-host test-kernel test-matrix matrix-table demo bench fixture clean
 
 setup:
 	deploy/install-debian.sh
@@ -19,9 +26,11 @@ setup-test:
 run: setup
 	.venv/bin/mnmon serve $(ARGS)
 
-# Unit tests first (no root, no BPF), then what this host's kernel allows, then the real kernel.
+# Unit tests first (no root, no BPF), then what this host's kernel allows, then the real
+# kernel: the whole tier on the installed one, the probe and OOM tests on every other.
 test: setup-test
 	$(MAKE) --no-print-directory test-unit test-host test-kernel
+	$(MAKE) --no-print-directory test-matrix MATRIX_ARGS=--skip=$(KVER)
 
 test-unit:
 	$(PYTEST) -q tests/unit
@@ -32,9 +41,10 @@ test-host:
 fixture: $(FIXTURE)
 
 $(FIXTURE): tests/kernel/fixture/mnmon_fixture.c tests/kernel/fixture/mnmon_fixture.h
-	@mkdir -p build/fixture
-	cp tests/kernel/fixture/mnmon_fixture.[ch] tests/kernel/fixture/Kbuild build/fixture/
-	$(MAKE) -s -C /lib/modules/$(KVER)/build M=$(CURDIR)/build/fixture modules
+	@mkdir -p $(@D)
+	cp tests/kernel/fixture/mnmon_fixture.[ch] tests/kernel/fixture/Kbuild $(@D)/
+	$(if $(KROOT),$(PY) -m tests.kernel.kernels build-module $(KVER) $(@D),\
+		$(MAKE) -s -C $(KDIR) M=$(CURDIR)/$(@D) CC=$(KCC) modules)
 
 # One boot runs the whole pytest session inside the guest: one vCPU, since attaching
 # probes on two emulated vCPUs froze the guest now and then (bench/cpus.py); 30 minutes
@@ -42,6 +52,15 @@ $(FIXTURE): tests/kernel/fixture/mnmon_fixture.c tests/kernel/fixture/mnmon_fixt
 test-kernel: fixture
 	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --timeout 1800 -- \
 		$(PYTEST) -q -p no:cacheprovider $(KTESTS) $(PYTEST_ARGS)
+
+# The probe and OOM tests on every pinned stock kernel (tests/kernel/kernels.py), one boot
+# each; build/matrix/<release>/ keeps each leg's log. MATRIX_ARGS=--kernels=5.10.0-46-amd64
+test-matrix:
+	$(PY) -m tests.kernel.matrix $(MATRIX_ARGS); rc=$$?; $(PY) -m tests.kernel.matrix_table; exit $$rc
+
+# The README's support table, from the last matrix run.
+matrix-table:
+	$(PY) -m tests.kernel.matrix_table --write
 
 demo: setup-test fixture
 	$(PY) -m tests.kernel.vm --kernel $(KVER) -- $(PY) -m tests.kernel.demo

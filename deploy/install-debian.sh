@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 runtime="python3 python3-venv python3-bpfcc bpfcc-tools kmod make"
 # The real-kernel bed boots Debian's stock kernel with the host filesystem as root.
 testpkgs="linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static udev
-          prometheus openssl gcc make"
+          prometheus openssl gcc make
+          dwarves mmdebstrap"
+# The kernel matrix (tests/kernel/kernels.py): pahole (dwarves) writes module BTF on
+# 6.12+; 7.x modules build only in a sid root made with mmdebstrap.
 
 want="$runtime"
 [ "${1:-}" = "--test" ] && want="$want $testpkgs"

@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 TRACEFS = Path("/sys/kernel/tracing")
 
 
@@ -107,3 +109,11 @@ class KernelLog:
 
 def kvm_available():
     return Path("/dev/kvm").exists()
+
+
+# KVM's count of the ranges it unmaps, the ground truth for KVM's notifier: a tracepoint of
+# generic KVM since 5.13 (x86 had none before; Debian's 5.10 has no kvm_unmap_hva_range).
+KVM_UNMAP_EVENT = "kvm/kvm_unmap_hva_range"
+needs_kvm_unmap_event = pytest.mark.skipif(
+    not (TRACEFS / "events" / KVM_UNMAP_EVENT).is_dir(),
+    reason="no kvm:kvm_unmap_hva_range on this kernel (5.13+): no kernel count of KVM's invalidations")

@@ -28,13 +28,14 @@ _IOC_WRITE = 1
 ADD_LIST = _ioc(_IOC_WRITE, 0x40, _SUBSCRIBE.size)
 ADD_INTERVAL = _ioc(_IOC_WRITE, 0x41, _SUBSCRIBE.size)
 PARK = _ioc(0, 0x42, 0)
+ADD_TWO_PASS = _ioc(_IOC_WRITE, 0x43, _SUBSCRIBE.size)
 
 
 @dataclass
 class Slot:
     """One notifier's own counts, as the fixture module kept them."""
     slot: int
-    kind: str               # list | interval
+    kind: str               # list | interval | two_pass
     behaviour: str
     sleep_us: int
     pid: int
@@ -45,7 +46,8 @@ class Slot:
     nonblockable_ok: int
     nonblockable_fail: int
     blockable_ends: int
-    nonblockable_ends: int
+    nonblockable_ends: int  # range_end calls, or a two-pass notifier's finish passes
+    finish_skipped: int = 0  # two-pass starts that returned no finish (GFP_NOWAIT failed)
     hist_log2_ns: list = field(default_factory=list)
 
     @property
@@ -84,6 +86,10 @@ class Fixture:
     def add_interval(self, behaviour, start, length, sleep_us=0):
         """Subscribe an interval notifier over [start, start+length); returns the slot id."""
         return self._subscribe(ADD_INTERVAL, BEHAVIOURS[behaviour], sleep_us, start, length)
+
+    def add_two_pass(self, behaviour, start, length, sleep_us=0):
+        """Subscribe a two-pass interval notifier (7.1+) over [start, start+length); returns the slot id."""
+        return self._subscribe(ADD_TWO_PASS, BEHAVIOURS[behaviour], sleep_us, start, length)
 
     def park(self, ms):
         """Sleep uninterruptibly in the kernel for ms milliseconds (SIGKILL waits)."""

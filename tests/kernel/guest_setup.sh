@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs first inside the guest: what the scenarios need from the kernel.
 set -e
-fixture=build/fixture/mnmon_fixture.ko
+fixture=build/fixture/$(uname -r)/mnmon_fixture.ko
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 mountpoint -q /sys/kernel/tracing || mount -t tracefs none /sys/kernel/tracing
 # Memory cgroups for the OOM scenarios.

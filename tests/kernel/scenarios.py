@@ -78,6 +78,8 @@ def child_churn(args):
     m, addr = anon_private(args.pages * PAGE)
     if args.kind == "list":
         slot = fx.add_list(args.behaviour, args.sleep_us)
+    elif args.kind == "two_pass":
+        slot = fx.add_two_pass(args.behaviour, addr, len(m), args.sleep_us)
     else:
         slot = fx.add_interval(args.behaviour, addr, len(m), args.sleep_us)
     announce(slot=slot, madvise_calls=args.iterations)
@@ -99,6 +101,11 @@ def child_victim(args):
         touch(m)
         keep.append(m)
         slots["interval"] = fx.add_interval(args.interval, addr, len(m))
+    if args.two_pass:               # 7.1+: the same, with a two-pass interval notifier
+        m, addr = anon_private(args.interval_mb * MB)
+        touch(m)
+        keep.append(m)
+        slots["two_pass"] = fx.add_two_pass(args.two_pass, addr, len(m))
     # List notifiers go on the head of the mm's hlist: the last one added is called first.
     for name, behaviour in reversed(args.list):
         slots[name] = fx.add_list(behaviour)
@@ -179,7 +186,7 @@ def run_churn(kind="list", behaviour="sleep", sleep_us=0, iterations=100, pages=
                    "--iterations", str(iterations), "--pages", str(pages)], timeout, at_done, on_ready)
 
 
-def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120, on_ready=None):
+def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120, on_ready=None, two_pass=None):
     """Run an OOM victim in its own memory cgroup; returns once every thread has exited.
 
     lists: [(name, behaviour)] in call order, e.g. [("A", "never_fail"), ("B", "fail_nonblock")].
@@ -194,6 +201,8 @@ def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120, on
             argv += ["--list", f"{name}={behaviour}"]
         if interval:
             argv += ["--interval", interval]
+        if two_pass:
+            argv += ["--two-pass", two_pass]
         return _spawn(argv, timeout, on_ready=on_ready)
     finally:
         remove_when_empty(cg)
@@ -238,7 +247,7 @@ def main(argv=None):
     k.add_argument("--iterations", type=int, default=200)
     k.add_argument("--pages", type=int, default=16)
     c = sub.add_parser("churn")
-    c.add_argument("--kind", choices=["list", "interval"], default="list")
+    c.add_argument("--kind", choices=["list", "interval", "two_pass"], default="list")
     c.add_argument("--behaviour", default="sleep")
     c.add_argument("--sleep-us", type=int, default=0)
     c.add_argument("--iterations", type=int, default=100)
@@ -248,6 +257,7 @@ def main(argv=None):
     v.add_argument("--park-ms", type=int, default=10000)
     v.add_argument("--list", action="append", default=[], type=lambda s: tuple(s.split("=", 1)))
     v.add_argument("--interval", default=None, help="behaviour of an interval notifier")
+    v.add_argument("--two-pass", default=None, help="behaviour of a two-pass interval notifier (7.1+)")
     v.add_argument("--interval-mb", type=int, default=8)
     v.add_argument("--no-grow", action="store_true", help="park and wait to be killed")
     args = ap.parse_args(argv)

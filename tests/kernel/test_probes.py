@@ -7,14 +7,25 @@ import time
 import pytest
 
 from monitor.attach_plan import HASH, TASK_STORAGE
-from tests.kernel import scenarios
-from tests.kernel.evidence import HitCounter, KernelLog, TraceInstance
+from tests.kernel import kernel_facts, matrix, scenarios
+from tests.kernel.evidence import HitCounter, KernelLog, TraceInstance, needs_kvm_unmap_event
 from tests.kernel.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS
 
 NB, B = "nonblockable", "blockable"
 KVM_START = ("kvm_mmu_notifier_invalidate_range_start", "kvm")
 KVM_END = ("kvm_mmu_notifier_invalidate_range_end", "kvm")
+# A gap of mnmon, not of the test: before 5.11 modules have no BTF, and registration-time
+# discovery does not find KVM's callbacks (being fixed in the BPF core: count every
+# subscriber of an mm from its first invalidation). Strict: it fails once fixed.
+kvm_without_btf = pytest.mark.xfail(
+    not kernel_facts.at_least(5, 11), strict=True,
+    reason="mnmon gap: KVM's callbacks are not discovered without module BTF (before 5.11)")
+# __oom_reap_task_mm calls from exit_mmap on an OOM victim (up to 6.0), and the calls
+# an interval notifier meets: the reaper's and exit_mmap's (list notifiers are unhooked
+# by then, see kernel_facts.exit_mmap_reaps).
+EXIT_MMAP_CALLS = 1 if kernel_facts.exit_mmap_reaps() else 0
+REAP_CALLS = kernel_facts.oom_reap_calls_per_victim(retries=MAX_OOM_REAP_RETRIES)
 
 
 @pytest.fixture(scope="module", params=[TASK_STORAGE, HASH])
@@ -22,11 +33,14 @@ def mon(request):
     """Every test runs with in-flight invalidations in task storage (6.1's default) and
     in the hash kernels before 5.12 use."""
     from monitor.probes import Monitor
+    if request.param == TASK_STORAGE and not kernel_facts.at_least(5, 12):
+        pytest.skip("task storage for tracing programs needs 5.12+ (4cf1bc1f1045); this kernel has the hash")
     m = Monitor.start(inflight=request.param)
     assert m.plan.inflight == request.param
     m.received = []
     m.open_events(m.received.append)
     yield m
+    matrix.record(m)            # in a matrix leg: what attached, and how, for the README's table
     m.close()
 
 
@@ -68,6 +82,11 @@ def test_probes_attach_on_the_stock_kernel(mon):
     assert st["oom_reap_task_mm"].attached and st["oom_reaper_gave_up"].method == "kprobe"
     for tp in ("oom:mark_victim", "oom:start_task_reaping", "oom:skip_task_reaping"):
         assert st[tp].attached, st[tp]
+
+
+@kvm_without_btf
+def test_kvm_callbacks_attach_before_any_vm_exists(mon):
+    st = mon.statuses
     # KVM's callbacks come from kvm.ko's BTF, before any VM exists.
     assert mon.is_attached("kvm_mmu_notifier_invalidate_range_start", "kvm")
     assert mon.is_attached("kvm_mmu_notifier_invalidate_range_end", "kvm")
@@ -95,6 +114,8 @@ def _kvm_equals_tracepoint(mon, iterations=300):
     return ok
 
 
+@needs_kvm_unmap_event
+@kvm_without_btf
 def test_kvm_notifier_counts_equal_the_kernels_trace(mon):
     print(f"KVM: {_kvm_equals_tracepoint(mon)} invalidations, mnmon == kvm:kvm_unmap_hva_range")
 
@@ -147,15 +168,25 @@ def test_ab_oom_blocker_named_and_counts_equal_ground_truth(mon):
     # The core start fails once per VMA B fails on; as many lines in the kernel's log.
     assert delta("mnmon_invalidate_range_start_total", mode=NB, result="eagain") == b_fail
     assert len([l for l in lines if "callback failed with -11 in non-blockable context" in l]) == b_fail
-    # 6.1 ends A inside the failing start (c2655835fd8c): nothing unpaired.
-    assert delta("mnmon_unpaired_invalidate_starts_total") == 0
-    assert fdelta(fx, "A", "nonblockable_ends") == fdelta(fx, "A", "nonblockable_ok")
+    # B fails the same VMAs on each of the reaper's attempts; exit_mmap's reap (up to 6.0)
+    # comes after mmu_notifier_release unhooked B: it reaps, unblocked.
+    assert b_fail % MAX_OOM_REAP_RETRIES == 0
+    if kernel_facts.ends_paired_on_failure():
+        # A failing start ends A itself (c2655835fd8c): nothing unpaired.
+        assert delta("mnmon_unpaired_invalidate_starts_total") == 0
+        assert fdelta(fx, "A", "nonblockable_ends") == fdelta(fx, "A", "nonblockable_ok")
+    else:
+        # Without it A's ends are skipped: each of A's starts is left unpaired.
+        assert fdelta(fx, "A", "nonblockable_ends") == 0
+        assert delta("mnmon_unpaired_invalidate_starts_total") == fdelta(fx, "A", "nonblockable_ok")
     # The reaper: one victim, ten attempts blocked, all by B, one give-up.
     assert delta("mnmon_oom_victims_total") == len(tp["oom/mark_victim"]) == 1
     assert delta("mnmon_oom_reap_attempts_total", result="notifier_blocked") == \
         len(tp["oom/start_task_reaping"]) == MAX_OOM_REAP_RETRIES
     assert delta("mnmon_oom_reap_attempts_total", result="reaped") == 0
     assert delta("mnmon_oom_reap_calls_total", caller="oom_reaper", result="notifier_blocked") == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_calls_total", caller="exit_mmap", result="reaped") == EXIT_MMAP_CALLS
+    assert delta("mnmon_oom_reap_calls_total", caller="exit_mmap", result="notifier_blocked") == 0
     assert delta("mnmon_oom_reap_blocked_total", notifier=b_start, module="mnmon_fixture") == MAX_OOM_REAP_RETRIES
     assert delta("mnmon_oom_reap_blocked_total", notifier=a_start, module="mnmon_fixture") == 0
     unable = [l for l in lines if re.search(rf"oom_reaper: unable to reap pid:{child.pid}\b", l)]
@@ -177,9 +208,12 @@ def test_interval_oom_failure_counted_though_the_kernel_logs_nothing(mon):
     assert child.returncode == -9
     got = delta("mnmon_notifier_invalidations_total", notifier=sym, module="mnmon_fixture", kind="interval",
                 mode=NB, result="eagain")
-    assert got == fdelta(fx, "interval", "nonblockable_fail") == MAX_OOM_REAP_RETRIES
+    # One failure per call: the reaper's ten and, up to 6.0, exit_mmap's, told apart by caller.
+    assert got == fdelta(fx, "interval", "nonblockable_fail") == REAP_CALLS
     assert not [l for l in lines if "callback failed" in l]
-    assert delta("mnmon_oom_reap_blocked_total", notifier=sym, module="mnmon_fixture") == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_calls_total", caller="oom_reaper", result="notifier_blocked") == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_calls_total", caller="exit_mmap", result="notifier_blocked") == EXIT_MMAP_CALLS
+    assert delta("mnmon_oom_reap_blocked_total", notifier=sym, module="mnmon_fixture") == REAP_CALLS
     assert delta("mnmon_oom_reaper_gave_up_total") == 1
     assert delta("mnmon_oom_victims_total") == 1
 
@@ -228,6 +262,8 @@ def test_a_million_invalidations_counted_exactly(mon):
     print(f"load: {got} invalidations counted, fixture {truth}, {time.monotonic() - t0:.0f} s, 0 lost")
 
 
+@needs_kvm_unmap_event
+@kvm_without_btf
 def test_module_loaded_after_start_is_picked_up(mon):
     # KVM reloaded under a running monitor: its callbacks come back from the new BTF.
     subprocess.run(["rmmod", "kvm_amd", "kvm"], check=True)

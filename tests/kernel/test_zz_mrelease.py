@@ -1,10 +1,13 @@
 """process_mrelease(2): a notifier blocking it is counted for that caller, not the
 reaper. Runs last in the tier (file name): it SIGKILLs a victim itself."""
-from tests.kernel import scenarios
+import pytest
+
+from tests.kernel import kernel_facts, scenarios
 from tests.kernel.fixture_dev import read_stats
 from tests.kernel.test_probes import NB, mon, notifier, value, wait_attached  # noqa: F401 (mon: fixture)
 
 
+@pytest.mark.skipif(not kernel_facts.at_least(5, 15), reason="process_mrelease(2) exists from 5.15")
 def test_process_mrelease_is_told_from_the_reaper(mon):
     import errno
     b = "mnmon_fx_list_fail_nonblock_start"

@@ -1,0 +1,33 @@
+"""What the booted kernel does differently, by version: the tests ask here, not uname."""
+import os
+import re
+
+
+def version(release=None):
+    """(major, minor) of a release string such as '5.10.0-46-amd64' (default: the running kernel)."""
+    m = re.match(r"(\d+)\.(\d+)", release or os.uname().release)
+    return (int(m.group(1)), int(m.group(2)))
+
+
+def at_least(major, minor, release=None):
+    return version(release) >= (major, minor)
+
+
+def exit_mmap_reaps(release=None):
+    """Whether exit_mmap calls __oom_reap_task_mm on an OOM victim itself: up to 6.0
+    (until "mm: drop oom code from exit_mmap"). It does so after mmu_notifier_release,
+    which has unhooked list notifiers: only interval notifiers meet that call."""
+    return not at_least(6, 1, release)
+
+
+def oom_reap_calls_per_victim(release=None, retries=10):
+    """__oom_reap_task_mm calls an interval notifier of an OOM victim meets when every
+    attempt is blocked: the reaper's retries, plus exit_mmap's up to 6.0."""
+    return retries + (1 if exit_mmap_reaps(release) else 0)
+
+
+def ends_paired_on_failure(release=None):
+    """Whether a failing non-blockable start calls range_end of the notifiers already
+    started (c2655835fd8c, 5.12, and backported to 5.10.y): before it their ends are
+    skipped, left unpaired."""
+    return at_least(5, 12, release) or version(release) == (5, 10)

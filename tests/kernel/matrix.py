@@ -1,0 +1,112 @@
+"""The kernel matrix: the probe and OOM tests on every pinned stock kernel, one boot each.
+
+    python -m tests.kernel.matrix                       # every kernel in kernels.KERNELS
+    python -m tests.kernel.matrix --kernels 5.10.0-46-amd64,6.12.117+deb12-amd64
+
+Each leg fetches its kernel (build/kernels/), builds the fixture for it, boots it and
+runs LEG_TESTS; what it found goes to build/matrix/<release>/: the log, pytest's
+junit.xml, the attach facts of each Monitor the tests started (facts-<store>.json) and
+leg.json (exit status, seconds). tests/kernel/matrix_table.py writes the README's
+support table from those files. Exit status: 0 when every leg passed.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.kernel import kernels
+
+REPO = kernels.REPO
+OUT = REPO / "build" / "matrix"
+PY = str(REPO / ".venv" / "bin" / "python")
+# The probe and OOM tests; the million-invalidation load test stays in 6.1's full tier.
+LEG_TESTS = ["tests/kernel/test_bed.py", "tests/kernel/test_probes.py", "tests/kernel/test_two_pass.py",
+             "tests/kernel/test_zz_mrelease.py"]
+LEG_SELECT = "not a_million"
+LEG_TIMEOUT = 1500
+
+
+def record(mon, out=None):
+    """Inside a leg: write what this Monitor attached, and how, for the support table."""
+    out = out or os.environ.get("MNMON_MATRIX_OUT")
+    if not out:
+        return
+    import bcc
+    facts = {
+        "release": os.uname().release,
+        "bcc": getattr(bcc, "__version__", "?"),
+        "inflight": mon.plan.inflight,
+        "probes": {name: {"method": st.method, "attached": st.attached, "reason": st.reason}
+                   for name, st in sorted(mon.statuses.items())},
+    }
+    path = Path(out) / f"facts-{mon.plan.inflight}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():           # each test module starts its own Monitor: what any attached
+        for name, st in json.loads(path.read_text())["probes"].items():
+            if st["attached"] or name not in facts["probes"]:
+                facts["probes"][name] = st
+    path.write_text(json.dumps(facts, indent=1) + "\n")
+
+
+def run_leg(release, out=OUT, tests=LEG_TESTS, select=LEG_SELECT, timeout=LEG_TIMEOUT):
+    """Fetch, build, boot and test one kernel; returns its leg.json as a dict."""
+    d = out / release
+    d.mkdir(parents=True, exist_ok=True)
+    for f in d.glob("*"):
+        f.unlink()
+    t0 = time.monotonic()
+    log = (d / "log.txt").open("w")
+    try:
+        if not Path(f"/lib/modules/{release}/build").exists():
+            kernels.fetch(release)
+        rc = subprocess.run(["make", "--no-print-directory", "fixture", f"KVER={release}"],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+        built = time.monotonic() - t0
+        if rc == 0:
+            # Tests print their figures next to ground truth: junit.xml keeps them.
+            cmd = ["env", f"MNMON_MATRIX_OUT={d}", PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rsxX",
+                   f"--junitxml={d / 'junit.xml'}", "-o", "junit_logging=system-out", "-k", select, *tests]
+            log.flush()
+            rc = subprocess.run([PY, "-m", "tests.kernel.vm", "--kernel", release, "--cpus", "1",
+                                 "--timeout", str(timeout), "--", *cmd],
+                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+    except kernels.KernelError as e:
+        print(f"matrix: {release}: {e}", file=log)
+        rc, built = 2, time.monotonic() - t0
+    log.close()
+    # The guest's own time, without the wait for the bed's lock (others' guests).
+    booted = re.findall(r"^vm: .* ran (\d+) s$", (d / "log.txt").read_text(), re.M)
+    leg = {"release": release, "rc": rc, "seconds": round(built) + (int(booted[-1]) if booted else 0),
+           "wall_seconds": round(time.monotonic() - t0), "prepare_seconds": round(built),
+           "date": time.strftime("%Y-%m-%d")}
+    (d / "leg.json").write_text(json.dumps(leg, indent=1) + "\n")
+    return leg
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernels", default=",".join(kernels.KERNELS),
+                    help="comma-separated releases (default: every pinned kernel)")
+    ap.add_argument("--skip", default="", help="comma-separated releases to leave out (CI: the one the full tier ran)")
+    args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    legs = []
+    for release in filter(None, args.kernels.split(",")):
+        if release in skip:
+            continue
+        print(f"matrix: {release} ...", flush=True)
+        leg = run_leg(release)
+        legs.append(leg)
+        print(f"matrix: {release}: {'passed' if leg['rc'] == 0 else 'FAILED rc=%d' % leg['rc']} "
+              f"in {leg['seconds']} s (log: build/matrix/{release}/log.txt)", flush=True)
+        if leg["rc"]:           # a CI log should say why without the artifact
+            print("".join((OUT / release / "log.txt").read_text().splitlines(True)[-60:]), flush=True)
+    return 0 if legs and all(leg["rc"] == 0 for leg in legs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
