@@ -7,8 +7,10 @@ Parent side: reload_fixture(), run_register_and_churn(). Child side:
 slots, then churns its memory at once and waits to be told to exit.
 """
 import argparse
+import ctypes
 import json
 import mmap
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +18,8 @@ from pathlib import Path
 
 from tests.kernel.fixture_dev import Fixture
 
-FIXTURE_KO = Path("build/fixture/mnmon_fixture.ko")
+# Built for the kernel the guest runs (Makefile: build/fixture/<release>/).
+FIXTURE_KO = Path("build/fixture", os.uname().release, "mnmon_fixture.ko")
 PAGE = mmap.PAGESIZE
 
 
@@ -39,10 +42,9 @@ def has_btf(module="mnmon_fixture"):
 def child_churn(args):
     fx = Fixture()
     m = mmap.mmap(-1, args.pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    import ctypes
     addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
     slots = {"list": fx.add_list(args.list), "interval": fx.add_interval(args.interval, addr, len(m))}
-    print(json.dumps({"pid": __import__("os").getpid(), "slots": slots}), flush=True)
+    print(json.dumps({"pid": os.getpid(), "slots": slots}), flush=True)
     for _ in range(args.iterations):          # at once: nobody is waited for
         m[0] = 1
         m.madvise(mmap.MADV_DONTNEED)

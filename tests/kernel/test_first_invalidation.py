@@ -99,10 +99,15 @@ def _late_driver_counts_equal_the_fixture(mon, iterations):
         for mode in (B, NB):
             for result in ("eagain", "error", "unobserved"):
                 assert d(during, calls, sym, mode, result, kind=kind) == 0, (sym, mode, result)
-    # Once the process exited, mm teardown called the interval notifier once more.
+    # Once the process exited, its teardown called the interval notifier again: munmap,
+    # mm teardown (__mmu_notifier_release, outside any invalidation) and exit_mmap's unmap.
     after, fixture = mon.snapshot(), read_stats()
     itv = fixture[info["slots"]["interval"]]
-    assert d(after, calls, INTERVAL, B, "ok", kind="interval") == itv.blockable_ok == iterations + 1
+    assert itv.blockable_ok > iterations
+    got = {(m, r): d(after, calls, INTERVAL, m, r, kind="interval") for m in (B, NB)
+           for r in ("ok", "eagain", "error", "unobserved")}
+    lost = d(after, lambda snap: snap.get("mnmon_events_lost_total") or 0)
+    assert got[(B, "ok")] == itv.blockable_ok, (got, itv, f"lost {lost}")
     return info, during
 
 
