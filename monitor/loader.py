@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from monitor import headers
+from monitor import compile_error, headers
 
 BPF_DIR = Path(os.environ.get("MNMON_BPF_DIR", Path(__file__).resolve().parent.parent / "bpf")).resolve()
 
@@ -49,15 +49,9 @@ def compile_program(plan, facts):
             return NoAutoload(text=compile_unit().encode(), cflags=plan.cflags + [f"-I{BPF_DIR}"])
         except Exception as e:      # noqa: BLE001 -- bcc raises bare Exception on compile errors
             noise.seek(0)
-            raise LoadError(f"BPF program did not compile: {e}{_first_error(noise.read())}") from None
-
-
-def _first_error(text):
-    """': <the compiler's first error line>', or ''."""
-    for line in text.decode(errors="replace").splitlines():
-        if "error" in line:
-            return ": " + line.strip()
-    return ""
+            why = compile_error.summarize(noise.read().decode(errors="replace")) or str(e)
+            raise LoadError(f"BPF program did not compile against the headers at "
+                            f"{source or facts.headers_dir}: {why}") from None
 
 
 @contextlib.contextmanager

@@ -126,3 +126,17 @@ def test_unprivileged_notifiers_says_addresses_are_hidden():
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert "inlined?" not in r.stdout
     assert "hides addresses from this user" in r.stderr
+
+
+@root
+def test_a_program_that_does_not_compile_is_one_line_naming_the_first_error(tmp_path):
+    # What a user sees when the headers' kernel is newer than bcc's clang can read: the
+    # first error and where, not clang's dump. Here the program itself is broken.
+    bpf = tmp_path / "bpf"
+    bpf.mkdir()
+    for f in (REPO / "bpf").iterdir():
+        (bpf / f.name).write_text(f.read_text())
+    (bpf / "oom.bpf.c").write_text((bpf / "oom.bpf.c").read_text() + "\nint broken(void) { return undeclared_thing; }\n")
+    r = run("sample", "--duration", "1s", env={**os.environ, "MNMON_BPF_DIR": str(bpf)})
+    one_line(r, 3, "BPF program did not compile", "undeclared_thing")
+    assert len(r.stderr.strip().splitlines()) <= 2, r.stderr
