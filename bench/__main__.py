@@ -15,14 +15,17 @@ import sys
 import time
 from pathlib import Path
 
-from bench import churn, cpus, footprint, hotspots, report, scrape, watchdog
+from bench import churn, cpus, footprint, hotspots, insns, report, scrape, watchdog
 from bench.report import PEER, Row, us, verdict
 from monitor import memory
 
 RESULTS = churn.REPO / "build" / "bench" / "RESULTS.md"
 FORCE_KPROBE = {"invalidate_range_start": "kprobe", "invalidate_range_end": "kprobe", "oom_reap_task_mm": "kprobe"}
 HASH_VARIANT = "in-flight hash (< 5.12)"
-RATIO_TARGET, RSS_TARGET_MB, IDLE_TARGET_PCT, SCRAPE_TARGET_MS = 1.05, 120, 0.5, 20
+RSS_TARGET_MB, IDLE_TARGET_PCT, SCRAPE_TARGET_MS = 120, 0.5, 20
+# Instruction ratios (every probe / no mnmon) of KVM invalidations, from issue 16; and
+# how far repeated counts of the same run may differ for a ratio to mean something.
+INSN_TARGET_ONE_PAGE, INSN_TARGET_MULTI_PAGE, INSN_REPEAT = 1.10, 1.02, 0.01
 
 
 T0 = time.monotonic()
@@ -67,14 +70,12 @@ def overhead_rows(results, details, variant=""):
         fentry_hits = sum(n for p, (n, _) in r.programs.items() if p.startswith(("kfunc__", "kretfunc__")))
         other_hits = r.probe_hits - fentry_hits
         peer_ns = round(fentry_hits * 24 + other_hits * 137)
-        # The target is judged on one-page invalidations, the worst case (mnmon's cost is per
-        # invalidation); a multi-page row shows how that cost compares with a larger one.
-        judged = churn.pages(r.mode) == 1
-        rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: ratio" +
-                        (f" <= {RATIO_TARGET}" if judged else ""),
+        # Emulated time is shown beside the instruction counts, not judged: it follows the
+        # host's load (a shared machine: 0.2-0.5 between repetitions).
+        rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: emulated time ratio",
                         f"{r.ratio:.3f} [{min(r.ratios):.2f}..{max(r.ratios):.2f}] "
                         f"({us(r.median('off'))} -> {us(r.median('full'))} per invalidation)",
-                        PEER[r.method], verdict(r.ratio <= RATIO_TARGET) if judged else "info"))
+                        PEER[r.method]))
         rows.append(Row("  added per invalidation",
                         f"+{r.added_ns:.0f} ns: core {b['core']:+.0f}, callbacks {b['callbacks']:+.0f}; "
                         f"{r.probe_hits:.0f} probe hits, BPF code {r.bpf_ns:.0f} ns",
@@ -88,7 +89,40 @@ def overhead_rows(results, details, variant=""):
     return rows
 
 
-def overhead_of_another_build(args, modes, what, **start):
+def insn_rows(builds, details):
+    """Instruction ratios, every probe and core only against no mnmon, per build and mode;
+    then whether repeated counts agree. builds: [(results, variant)]."""
+    from bench.overhead import label
+    rows, spreads = [], []
+    for results, variant in builds:
+        for r in results.values():
+            if not r.insns:
+                continue
+            one_page = churn.pages(r.mode) == 1
+            target = INSN_TARGET_ONE_PAGE if one_page else INSN_TARGET_MULTI_PAGE
+            judged = churn.notifier(r.mode) == "kvm"
+            full, core, off = (r.insn_median(s) for s in ("full", "core", "off"))
+            rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: instruction ratio, "
+                            f"every probe / core only" + (f" (every probe <= {target})" if judged else ""),
+                            f"{r.insn_ratio('full'):.3f} / {r.insn_ratio('core'):.3f} "
+                            f"({off:,.0f} -> {core:,.0f} -> {full:,.0f} instructions per invalidation)",
+                            "", verdict(r.insn_ratio("full") <= target) if judged else "info"))
+            spreads += [(r.insn_spread(s), f"{r.mode}/{r.method}{variant}/{s}") for s in r.insns]
+            details.append(f"instructions {r.mode}/{r.method}{variant}: per invalidation, median "
+                           "[min..max] of the repetitions: " +
+                           ", ".join(f"{s} {r.insn_median(s):.0f} [{min(v):.0f}..{max(v):.0f}]"
+                                     for s, v in r.insns.items()))
+    if spreads:
+        worst = max(spreads)
+        n = len(next(iter(builds[0][0].values())).insns["off"])
+        rows.append(Row(f"instruction counts of repeated runs agree within {INSN_REPEAT:.0%}",
+                        f"largest spread {worst[0]:.2%} ({worst[1]}), median "
+                        f"{statistics.median(x for x, _ in spreads):.2%}; {len(spreads)} series of {n} runs",
+                        "", verdict(worst[0] <= INSN_REPEAT)))
+    return rows
+
+
+def overhead_of_another_build(args, modes, what, counter=None, **start):
     """The overhead runs with the monitor compiled and attached as Monitor.start(**start) does."""
     from bench import overhead
     from monitor.probes import Monitor
@@ -100,7 +134,7 @@ def overhead_of_another_build(args, modes, what, **start):
         with watchdog.limit("discovery", 120):
             overhead.discover(mon, modes)
         log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}, {what}")
-        return overhead.measure(mon, modes, args.reps, args.iterations, log)
+        return overhead.measure(mon, modes, args.reps, args.iterations, log, counter)
     finally:
         mon.close()
 
@@ -112,6 +146,9 @@ def kernel_rows(args, details):
 
     rows = []
     churn.build()
+    counter = insns.Counter(args.insns) if args.insns else None
+    if not counter:
+        details.append("no instruction counts: run under QEMU with the insncount plugin (make bench)")
     modes = [m for m in churn.MODES if churn.notifier(m) != "kvm" or Path("/dev/kvm").exists()]
     if "kvm" not in modes:
         details.append("no /dev/kvm: the KVM rows are skipped")
@@ -151,16 +188,18 @@ def kernel_rows(args, details):
             ex = exactness.run(mon, scrape_once, args.million)
         log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}: "
             f"{args.reps} x {len(overhead.STATES)} states x {modes}, {args.iterations} iterations each")
-        results = overhead.measure(mon, modes, args.reps, args.iterations, log)
+        results = overhead.measure(mon, modes, args.reps, args.iterations, log, counter)
     finally:
         scraper.close()
         mon.close()
-    results_k = overhead_of_another_build(args, modes, "force=kprobe", force=FORCE_KPROBE)
+    results_k = overhead_of_another_build(args, modes, "force=kprobe", counter, force=FORCE_KPROBE)
     # The hot-spot fix, measured: in-flight records where kernels before 5.12 keep them.
-    results_h = overhead_of_another_build(args, modes, "inflight=hash", inflight=HASH)
+    results_h = overhead_of_another_build(args, modes, "inflight=hash", counter, inflight=HASH)
 
-    rows += (overhead_rows(results, details) + overhead_rows(results_k, details) +
-             overhead_rows(results_h, details, f", {HASH_VARIANT}"))
+    builds = [(results, ""), (results_k, ""), (results_h, f", {HASH_VARIANT}")]
+    rows += insn_rows(builds, details)
+    for results_b, variant in builds:
+        rows += overhead_rows(results_b, details, variant)
     rows.append(Row(f"{ex.iterations:,} interval invalidations: mnmon == fixture, 0 lost",
                     f"mnmon {ex.mnmon:,}, fixture {ex.fixture:,}, core starts {ex.core:,}, lost {ex.lost}; "
                     f"{us(ex.ns_per_iter)} per invalidation", "", verdict(ex.exact)))
@@ -200,7 +239,9 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["scrape"], help="run only this benchmark (no BPF, no root)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each overhead state (default 5)")
-    ap.add_argument("--iterations", type=int, default=10000, help="invalidations per overhead run")
+    ap.add_argument("--iterations", type=int, default=3000, help="invalidations per overhead run")
+    ap.add_argument("--insns", default="", help="the insncount QEMU plugin's output file: count guest "
+                    "instructions per invalidation (make bench passes it)")
     ap.add_argument("--million", type=int, default=1_000_000, help="invalidations of the exactness run")
     ap.add_argument("--idle-windows", type=int, default=3,
                     help="idle CPU windows of 15 s (a scrape, 3 refreshes); the median counts")

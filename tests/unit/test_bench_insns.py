@@ -1,0 +1,71 @@
+"""The benchmark's instruction counts: reading the QEMU plugin's file, ratios, the table rows."""
+import pytest
+
+from bench import insns
+from bench.__main__ import insn_rows
+from bench.overhead import ModeResult
+
+
+def test_parse_reads_counts_and_rejects_anything_else():
+    assert insns.parse("insns=31691285\ninsns=12\n") == [31691285, 12]
+    assert insns.parse("") == []
+    with pytest.raises(insns.InsnsError, match="unexpected line"):
+        insns.parse("insns=12\nsomething else\n")
+    with pytest.raises(insns.InsnsError):
+        insns.parse("insns=-3\n")
+
+
+def test_counter_needs_the_plugins_file(tmp_path):
+    with pytest.raises(insns.InsnsError, match="no such file"):
+        insns.Counter(tmp_path / "insns.log")
+
+
+def test_counter_takes_only_what_came_since(tmp_path):
+    f = tmp_path / "insns.log"
+    f.write_text("insns=1\n")                       # a loop before the counter existed
+    c = insns.Counter(f)
+    assert c.take() == []
+    with open(f, "a") as out:
+        out.write("insns=200\ninsns=3")             # the second line not yet complete
+    assert c.take() == [200]
+    with open(f, "a") as out:
+        out.write("00\n")
+    assert c.one() == 300
+    with pytest.raises(insns.InsnsError, match="found 0"):
+        c.one()
+    with open(f, "a") as out:
+        out.write("insns=5\ninsns=6\n")
+    with pytest.raises(insns.InsnsError, match="found 2"):
+        c.one()
+
+
+def result(mode, off, core, full):
+    return ModeResult(mode, "fentry", {}, {"off": off, "core": core, "full": full})
+
+
+def test_instruction_ratio_is_the_median_of_paired_ratios():
+    r = result("kvm", [100.0, 200.0, 100.0], [105.0, 210.0, 104.0], [110.0, 230.0, 111.0])
+    assert r.insn_ratio("full") == pytest.approx(1.11)      # of 1.10, 1.15, 1.11
+    assert r.insn_ratio("core") == pytest.approx(1.05)      # of 1.05, 1.05, 1.04
+    assert r.insn_spread("off") == pytest.approx(1.0)       # (200 - 100) / 100
+
+
+def test_rows_judge_kvm_against_the_targets_and_repeatability():
+    kvm = result("kvm", [1000.0, 1001.0], [1040.0, 1041.0], [1090.0, 1091.0])       # 1.09 <= 1.10
+    kvm64 = result("kvm:64", [9000.0, 9001.0], [9100.0, 9100.0], [9300.0, 9301.0])  # 1.033 > 1.02
+    lst = result("list", [1000.0, 1000.0], [1100.0, 1100.0], [1500.0, 1500.0])      # not judged
+    details = []
+    rows = insn_rows([({"kvm": kvm, "kvm:64": kvm64, "list": lst}, "")], details)
+    assert [r.result for r in rows] == ["PASS", "MISS", "info", "PASS"]
+    assert rows[0].measured.startswith("1.090 / 1.040 (1,000 -> 1,040 -> 1,090")
+    assert "agree within 1%" in rows[-1].target
+    assert len(details) == 3
+
+    noisy = result("kvm", [1000.0, 1020.0], [1040.0, 1041.0], [1090.0, 1091.0])     # off 2 % apart
+    rows = insn_rows([({"kvm": noisy}, "")], [])
+    assert rows[-1].result == "MISS" and "kvm/fentry/off" in rows[-1].measured
+
+
+def test_no_rows_without_counts():
+    timed_only = ModeResult("kvm", "fentry", {"off": [1.0], "core": [1.0], "full": [1.0]})
+    assert insn_rows([({"kvm": timed_only}, "")], []) == []
