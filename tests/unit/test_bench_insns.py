@@ -58,14 +58,27 @@ def test_rows_judge_kvm_against_the_targets_and_repeatability():
     rows = insn_rows([({"kvm": kvm, "kvm:64": kvm64, "list": lst}, "")], details)
     assert [r.result for r in rows] == ["PASS", "MISS", "info", "PASS"]
     assert rows[0].measured.startswith("1.090 / 1.040 (1,000 -> 1,040 -> 1,090")
-    assert "agree within 1%" in rows[-1].target
+    assert "repeat within 1%" in rows[-1].target and rows[-1].measured.startswith("9 of 9 series of 2 runs")
     assert len(details) == 3
 
     noisy = result("kvm", [1000.0, 1020.0], [1040.0, 1041.0], [1090.0, 1091.0])     # off 2 % apart
     rows = insn_rows([({"kvm": noisy}, "")], [])
-    assert rows[-1].result == "MISS" and "kvm/fentry/off" in rows[-1].measured
+    assert rows[-1].result == "MISS" and rows[-1].measured.startswith("2 of 3 series")
+    assert "largest spread 1.98% (kvm/fentry/off)" in rows[-1].measured
 
 
 def test_no_rows_without_counts():
     timed_only = ModeResult("kvm", "fentry", {"off": [1.0], "core": [1.0], "full": [1.0]})
     assert insn_rows([({"kvm": timed_only}, "")], []) == []
+
+
+def test_compare_finds_the_largest_difference_and_judges_it(tmp_path, capsys):
+    from bench import compare
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text('{"instructions_per_invalidation": {"kvm/fentry/off": 1000, "kvm/fentry/full": 2000, "x": 5}}')
+    b.write_text('{"instructions_per_invalidation": {"kvm/fentry/off": 1005, "kvm/fentry/full": 2030}}')
+    assert compare.differences(compare.load(a), compare.load(b))[0][0] == "kvm/fentry/full"
+    assert compare.main([str(a), str(b)]) == 1                     # 1.5 % apart
+    assert "largest difference 1.50% (kvm/fentry/full): NOT within 1%" in capsys.readouterr().out
+    assert compare.main([str(a), str(b), "--within", "0.02"]) == 0
+    assert compare.main([str(a), str(tmp_path / "missing.json")]) == 2
