@@ -92,9 +92,9 @@ def overhead_rows(results, details, variant=""):
 
 def insn_rows(builds, details):
     """Instruction ratios, every probe and core only against no mnmon, per build and mode;
-    then whether repeated counts agree. builds: [(results, variant)]."""
+    then whether the counts repeat. builds: [(results, variant)]."""
     from bench.overhead import label
-    rows, spreads = [], []
+    rows, agreement, outliers, runs = [], [], 0, 0
     for results, variant in builds:
         for r in results.values():
             if not r.insns:
@@ -102,32 +102,32 @@ def insn_rows(builds, details):
             one_page = churn.pages(r.mode) == 1
             target = INSN_TARGET_ONE_PAGE if one_page else INSN_TARGET_MULTI_PAGE
             judged = churn.notifier(r.mode) == "kvm"
-            full, core, off = (r.insn_median(s) for s in ("full", "core", "off"))
+            full, core, off = (r.insns_of(s) for s in ("full", "core", "off"))
             rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: instruction ratio, "
                             f"every probe / core only" + (f" (every probe <= {target})" if judged else ""),
                             f"{r.insn_ratio('full'):.3f} / {r.insn_ratio('core'):.3f} "
                             f"({off:,.0f} -> {core:,.0f} -> {full:,.0f} instructions per invalidation)",
                             "", verdict(r.insn_ratio("full") <= target) if judged else "info"))
-            spreads += [(r.insn_spread(s), f"{r.mode}/{r.method}{variant}/{s}") for s in r.insns]
-            details.append(f"instructions {r.mode}/{r.method}{variant}: per invalidation, median "
-                           "[min..max] of the repetitions: " +
-                           ", ".join(f"{s} {r.insn_median(s):.0f} [{min(v):.0f}..{max(v):.0f}]"
-                                     for s, v in r.insns.items()))
-    if spreads:
-        worst = max(spreads)
-        n = len(next(iter(builds[0][0].values())).insns["off"])
-        over = [what for x, what in spreads if x > INSN_REPEAT]
-        rows.append(Row(f"instruction counts of single runs repeat within {INSN_REPEAT:.0%} (spread over repetitions)",
-                        f"{len(spreads) - len(over)} of {len(spreads)} series of {n} runs; largest spread "
-                        f"{worst[0]:.2%} ({worst[1]}), median {statistics.median(x for x, _ in spreads):.2%}; "
-                        "ratios use medians", "", verdict(not over)))
+            agreement += [(r.insn_agreement(s), f"{r.mode}/{r.method}{variant}/{s}") for s in r.insns]
+            outliers += sum(r.insn_outliers(s, INSN_REPEAT) for s in r.insns)
+            runs += sum(len(v) for v in r.insns.values())
+            details.append(f"instructions {r.mode}/{r.method}{variant}: per invalidation, each state's "
+                           "runs in order: " + "; ".join(f"{s} " + " ".join(f"{x:.0f}" for x in v)
+                                                         for s, v in r.insns.items()))
+    if agreement:
+        worst = max(agreement)
+        rows.append(Row(f"instruction counts repeat: each series' least two runs within {INSN_REPEAT:.0%}",
+                        f"{sum(x <= INSN_REPEAT for x, _ in agreement)} of {len(agreement)} series; widest "
+                        f"{worst[0]:.2%} ({worst[1]}); {outliers} of {runs} single runs more than "
+                        f"{INSN_REPEAT:.0%} above their series' least (other work during the loop)",
+                        "", verdict(worst[0] <= INSN_REPEAT)))
     return rows
 
 
-def insn_medians(builds):
-    """{'mode/method[variant]/state': median instructions per invalidation}: what
+def insn_figures(builds):
+    """{'mode/method[variant]/state': instructions per invalidation}: what
     `python -m bench.compare` holds two runs side by side on."""
-    return {f"{r.mode}/{r.method}{variant}/{s}": round(r.insn_median(s), 1)
+    return {f"{r.mode}/{r.method}{variant}/{s}": round(r.insns_of(s), 1)
             for results, variant in builds for r in results.values() for s in r.insns}
 
 
@@ -148,8 +148,8 @@ def overhead_of_another_build(args, modes, what, counter=None, **start):
         mon.close()
 
 
-def kernel_rows(args, details, medians):
-    """The kernel benchmarks' rows; medians gets insn_medians()."""
+def kernel_rows(args, details, figures):
+    """The kernel benchmarks' rows; figures gets insn_figures()."""
     from bench import exactness, overhead
     from monitor.attach_plan import HASH
     from monitor.probes import Monitor, MonitorError
@@ -208,7 +208,7 @@ def kernel_rows(args, details, medians):
 
     builds = [(results, ""), (results_k, ""), (results_h, f", {HASH_VARIANT}")]
     rows += insn_rows(builds, details)
-    medians.update(insn_medians(builds))
+    figures.update(insn_figures(builds))
     for results_b, variant in builds:
         rows += overhead_rows(results_b, details, variant)
     rows.append(Row(f"{ex.iterations:,} interval invalidations: mnmon == fixture, 0 lost",
@@ -262,7 +262,7 @@ def main(argv=None):
                     help="keep every CPU of the emulated guest online (see bench/cpus.py)")
     args = ap.parse_args(argv)
 
-    details, medians = [], {}
+    details, figures = [], {}
     one_cpu = emulated() and not args.all_cpus and not args.only
     with cpus.only_cpu0() if one_cpu else contextlib.nullcontext():
         env = environment()
@@ -272,7 +272,7 @@ def main(argv=None):
         if one_cpu:
             details.append("one CPU online in the guest: attaching on two emulated vCPUs froze the guest "
                            "now and then (bench/cpus.py)")
-        rows = [] if args.only else kernel_rows(args, details, medians)
+        rows = [] if args.only else kernel_rows(args, details, figures)
         rows += scrape_rows(details)
 
     print()
@@ -291,9 +291,9 @@ def main(argv=None):
                         f"{report.markdown(rows)}\n\nDetails:\n\n" +
                         "".join(f"    {d}\n" for d in details) + "\n" + report.METHOD)
         log(f"written to {path}")
-        if medians:
-            path.with_suffix(".json").write_text(json.dumps({"instructions_per_invalidation": medians}, indent=1))
-            log(f"instruction medians written to {path.with_suffix('.json')} (python -m bench.compare A B)")
+        if figures:
+            path.with_suffix(".json").write_text(json.dumps({"instructions_per_invalidation": figures}, indent=1))
+            log(f"instruction counts written to {path.with_suffix('.json')} (python -m bench.compare A B)")
     return 0
 
 

@@ -2,8 +2,8 @@
 
     python -m bench.compare build/bench/RESULTS.json OTHER.json
 
-Each run's median instructions per invalidation (per mode, attach method and state)
-come from the RESULTS.json `make bench` writes. Prints each pair and their
+Each run's instructions per invalidation (per mode, attach method and state: the least of
+its repetitions) come from the RESULTS.json `make bench` writes. Prints each pair and their
 difference; exit status 0 when every difference is within --within (default 1 %).
 """
 import argparse

@@ -63,17 +63,25 @@ class ModeResult:
     def ratio(self):
         return statistics.median(self.ratios)
 
-    def insn_median(self, state):
-        return statistics.median(self.insns[state])
+    def insns_of(self, state):
+        """Instructions per invalidation in state: the least of the repetitions. What else
+        the vCPU runs during a loop (other tasks, deferred work) only adds to its count."""
+        return min(self.insns[state])
 
     def insn_ratio(self, state="full"):
-        """Median of the per-repetition state/off instruction ratios."""
-        return statistics.median(s / o for s, o in zip(self.insns[state], self.insns["off"]))
+        """state's instructions per invalidation over those without mnmon."""
+        return self.insns_of(state) / self.insns_of("off")
 
-    def insn_spread(self, state):
-        """How far this state's repetitions are apart: (max - min) / median."""
-        v = self.insns[state]
-        return (max(v) - min(v)) / statistics.median(v)
+    def insn_agreement(self, state):
+        """How far the second-least count lies above the least: (second - least) / least.
+        Small, the least is a count runs repeat, not a one-off."""
+        v = sorted(self.insns[state])
+        return (v[1] - v[0]) / v[0] if len(v) > 1 else float("inf")
+
+    def insn_outliers(self, state, within):
+        """Runs more than `within` above the least (a run that caught other work)."""
+        least = self.insns_of(state)
+        return sum(x > least * (1 + within) for x in self.insns[state])
 
     @property
     def added_ns(self):

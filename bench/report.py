@@ -30,10 +30,12 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    loop's user code, the page faults, the invalidations, mnmon's probes and BPF
    programs, and whatever else the one vCPU ran meanwhile (timer interrupts, kernel
    threads). The count does not depend on the host's speed or load, so every timed run
-   of step 1 is counted too: instructions per invalidation = count / iterations, and
-   the instruction ratio of a state = median over repetitions of count(state) /
-   count(off) of the same repetition. Repeatability is shown as each series'
-   (max - min) / median over its repetitions.
+   of step 1 is counted too: instructions per invalidation = count / iterations, the
+   least of the repetitions (what else the vCPU ran during a loop only ever adds to its
+   count: such runs show up as outliers above the least, and are counted in the table),
+   and the instruction ratio of a state = its instructions over those without mnmon.
+   Repeatability: each series' least two runs must agree within 1 %; two whole runs are
+   compared with `python -m bench.compare` on the `RESULTS.json` each writes.
 1. **Overhead on the invalidation path.** `bench/churn.c` (built with the machine's gcc
    into `build/bench/churn`) maps one private anonymous page and subscribes it to one
    notifier: KVM guest memory (a VM whose only memslot is the page: KVM's in-tree list

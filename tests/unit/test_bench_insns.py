@@ -43,28 +43,34 @@ def result(mode, off, core, full):
     return ModeResult(mode, "fentry", {}, {"off": off, "core": core, "full": full})
 
 
-def test_instruction_ratio_is_the_median_of_paired_ratios():
-    r = result("kvm", [100.0, 200.0, 100.0], [105.0, 210.0, 104.0], [110.0, 230.0, 111.0])
-    assert r.insn_ratio("full") == pytest.approx(1.11)      # of 1.10, 1.15, 1.11
-    assert r.insn_ratio("core") == pytest.approx(1.05)      # of 1.05, 1.05, 1.04
-    assert r.insn_spread("off") == pytest.approx(1.0)       # (200 - 100) / 100
+def test_instructions_are_the_least_run_and_ratios_are_of_those():
+    # Other work during a loop only adds instructions: the least run is the loop's own.
+    r = result("kvm", [100.0, 130.0, 101.0], [105.0, 105.5, 120.0], [110.0, 111.0, 112.0])
+    assert r.insns_of("off") == 100.0
+    assert r.insn_ratio("full") == pytest.approx(1.10)
+    assert r.insn_ratio("core") == pytest.approx(1.05)
+    assert r.insn_agreement("off") == pytest.approx(0.01)         # 101 over 100
+    assert r.insn_outliers("off", 0.01) == 1                      # 130
+    assert r.insn_outliers("core", 0.01) == 1                     # 120
+    assert result("kvm", [1.0], [1.0], [1.0]).insn_agreement("off") == float("inf")   # one run proves nothing
 
 
 def test_rows_judge_kvm_against_the_targets_and_repeatability():
     kvm = result("kvm", [1000.0, 1001.0], [1040.0, 1041.0], [1090.0, 1091.0])       # 1.09 <= 1.10
     kvm64 = result("kvm:64", [9000.0, 9001.0], [9100.0, 9100.0], [9300.0, 9301.0])  # 1.033 > 1.02
-    lst = result("list", [1000.0, 1000.0], [1100.0, 1100.0], [1500.0, 1500.0])      # not judged
+    lst = result("list", [1000.0, 1300.0, 1002.0], [1100.0] * 3, [1500.0] * 3)      # not judged; an outlier
     details = []
     rows = insn_rows([({"kvm": kvm, "kvm:64": kvm64, "list": lst}, "")], details)
     assert [r.result for r in rows] == ["PASS", "MISS", "info", "PASS"]
     assert rows[0].measured.startswith("1.090 / 1.040 (1,000 -> 1,040 -> 1,090")
-    assert "repeat within 1%" in rows[-1].target and rows[-1].measured.startswith("9 of 9 series of 2 runs")
-    assert len(details) == 3
+    assert "least two runs within 1%" in rows[-1].target
+    assert rows[-1].measured.startswith("9 of 9 series")
+    assert "1 of 21 single runs" in rows[-1].measured            # list/off: 1300 over 1000
+    assert len(details) == 3 and "off 1000 1300 1002" in details[2]
 
     noisy = result("kvm", [1000.0, 1020.0], [1040.0, 1041.0], [1090.0, 1091.0])     # off 2 % apart
     rows = insn_rows([({"kvm": noisy}, "")], [])
-    assert rows[-1].result == "MISS" and rows[-1].measured.startswith("2 of 3 series")
-    assert "largest spread 1.98% (kvm/fentry/off)" in rows[-1].measured
+    assert rows[-1].result == "MISS" and "widest 2.00% (kvm/fentry/off)" in rows[-1].measured
 
 
 def test_no_rows_without_counts():
