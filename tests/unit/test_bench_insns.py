@@ -88,3 +88,12 @@ def test_compare_finds_the_largest_difference_and_judges_it(tmp_path, capsys):
     assert "largest difference 1.50% (kvm/fentry/full): NOT within 1%" in capsys.readouterr().out
     assert compare.main([str(a), str(b), "--within", "0.02"]) == 0
     assert compare.main([str(a), str(tmp_path / "missing.json")]) == 2
+
+
+def test_the_bed_boots_with_the_plugin_when_asked(monkeypatch):
+    from tests.kernel import vm
+    monkeypatch.setattr(vm.Path, "exists", lambda self: True)
+    monkeypatch.setattr(vm.shutil, "which", lambda *a, **k: "/x/vng")
+    argv = vm.vng_argv("6.1.0-57-amd64", ["true"], plugin="/b/libinsncount.so,out=/b/insns.log")
+    assert "--qemu-opts=-cpu max -plugin /b/libinsncount.so,out=/b/insns.log" in argv
+    assert "--qemu-opts=-cpu max" in vm.vng_argv("6.1.0-57-amd64", ["true"])
