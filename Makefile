@@ -65,8 +65,21 @@ matrix-table:
 demo: setup-test fixture
 	$(PY) -m tests.kernel.vm --kernel $(KVER) -- $(PY) -m tests.kernel.demo
 
-bench: setup-test fixture
-	$(PY) -m tests.kernel.vm --kernel $(KVER) -- $(PY) -m bench
+# The bench guest counts its own instructions: a QEMU TCG plugin (bench/plugin/) built
+# against the plugin API header of the installed QEMU's source, one vCPU (one counter).
+PLUGIN  := build/bench/plugin/libinsncount.so
+INSNS   := $(CURDIR)/build/bench/insns.log
+
+build/bench/plugin/qemu-plugin.h:
+	bench/plugin/fetch-header.sh build/bench/plugin
+
+$(PLUGIN): bench/plugin/insncount.c build/bench/plugin/qemu-plugin.h
+	gcc -O2 -Wall -Wextra -Wno-unused-parameter -Werror -shared -fPIC -Ibuild/bench/plugin -o $@ $<
+
+bench: setup-test fixture $(PLUGIN)
+	rm -f $(INSNS)
+	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS) -- \
+		$(PY) -m bench --insns $(INSNS) $(BENCH_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -9,20 +9,24 @@ writes both with how they were measured to --results (build/bench/RESULTS.md).
 """
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from bench import churn, cpus, footprint, hotspots, report, scrape, watchdog
+from bench import churn, cpus, footprint, hotspots, insns, report, scrape, watchdog
 from bench.report import PEER, Row, us, verdict
 from monitor import memory
 
 RESULTS = churn.REPO / "build" / "bench" / "RESULTS.md"
 FORCE_KPROBE = {"invalidate_range_start": "kprobe", "invalidate_range_end": "kprobe", "oom_reap_task_mm": "kprobe"}
 HASH_VARIANT = "in-flight hash (< 5.12)"
-RATIO_TARGET, RSS_TARGET_MB, IDLE_TARGET_PCT, SCRAPE_TARGET_MS = 1.05, 120, 0.5, 20
+RSS_TARGET_MB, IDLE_TARGET_PCT, SCRAPE_TARGET_MS = 120, 0.5, 20
+# Instruction ratios (every probe / no mnmon) of KVM invalidations, from issue 16; and
+# how far repeated counts of the same run may differ for a ratio to mean something.
+INSN_TARGET_ONE_PAGE, INSN_TARGET_MULTI_PAGE, INSN_REPEAT = 1.10, 1.02, 0.01
 
 
 T0 = time.monotonic()
@@ -67,14 +71,12 @@ def overhead_rows(results, details, variant=""):
         fentry_hits = sum(n for p, (n, _) in r.programs.items() if p.startswith(("kfunc__", "kretfunc__")))
         other_hits = r.probe_hits - fentry_hits
         peer_ns = round(fentry_hits * 24 + other_hits * 137)
-        # The target is judged on one-page invalidations, the worst case (mnmon's cost is per
-        # invalidation); a multi-page row shows how that cost compares with a larger one.
-        judged = churn.pages(r.mode) == 1
-        rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: ratio" +
-                        (f" <= {RATIO_TARGET}" if judged else ""),
+        # Emulated time is shown beside the instruction counts, not judged: it follows the
+        # host's load (a shared machine: 0.2-0.5 between repetitions).
+        rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: emulated time ratio",
                         f"{r.ratio:.3f} [{min(r.ratios):.2f}..{max(r.ratios):.2f}] "
                         f"({us(r.median('off'))} -> {us(r.median('full'))} per invalidation)",
-                        PEER[r.method], verdict(r.ratio <= RATIO_TARGET) if judged else "info"))
+                        PEER[r.method]))
         rows.append(Row("  added per invalidation",
                         f"+{r.added_ns:.0f} ns: core {b['core']:+.0f}, callbacks {b['callbacks']:+.0f}; "
                         f"{r.probe_hits:.0f} probe hits, BPF code {r.bpf_ns:.0f} ns",
@@ -88,7 +90,48 @@ def overhead_rows(results, details, variant=""):
     return rows
 
 
-def overhead_of_another_build(args, modes, what, **start):
+def insn_rows(builds, details):
+    """Instruction ratios, every probe and core only against no mnmon, per build and mode;
+    then whether the counts repeat. builds: [(results, variant)]."""
+    from bench.overhead import label
+    rows, agreement, outliers, runs = [], [], 0, 0
+    for results, variant in builds:
+        for r in results.values():
+            if not r.insns:
+                continue
+            one_page = churn.pages(r.mode) == 1
+            target = INSN_TARGET_ONE_PAGE if one_page else INSN_TARGET_MULTI_PAGE
+            judged = churn.notifier(r.mode) == "kvm"
+            full, core, off = (r.insns_of(s) for s in ("full", "core", "off"))
+            rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: instruction ratio, "
+                            f"every probe / core only" + (f" (every probe <= {target})" if judged else ""),
+                            f"{r.insn_ratio('full'):.3f} / {r.insn_ratio('core'):.3f} "
+                            f"({off:,.0f} -> {core:,.0f} -> {full:,.0f} instructions per invalidation)",
+                            "", verdict(r.insn_ratio("full") <= target) if judged else "info"))
+            agreement += [(r.insn_agreement(s), f"{r.mode}/{r.method}{variant}/{s}") for s in r.insns]
+            outliers += sum(r.insn_outliers(s, INSN_REPEAT) for s in r.insns)
+            runs += sum(len(v) for v in r.insns.values())
+            details.append(f"instructions {r.mode}/{r.method}{variant}: per invalidation, each state's "
+                           "runs in order: " + "; ".join(f"{s} " + " ".join(f"{x:.0f}" for x in v)
+                                                         for s, v in r.insns.items()))
+    if agreement:
+        worst = max(agreement)
+        rows.append(Row(f"instruction counts repeat: each series' least two runs within {INSN_REPEAT:.0%}",
+                        f"{sum(x <= INSN_REPEAT for x, _ in agreement)} of {len(agreement)} series; widest "
+                        f"{worst[0]:.2%} ({worst[1]}); {outliers} of {runs} single runs more than "
+                        f"{INSN_REPEAT:.0%} above their series' least (other work during the loop)",
+                        "", verdict(worst[0] <= INSN_REPEAT)))
+    return rows
+
+
+def insn_figures(builds):
+    """{'mode/method[variant]/state': instructions per invalidation}: what
+    `python -m bench.compare` holds two runs side by side on."""
+    return {f"{r.mode}/{r.method}{variant}/{s}": round(r.insns_of(s), 1)
+            for results, variant in builds for r in results.values() for s in r.insns}
+
+
+def overhead_of_another_build(args, modes, what, counter=None, **start):
     """The overhead runs with the monitor compiled and attached as Monitor.start(**start) does."""
     from bench import overhead
     from monitor.probes import Monitor
@@ -100,18 +143,22 @@ def overhead_of_another_build(args, modes, what, **start):
         with watchdog.limit("discovery", 120):
             overhead.discover(mon, modes)
         log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}, {what}")
-        return overhead.measure(mon, modes, args.reps, args.iterations, log)
+        return overhead.measure(mon, modes, args.reps, args.iterations, log, counter)
     finally:
         mon.close()
 
 
-def kernel_rows(args, details):
+def kernel_rows(args, details, figures):
+    """The kernel benchmarks' rows; figures gets insn_figures()."""
     from bench import exactness, overhead
     from monitor.attach_plan import HASH
     from monitor.probes import Monitor, MonitorError
 
     rows = []
     churn.build()
+    counter = insns.Counter(args.insns) if args.insns else None
+    if not counter:
+        details.append("no instruction counts: run under QEMU with the insncount plugin (make bench)")
     modes = [m for m in churn.MODES if churn.notifier(m) != "kvm" or Path("/dev/kvm").exists()]
     if "kvm" not in modes:
         details.append("no /dev/kvm: the KVM rows are skipped")
@@ -151,16 +198,19 @@ def kernel_rows(args, details):
             ex = exactness.run(mon, scrape_once, args.million)
         log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}: "
             f"{args.reps} x {len(overhead.STATES)} states x {modes}, {args.iterations} iterations each")
-        results = overhead.measure(mon, modes, args.reps, args.iterations, log)
+        results = overhead.measure(mon, modes, args.reps, args.iterations, log, counter)
     finally:
         scraper.close()
         mon.close()
-    results_k = overhead_of_another_build(args, modes, "force=kprobe", force=FORCE_KPROBE)
+    results_k = overhead_of_another_build(args, modes, "force=kprobe", counter, force=FORCE_KPROBE)
     # The hot-spot fix, measured: in-flight records where kernels before 5.12 keep them.
-    results_h = overhead_of_another_build(args, modes, "inflight=hash", inflight=HASH)
+    results_h = overhead_of_another_build(args, modes, "inflight=hash", counter, inflight=HASH)
 
-    rows += (overhead_rows(results, details) + overhead_rows(results_k, details) +
-             overhead_rows(results_h, details, f", {HASH_VARIANT}"))
+    builds = [(results, ""), (results_k, ""), (results_h, f", {HASH_VARIANT}")]
+    rows += insn_rows(builds, details)
+    figures.update(insn_figures(builds))
+    for results_b, variant in builds:
+        rows += overhead_rows(results_b, details, variant)
     rows.append(Row(f"{ex.iterations:,} interval invalidations: mnmon == fixture, 0 lost",
                     f"mnmon {ex.mnmon:,}, fixture {ex.fixture:,}, core starts {ex.core:,}, lost {ex.lost}; "
                     f"{us(ex.ns_per_iter)} per invalidation", "", verdict(ex.exact)))
@@ -200,7 +250,9 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["scrape"], help="run only this benchmark (no BPF, no root)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each overhead state (default 5)")
-    ap.add_argument("--iterations", type=int, default=10000, help="invalidations per overhead run")
+    ap.add_argument("--iterations", type=int, default=3000, help="invalidations per overhead run")
+    ap.add_argument("--insns", default="", help="the insncount QEMU plugin's output file: count guest "
+                    "instructions per invalidation (make bench passes it)")
     ap.add_argument("--million", type=int, default=1_000_000, help="invalidations of the exactness run")
     ap.add_argument("--idle-windows", type=int, default=3,
                     help="idle CPU windows of 15 s (a scrape, 3 refreshes); the median counts")
@@ -210,7 +262,7 @@ def main(argv=None):
                     help="keep every CPU of the emulated guest online (see bench/cpus.py)")
     args = ap.parse_args(argv)
 
-    details = []
+    details, figures = [], {}
     one_cpu = emulated() and not args.all_cpus and not args.only
     with cpus.only_cpu0() if one_cpu else contextlib.nullcontext():
         env = environment()
@@ -220,7 +272,7 @@ def main(argv=None):
         if one_cpu:
             details.append("one CPU online in the guest: attaching on two emulated vCPUs froze the guest "
                            "now and then (bench/cpus.py)")
-        rows = [] if args.only else kernel_rows(args, details)
+        rows = [] if args.only else kernel_rows(args, details, figures)
         rows += scrape_rows(details)
 
     print()
@@ -239,6 +291,9 @@ def main(argv=None):
                         f"{report.markdown(rows)}\n\nDetails:\n\n" +
                         "".join(f"    {d}\n" for d in details) + "\n" + report.METHOD)
         log(f"written to {path}")
+        if figures:
+            path.with_suffix(".json").write_text(json.dumps({"instructions_per_invalidation": figures}, indent=1))
+            log(f"instruction counts written to {path.with_suffix('.json')} (python -m bench.compare A B)")
     return 0
 
 

@@ -22,6 +22,11 @@ from bench.toggle import ALL, Toggle
 
 STATES = {"off": frozenset(), "core": frozenset({"core", "other"}), "full": ALL}
 WARMUP = 500
+# Attaching and detaching finish after the calls return: kprobes are optimised into jumps
+# by a delayed work (kprobe_optimizer, behind an RCU-tasks grace period), trampolines and
+# detached programs are freed after grace periods. A run started meanwhile counts that
+# work (a run 10 % over its repetitions) and the int3 path: wait it out.
+SETTLE_S = 2.0
 
 # The callbacks each mode's notifier calls, as mnmon names them.
 CALLBACKS = {
@@ -43,6 +48,7 @@ class ModeResult:
     mode: str
     method: str                                   # how the core probes attached
     ns: dict = field(default_factory=dict)        # state -> [ns per invalidation]
+    insns: dict = field(default_factory=dict)     # state -> [guest instructions per invalidation]
     programs: dict = field(default_factory=dict)  # BPF program -> (runs, ns) per invalidation
 
     def median(self, state):
@@ -56,6 +62,26 @@ class ModeResult:
     @property
     def ratio(self):
         return statistics.median(self.ratios)
+
+    def insns_of(self, state):
+        """Instructions per invalidation in state: the least of the repetitions. What else
+        the vCPU runs during a loop (other tasks, deferred work) only adds to its count."""
+        return min(self.insns[state])
+
+    def insn_ratio(self, state="full"):
+        """state's instructions per invalidation over those without mnmon."""
+        return self.insns_of(state) / self.insns_of("off")
+
+    def insn_agreement(self, state):
+        """How far the second-least count lies above the least: (second - least) / least.
+        Small, the least is a count runs repeat, not a one-off."""
+        v = sorted(self.insns[state])
+        return (v[1] - v[0]) / v[0] if len(v) > 1 else float("inf")
+
+    def insn_outliers(self, state, within):
+        """Runs more than `within` above the least (a run that caught other work)."""
+        least = self.insns_of(state)
+        return sum(x > least * (1 + within) for x in self.insns[state])
 
     @property
     def added_ns(self):
@@ -120,24 +146,33 @@ def profile(mon, modes, iterations, reps=3):
     return out
 
 
-def measure(mon, modes, reps, iterations, log=lambda *a: None):
-    """{mode: ModeResult} for a started Monitor whose callbacks for modes are attached."""
+def measure(mon, modes, reps, iterations, log=lambda *a: None, counter=None):
+    """{mode: ModeResult} for a started Monitor whose callbacks for modes are attached.
+    counter: a bench.insns.Counter, to count each timed run's guest instructions too."""
     method = mon.statuses["invalidate_range_start"].method
     toggle = Toggle(mon)
-    results = {mode: ModeResult(mode, method, {s: [] for s in STATES}) for mode in modes}
+    results = {mode: ModeResult(mode, method, {s: [] for s in STATES},
+                                {s: [] for s in STATES} if counter else {}) for mode in modes}
     order = list(STATES)
     try:
         for rep in range(reps):
             for state in (order if rep % 2 == 0 else order[::-1]):
                 with watchdog.limit(f"{method} rep {rep + 1}: attaching {state}", 120):
                     toggle.set(STATES[state])
+                time.sleep(SETTLE_S)
                 for mode in modes:
                     with watchdog.limit(f"{method} rep {rep + 1} {state}: churn {mode}", 120):
                         churn.run(mode, churn.iterations_for(mode, WARMUP))
-                        results[mode].ns[state].append(
-                            churn.run(mode, churn.iterations_for(mode, iterations)).ns_per_iter)
+                        if counter:
+                            counter.take()      # the warm-up's and any earlier loop's
+                        r = churn.run(mode, churn.iterations_for(mode, iterations))
+                        results[mode].ns[state].append(r.ns_per_iter)
+                        if counter:
+                            results[mode].insns[state].append(counter.one() / r.iterations)
             log(f"  {method} rep {rep + 1}/{reps}: " + ", ".join(
-                f"{m} {results[m].ns['off'][-1] / 1e3:.1f}->{results[m].ns['full'][-1] / 1e3:.1f} us"
+                f"{m} {results[m].ns['off'][-1] / 1e3:.1f}->{results[m].ns['full'][-1] / 1e3:.1f} us" +
+                (f" ({results[m].insns['off'][-1]:.0f}->{results[m].insns['full'][-1]:.0f} insns)"
+                 if counter else "")
                 for m in modes))
     finally:
         toggle.set(ALL)

@@ -16,9 +16,26 @@ METHOD = """\
 ## How it was measured
 
 `make bench` boots Debian's stock kernel under QEMU software emulation (TCG,
-`tests/kernel/vm.py`: 2 vCPUs, 2 GiB, the host's filesystem as root) with the fixture
+`tests/kernel/vm.py`: one vCPU, 2 GiB, the host's filesystem as root) with the fixture
 module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
 
+0. **Guest instructions per invalidation.** QEMU runs with a TCG plugin,
+   `bench/plugin/insncount.c` (built by `make bench` against `qemu-plugin.h` from the
+   source package of the installed QEMU version, fetched from Debian's archive by
+   `bench/plugin/fetch-header.sh`). The plugin adds each translated block's instruction
+   count to a counter as the block runs, and recognises two marker instructions
+   (`nopl 0x4d4e0001(%rax)`, `nopl 0x4d4e0002(%rax)`: NOPs no compiler emits) that
+   `bench/churn.c` executes around its loop; at the second it appends the instructions
+   executed in between to a file the guest reads (`bench/insns.py`). That counts the
+   loop's user code, the page faults, the invalidations, mnmon's probes and BPF
+   programs, and whatever else the one vCPU ran meanwhile (timer interrupts, kernel
+   threads). The count does not depend on the host's speed or load, so every timed run
+   of step 1 is counted too: instructions per invalidation = count / iterations, the
+   least of the repetitions (what else the vCPU ran during a loop only ever adds to its
+   count: such runs show up as outliers above the least, and are counted in the table),
+   and the instruction ratio of a state = its instructions over those without mnmon.
+   Repeatability: each series' least two runs must agree within 1 %; two whole runs are
+   compared with `python -m bench.compare` on the `RESULTS.json` each writes.
 1. **Overhead on the invalidation path.** `bench/churn.c` (built with the machine's gcc
    into `build/bench/churn`) maps one private anonymous page and subscribes it to one
    notifier: KVM guest memory (a VM whose only memslot is the page: KVM's in-tree list
@@ -41,8 +58,9 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    every syscall of every task down the slow path). Repetitions alternate the state
    order (off..full, full..off); each runs every mode once per state, after an untimed
    warm-up run (attaching patches kernel text, which makes the emulator translate it
-   again). Ratio: the median of the per-repetition full/off ratios (their range in
-   brackets); added ns:
+   again). Emulated time ratio (shown beside the instruction ratio, not judged: it
+   follows the shared host's load): the median of the per-repetition full/off ratios
+   (their range in brackets); added ns:
    median(full) - median(off), split by state into core and callbacks.
    Callback probes are kprobes with either method (bcc 0.26 cannot fentry module
    functions). Probe hits and BPF time per invalidation come from three separate runs

@@ -46,8 +46,11 @@ def newest_kernel(modules=Path("/lib/modules")):
     return found[-1]
 
 
-def vng_argv(kver, command, *, cpus=2, memory="2G", env=None):
-    """The virtme-ng command line that boots kver and runs command (a list) as root."""
+def vng_argv(kver, command, *, cpus=2, memory="2G", env=None, plugin=""):
+    """The virtme-ng command line that boots kver and runs command (a list) as root.
+
+    plugin: a QEMU TCG plugin and its arguments, as -plugin takes them (bench/plugin/).
+    """
     image = Path(f"/boot/vmlinuz-{kver}")
     if not image.exists() and kver in kernels.KERNELS:
         # A pinned stock kernel, unpacked under build/kernels/: virtme-ng finds its
@@ -72,7 +75,8 @@ def vng_argv(kver, command, *, cpus=2, memory="2G", env=None):
     return [
         vng, "--run", str(image),
         "--disable-kvm",            # software emulation: the host's /dev/kvm is not ours to use
-        "--qemu-opts=-cpu max",     # max exposes SVM, so kvm_amd loads inside the guest
+        # max exposes SVM, so kvm_amd loads inside the guest
+        "--qemu-opts=-cpu max" + (f" -plugin {plugin}" if plugin else ""),
         "--cpus", str(cpus), "--memory", memory,
         f"--rwdir={REPO}",
         # The OOM scenarios log ~1000 reaper lines; the default 128 KiB buffer would drop some.
@@ -137,11 +141,12 @@ def main(argv=None):
     ap.add_argument("--kernel", default="", help="kernel release under /boot (default: newest Debian amd64)")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--cpus", type=int, default=2, help="vCPUs of the guest (default 2)")
+    ap.add_argument("--plugin", default="", help="QEMU TCG plugin: PATH.so[,ARG=VALUE...]")
     ap.add_argument("command", nargs="+")
     args = ap.parse_args(argv)
     try:
         kver = args.kernel or newest_kernel()
-        return run(kver, args.command, timeout=args.timeout, cpus=args.cpus)
+        return run(kver, args.command, timeout=args.timeout, cpus=args.cpus, plugin=args.plugin)
     except BedError as e:
         print(f"vm: {e}", file=sys.stderr)
         return 2
