@@ -107,8 +107,7 @@ def wait_attached(mon, symbols, timeout=30):
     deadline = time.monotonic() + timeout
     while True:
         mon.refresh()
-        missing = [s for s in symbols
-                   if not (mon.statuses.get(f"notifier:{s}") and mon.statuses[f"notifier:{s}"].attached)]
+        missing = [s for s in symbols if not mon.is_attached(s)]
         if not missing:
             return
         if time.monotonic() > deadline:

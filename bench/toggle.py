@@ -9,7 +9,7 @@ Groups:
     callbacks   each notifier's callback kprobes (notifier:*)
     other       the rest: registration kprobes, the OOM probes and tracepoints
 """
-from monitor import attach_plan, probes
+from monitor import attach, attach_plan
 
 GROUPS = ("core", "callbacks", "other")
 ALL = frozenset(GROUPS)
@@ -39,9 +39,7 @@ class Toggle:
                 spec = specs[st.probe]
                 entry, ret = spec.programs[st.method]
                 self.probes.append((group_of(st.probe), st.method, spec.targets, entry, ret))
-        self.callbacks = [cb for (cb, _) in mon.callbacks.values()
-                          if mon.statuses.get(f"notifier:{cb.symbol}") and
-                          mon.statuses[f"notifier:{cb.symbol}"].attached]
+        self.callbacks = [p.callback for p in mon.callbacks.values() if p.status.attached]
 
     def set(self, groups):
         """Attach exactly the probes of groups (an iterable of GROUPS names)."""
@@ -53,28 +51,22 @@ class Toggle:
                 self._switch(g, True)
         self.on = groups
 
-    def _switch(self, group, attach):
+    def _switch(self, group, on):
         bpf = self.mon.bpf
         for g, method, targets, entry, ret in self.probes:
             if g != group:
                 continue
-            order = probes.attach_order(entry, ret)
+            order = attach.attach_order(entry, ret)
             for target in targets:
-                for fn, is_ret in (order if attach else order[::-1]):    # entries go first, come last
+                for fn, is_ret in (order if on else order[::-1]):    # entries go first, come last
                     if fn:
-                        (probes._attach_one if attach else probes._detach_one)(bpf, method, target, fn, is_ret)
+                        (attach.attach if on else attach.detach)(bpf, method, target, fn, is_ret)
         if group != "callbacks":
             return
+        # Off, the core probes' walk of subscriptions is what counts each notifier's calls
+        # (the lean configuration); the watcher's records stay as they were.
         for cb in self.callbacks:
-            if attach:
-                # attach_callback() skips what it knows: forget it first.
-                self.mon.callbacks.pop((cb.symbol, cb.module), None)
-                st = self.mon.attach_callback(cb)
-                if not (st and st.attached):
-                    raise RuntimeError(f"re-attaching {cb.symbol}: {st}")
+            if on:
+                attach.attach_callback(bpf, cb.kind_name, cb.symbol)
             else:
-                for detach in (bpf.detach_kprobe, bpf.detach_kretprobe):
-                    try:
-                        detach(event=cb.symbol)
-                    except Exception:       # a list_end callback has no kretprobe
-                        pass
+                attach.detach_callback(bpf, cb.kind_name, cb.symbol)
