@@ -13,9 +13,14 @@
  *                 invalidate_range_start; on a failed list pass, every end since
  *                 c2655835fd8c). A callback probe that counted a call marks it seen in the
  *                 start's record, so each call is counted once, by one side.
- *   end entry     every list notifier's invalidate_range_end whose function is not probed
- *                 yet; it marks what it counted, so a probe attached meanwhile skips it.
- *   mm teardown   __mmu_notifier_release calls every interval notifier (blockable).
+ *   end entry     every list notifier's invalidate_range_end: ends have no outcome to
+ *                 observe, so no callback probe counts them (cb_list_end only pairs).
+ *   mm teardown   __mmu_notifier_release calls every interval notifier (blockable), outside
+ *                 any start: the walk counts them all, and cb_exit leaves them alone.
+ *
+ * Counting what the kernel must have called, rather than what a probe saw, also covers a
+ * kprobe that did not run: a kprobe program is skipped, silently, while another BPF program
+ * or a bpf(2) map operation holds the CPU's bpf_prog_active (a scrape reading the maps).
  *
  * The result of such a call is the start's own when that tells it (every call of a start
  * that returned 0 succeeded; a failure with one candidate is that candidate's); otherwise
@@ -321,10 +326,8 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 		}
 #if ENDS_IN_FAILED_START
 		/* A failed list pass ends every notifier itself (c2655835fd8c). */
-		if (failed && l.end_fn && !was_seen(c, sub | 1)) {
+		if (failed && l.end_fn)
 			count_end(l.end_fn);
-			discover(l.end_fn, KIND_LIST_END);
-		}
 #endif
 		sub = l.next;
 	}
@@ -344,19 +347,13 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 	return owned;
 }
 
-/*
- * At the entry of a core end: count the ends of list notifiers whose end probe is not
- * attached yet, and mark them so that a probe attached meanwhile does not count them again.
- */
+/* At the entry of a core end: every list notifier's invalidate_range_end is called. */
 static __always_inline void attribute_end(u64 mm)
 {
-	struct core_inflight *rec = core_record(false);
 	struct list_sub l;
 	u64 subs = mm_subscriptions(mm), sub = 0;
 	u32 i;
 
-	if (rec)
-		rec->nend_marks = 0;
 	if (!subs)
 		return;
 	bpf_probe_read_kernel(&sub, sizeof(sub), (void *)subs);
@@ -365,16 +362,8 @@ static __always_inline void attribute_end(u64 mm)
 		if (!sub)
 			return;
 		read_list_sub(sub, &l);
-		if (l.end_fn && !fn_probed(probed_end_fns.lookup(&l.end_fn))) {
+		if (l.end_fn)
 			count_end(l.end_fn);
-			discover(l.end_fn, KIND_LIST_END);
-			if (!rec)
-				rec = core_record(true);
-			if (rec && rec->nend_marks < MAX_SUBS) {
-				rec->end_marks[masked(rec->nend_marks, MAX_SUBS - 1)] = sub;
-				rec->nend_marks++;
-			}
-		}
 		sub = l.next;
 	}
 	if (sub)
@@ -384,13 +373,10 @@ static __always_inline void attribute_end(u64 mm)
 /* At mm teardown: every interval notifier is called once, blockable (mn_itree_release). */
 static __always_inline void attribute_release(u64 mm)
 {
-	struct core_inflight *rec = core_record(false);
 	u64 subs = mm_subscriptions(mm), found[MAX_SUBS] = {};
 	u8 has_itree = 0;
 	u32 i, n;
 
-	if (rec)
-		rec->nend_marks = 0;
 	if (!subs)
 		return;
 	bpf_probe_read_kernel(&has_itree, sizeof(has_itree), (void *)(subs + MN_SUBS_HAS_ITREE_OFF));
@@ -408,17 +394,10 @@ static __always_inline void attribute_release(u64 mm)
 		if (i >= n)
 			break;
 		fn = interval_fn(found[i]);
-		if (!fn || fn_probed(probed_fns.lookup(&fn)))
-			continue;	/* its probe counts it */
+		if (!fn)
+			continue;
 		count_call(fn, KIND_INTERVAL, MODE_BLOCKABLE, RESULT_OK, 0, false);
 		discover(fn, KIND_INTERVAL);
-		if (!rec)
-			rec = core_record(true);
-		/* a probe attached meanwhile finds this subscription marked (cb_exit) */
-		if (rec && rec->nend_marks < MAX_SUBS) {
-			rec->end_marks[masked(rec->nend_marks, MAX_SUBS - 1)] = found[i];
-			rec->nend_marks++;
-		}
 	}
 }
 #else

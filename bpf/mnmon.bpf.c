@@ -68,9 +68,8 @@ struct core_inflight {
 	u64 mm, start, end;		/* the range: its mm, [start, end) */
 	struct cb_inflight cb;		/* the callback running inside it, if any */
 	u64 started[MAX_STARTED];	/* list subscriptions whose start succeeded and await an end */
-	u64 seen[MAX_SEEN];		/* subscriptions whose own probes counted this call; | 1: an end */
+	u64 seen[MAX_SEEN];		/* subscriptions whose own probes counted this call */
 	u64 failed_interval;		/* a probed interval callback that failed here */
-	u64 end_marks[MAX_SUBS];	/* subscriptions whose end the core end counted itself */
 	u64 intervals[MAX_SUBS];	/* overlapping interval subscriptions, in the kernel's order */
 	u8 nintervals;
 	/* Working state of attribute_intervals(), kept here rather than in registers: values
@@ -80,7 +79,6 @@ struct core_inflight {
 	u8 event;
 	u8 nstarted;
 	u8 nseen;
-	u8 nend_marks;
 	u8 list_called;			/* a probed list callback ran: the interval pass succeeded */
 	u8 list_failed;			/* a probed list callback failed */
 	u8 failure_attributed;		/* a failure of this start has an owner */

@@ -18,39 +18,10 @@ BPF_PERCPU_HASH(notifier_ends, u64, u64, 4096);
 /* Callback addresses found in the kernel: user space attaches probes to them.
  * Value: KIND_* | FOUND_* << 8. */
 BPF_HASH(discovered, u64, u32, 1024);
-/* invalidate_range_end functions mnmon probes: only their starts can be checked for
- * pairing, and the core end leaves their counting to their probe. */
-BPF_HASH(probed_end_fns, u64, u64, 1024);
-/* Interval callbacks mnmon probes: mm teardown leaves their counting to their probe. */
-BPF_HASH(probed_fns, u64, u64, 1024);
-/*
- * Module unloads so far. A probed_*fns entry holds the count at the time user space
- * stamped it: an unload takes a module's probes with it (and a reload may put new code
- * at the same address), so an entry older than the last unload is not trusted until
- * user space stamps it again.
- */
-BPF_ARRAY(modules_gen, u64, 1);
-
-static __always_inline bool fn_probed(u64 *stamp)
-{
-	u32 zero = 0;
-	u64 *gen;
-
-	if (!stamp)
-		return false;
-	gen = modules_gen.lookup(&zero);
-	return gen && *stamp == *gen;
-}
-
-int on_module_free(void *args)
-{
-	u32 zero = 0;
-	u64 *gen = modules_gen.lookup(&zero);
-
-	if (gen)
-		__sync_fetch_and_add(gen, 1);
-	return 0;
-}
+/* invalidate_range_end functions mnmon probes: only their starts can be checked for pairing. */
+BPF_HASH(probed_end_fns, u64, u8, 1024);
+/* 1 once the mm-teardown walk is attached (user space sets it): it counts teardown's calls. */
+BPF_ARRAY(release_walked, u8, 1);
 
 /* Callbacks called outside a core start: interval notifiers at mm teardown (mn_itree_release). */
 BPF_HASH(cb_inflight, u32, struct cb_inflight, 10240);
@@ -105,15 +76,16 @@ static __always_inline void mark_seen(struct core_inflight *c, u64 key)
 		c->nseen = n + 1;
 }
 
-static __always_inline bool end_marked(struct core_inflight *c, u64 sub)
+static __always_inline bool teardown_walked(void)
 {
-	u32 i;
+#if MN_SUBS
+	u32 zero = 0;
+	u8 *on = release_walked.lookup(&zero);
 
-#pragma unroll
-	for (i = 0; i < MAX_SUBS; i++)
-		if (i < c->nend_marks && c->end_marks[i] == sub)
-			return true;
+	return on && *on;
+#else
 	return false;
+#endif
 }
 
 static __always_inline void cb_enter(struct pt_regs *ctx, u8 mode)
@@ -148,7 +120,7 @@ static __always_inline void track_started(struct core_inflight *core, u64 sub)
 	bpf_probe_read_kernel(&ops, sizeof(ops), &((struct mmu_notifier *)sub)->ops);
 	if (ops)
 		bpf_probe_read_kernel(&end_fn, sizeof(end_fn), &ops->invalidate_range_end);
-	if (!end_fn || !fn_probed(probed_end_fns.lookup((u64 *)&end_fn)))
+	if (!end_fn || !probed_end_fns.lookup((u64 *)&end_fn))
 		return;
 #pragma unroll
 	for (i = 0; i < MAX_STARTED; i++) {
@@ -203,14 +175,10 @@ static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 		} else if (res != RESULT_OK && c->mode == MODE_NONBLOCKABLE) {
 			core->failed_interval = c->sub;
 		}
-	} else {
-		/* mm teardown: the core counted this call itself if it decided before the probe attached. */
-		struct core_inflight *rec = core_record(false);
-
-		if (rec && end_marked(rec, c->sub)) {
-			cb_inflight.delete(&t);
-			return;
-		}
+	} else if (teardown_walked()) {
+		/* Outside any start: mm teardown, whose walk counted this call (attribute.bpf.c). */
+		cb_inflight.delete(&t);
+		return;
 	}
 	count_call(c->ip, kind, c->mode, res, ns, true);
 
@@ -276,20 +244,19 @@ int cb_interval_return(struct pt_regs *ctx)
 int cb_list_end(struct pt_regs *ctx)
 {
 	u64 ip = PT_REGS_IP(ctx), sub = PT_REGS_PARM1(ctx);
-	struct core_inflight *rec = core_record(false);
+	struct core_inflight *core = core_current();
 	u32 i;
 
-	if (rec && rec->ts) {
-		/* An end called from inside a failed start: it pairs a start that succeeded there. */
-		mark_seen(rec, sub | 1);
+	/* An end called from inside a failed start pairs a start that succeeded there. */
+	if (core) {
 #pragma unroll
 		for (i = 0; i < MAX_STARTED; i++)
-			if (rec->started[i] == sub)
-				rec->started[i] = 0;
-	} else if (rec && end_marked(rec, sub)) {
-		return 0;	/* the core end counted it, deciding before this probe was attached */
+			if (core->started[i] == sub)
+				core->started[i] = 0;
 	}
+#if !MN_SUBS	/* else the core probes count every end (attribute.bpf.c) */
 	count_end(ip);
+#endif
 	return 0;
 }
 

@@ -31,6 +31,7 @@ class Plan:
     inflight: str = HASH           # TASK_STORAGE or HASH
     walk: str = "n/a"              # "" if every notifier is counted from its first call, else why not
     ring_buffer: bool = True       # rare events through a BPF ring buffer (5.8+), else a perf buffer
+    probe_ends: bool = True        # invalidate_range_end callbacks need probes (else the core counts them)
 
 
 def api_generation(version):
@@ -142,10 +143,6 @@ def plan(facts, force=None, inflight=None):
         raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
     tracepoints = [("oom:mark_victim", "on_mark_victim"), ("oom:start_task_reaping", "on_start_task_reaping"),
                    ("oom:skip_task_reaping", "on_skip_task_reaping")]
-    if not why_not_struct:
-        # A module unload takes its probes with it: the core probes count its notifiers until
-        # user space has probed them again (bpf/notifiers.bpf.c, modules_gen).
-        tracepoints.append(("module:module_free", "on_module_free"))
     for tp, prog in tracepoints:
         if tp in facts.tracepoints:
             probes.append(ProbeSpec(tp, (tp,), (TRACEPOINT,), {TRACEPOINT: (prog, None)}))
@@ -163,6 +160,10 @@ def plan(facts, force=None, inflight=None):
                                    "bcc cannot fentry module functions before 0.28")
     mv = facts.mark_victim_fields
     ring_buffer = facts.version >= (5, 8)       # BPF ring buffer: 5.8 (457f44363a88)
+    ends_paired = facts.version >= (5, 10)
+    # The walk counts every end; an end probe is then needed only to check pairing, which
+    # kernels with c2655835fd8c guarantee.
+    probe_ends = bool(walk) or not ends_paired
     cflags = [
         f"-DMN_API={api or 419}",
         f"-DHAVE_STRUCTS={0 if why_not_struct else 1}",
@@ -174,7 +175,7 @@ def plan(facts, force=None, inflight=None):
         f"-DMN_SUBS={int(not walk)}",
         f"-DMV_TASK_ARG={int(victim_task)}",
         # c2655835fd8c (5.12, in 5.10.y): a failed list pass ends every list notifier itself.
-        f"-DENDS_IN_FAILED_START={int(facts.version >= (5, 10))}",
+        f"-DENDS_IN_FAILED_START={int(ends_paired)}",
     ]
     if not walk:
         cflags += [f"-DMN_SUBS_HAS_ITREE_OFF={facts.subscriptions['has_itree']}",
@@ -184,7 +185,7 @@ def plan(facts, force=None, inflight=None):
                    f"-DMV_SHMEM_RSS_OFF={mv['shmem_rss']}"]
     if "comm" in mv:
         cflags.append(f"-DMV_COMM_LOC_OFF={mv['comm']}")             # __data_loc char[]
-    return Plan(api, cflags, probes, callbacks, inflight, walk, ring_buffer)
+    return Plan(api, cflags, probes, callbacks, inflight, walk, ring_buffer, probe_ends)
 
 
 def _walk_subscriptions(facts, why_not_struct):

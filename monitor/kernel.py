@@ -15,7 +15,7 @@ SYMBOLS_OF_INTEREST = (
 )
 TRACEPOINTS_OF_INTEREST = (
     "oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping", "oom:skip_task_reaping",
-    "oom:wake_reaper", "module:module_free",
+    "oom:wake_reaper",
 )
 
 

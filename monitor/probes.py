@@ -34,7 +34,7 @@ class Monitor:
         self.bpf, self.facts, self.plan = bpf, facts, plan
         self.statuses = statuses                   # planned probe name -> ProbeStatus
         self.started_at = started_at               # when the core probes attached (time.time())
-        self.watcher = CallbackWatcher(bpf, symbols) if bpf is not None else None
+        self.watcher = CallbackWatcher(bpf, symbols, probe_ends=plan.probe_ends) if bpf is not None else None
         self.cgroups = cgroups.CgroupNames()
         self._user_lost = 0
         self._refreshes = 0
@@ -63,6 +63,10 @@ class Monitor:
             statuses = {spec.probe: disabled(spec.probe) if spec.probe in disable else attach_spec(bpf, spec)
                         for spec in plan.probes}
             mon = cls(bpf, facts, plan, symbols, statuses, started_at=time.time())
+            if statuses.get("notifier_release") and statuses["notifier_release"].attached:
+                # mm teardown's walk counts interval calls outside a start (attribute.bpf.c)
+                t = bpf[b"release_walked"]
+                t[t.Key(0)] = t.Leaf(1)
             mon.refresh()
         memory.release_compiler_memory(bpf)      # ~130 MB of the compile's RSS
         return mon

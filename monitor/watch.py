@@ -2,11 +2,9 @@
 load, at registration, and in mms' subscriptions (bpf/attribute.bpf.c); dropped and found
 again when their module is unloaded or reloaded.
 
-Until a callback's probes are attached, the core probes count its calls; the probed_*fns
-maps tell the BPF side which callbacks their probes count (stamped with the count of
-module unloads, bpf/notifiers.bpf.c).
+Until a callback's probes are attached, the core probes count its calls: a callback probe
+adds what only it can see (latency, which of several notifiers failed), never the count.
 """
-import ctypes
 import os
 import time
 from dataclasses import dataclass
@@ -33,13 +31,13 @@ class Probed:
 class CallbackWatcher:
     """The callbacks of one loaded program: callbacks[(symbol, module)] -> Probed."""
 
-    def __init__(self, bpf, symbols, scanner=None, proc_modules="/proc/modules"):
+    def __init__(self, bpf, symbols, scanner=None, proc_modules="/proc/modules", probe_ends=True):
         self.bpf, self.symbols = bpf, symbols
         self.scanner = scanner or discovery.BTFScanner()
         self.callbacks = {}
+        self.probe_ends = probe_ends        # False: the core probes count every end (plan.probe_ends)
         self._proc_modules = proc_modules
         self._modules = None                # {module: (state, load)} at the last scan; None: none yet
-        self._gen = 0                       # module unloads the BPF side had counted (modules_gen)
         self._names = {}                    # ip -> (symbol, module) of unloaded modules' callbacks
         self._unresolved = set()            # discovered addresses kallsyms did not name
 
@@ -67,11 +65,11 @@ class CallbackWatcher:
     def refresh(self):
         """Attach callbacks found since last time; returns their ProbeStatus. Cheap when
         nothing changed; the daemon calls it every few seconds."""
-        modules, gen = read_modules(self._proc_modules), self._modules_gen()
+        modules = read_modules(self._proc_modules)
         found = []
         # New BTF appears only with a new module: /sys/kernel/btf is listed again only then.
-        # An unload (counted by the BPF side) may be a reload under the same name.
-        if modules != self._modules or gen != self._gen:
+        # A reload under the same name is a new /sys/module/NAME.
+        if modules != self._modules:
             if self._modules is not None:      # the caller has just read kallsyms
                 gone = (set(self._modules) - set(modules)) | {
                     m for m in modules if m in self._modules and modules[m][1] != self._modules[m][1]}
@@ -82,9 +80,8 @@ class CallbackWatcher:
                 for module in gone:
                     self.scanner.forget(module)
                     self._drop_module(module)
-            self._modules, self._gen = modules, gen
+            self._modules = modules
             found = self.scanner.scan()
-            self._stamp_all()
         found += self._discovered()
         return [st for cb in found if (st := self.attach_callback(cb))]
 
@@ -110,7 +107,7 @@ class CallbackWatcher:
     def attach_callback(self, cb):
         """Probe one callback; returns its ProbeStatus, or None if it already was."""
         key = (cb.symbol, cb.module)
-        if key in self.callbacks or cb.symbol == "unknown":
+        if key in self.callbacks or cb.symbol == "unknown" or (cb.kind == discovery.LIST_END and not self.probe_ends):
             return None
         sym = self.symbols.lookup(cb.symbol)
         probe = f"notifier:{cb.symbol}"
@@ -120,8 +117,9 @@ class CallbackWatcher:
         else:
             try:
                 attach.attach_callback(self.bpf, cb.kind_name, cb.symbol)
-                # Now its probes count these calls: the core probes stop (attribute.bpf.c).
-                self._stamp(cb.kind, sym.addr)
+                if cb.kind == discovery.LIST_END:      # its starts can be checked for pairing
+                    t = self.bpf[b"probed_end_fns"]
+                    t[t.Key(sym.addr)] = t.Leaf(1)
                 st, since = attach.ProbeStatus(probe, KPROBE, True), time.time()
             except Exception as e:      # noqa: BLE001 -- bcc raises bare Exception
                 st = attach.ProbeStatus(probe, KPROBE, False, attach.explain(e))
@@ -129,31 +127,16 @@ class CallbackWatcher:
         return st
 
     # ------------------------------------------------------------ module unloads
-    def _modules_gen(self):
-        try:
-            return self.bpf[b"modules_gen"][ctypes.c_int(0)].value
-        except KeyError:            # compiled without struct access: no callback probes either
-            return 0
-
-    def _stamp(self, kind, addr):
-        t = self.bpf[b"probed_end_fns" if kind == discovery.LIST_END else b"probed_fns"]
-        t[t.Key(addr)] = t.Leaf(self._gen)
-
-    def _stamp_all(self):
-        """After a module unload: the probes still attached are trusted again (notifiers.bpf.c)."""
-        for p in self.callbacks.values():
-            if p.status.attached and p.addr:
-                self._stamp(p.callback.kind, p.addr)
-
     def _drop_module(self, module):
         # The kernel removed the kprobes with the module's text; forget them so a reload re-attaches.
         for key in [k for k in self.callbacks if k[1] == module]:
             p = self.callbacks.pop(key)
-            t = self.bpf[b"probed_end_fns" if p.callback.kind == discovery.LIST_END else b"probed_fns"]
-            try:
-                del t[t.Key(p.addr)]        # the core probes count its calls until it is probed again
-            except KeyError:
-                pass
+            if p.callback.kind == discovery.LIST_END:
+                t = self.bpf[b"probed_end_fns"]
+                try:
+                    del t[t.Key(p.addr)]
+                except KeyError:
+                    pass
             if p.status.attached:
                 attach.detach_callback(self.bpf, p.callback.kind_name, p.callback.symbol)
 

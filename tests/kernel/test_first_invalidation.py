@@ -134,12 +134,15 @@ def test_unloaded_and_reloaded_driver_counts_continue(mon):
 
 
 def test_ab_oom_of_a_late_driver_counts_equal_the_fixture(mon):
-    """The A/B OOM scenario right after the module loads, with nothing attached yet and
-    no refresh at all: every number comes from the core probes."""
+    """The issue's story: the driver loads after mnmon, a process churns through its list and
+    interval notifiers at once, then the A/B OOM follows with no refresh at all: B's ops were
+    never seen before, so every call of B's, and the reaper's blocker, come from the core
+    probes (one unprobed notifier in a failed start: its failure)."""
     a, b = "mnmon_fx_list_never_fail_start", "mnmon_fx_list_fail_nonblock_start"
     a_end, b_end = "mnmon_fx_list_never_fail_end", "mnmon_fx_list_fail_nonblock_end"
     late_driver.reload_fixture()
-    mon.refresh()               # the module's unload is seen: its old probes are gone
+    with Refresher(mon):
+        late_driver.run_register_and_churn(300)
     assert not attached(mon, b)
     base = {}
     log = KernelLog()

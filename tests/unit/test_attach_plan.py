@@ -30,8 +30,7 @@ def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=
     if symbols is None:
         symbols = CORE_SYMBOLS | (INTERVAL_SYMBOLS if version >= (5, 5) else frozenset())
     if tracepoints is None:
-        tracepoints = frozenset(OOM_TPS) | {"module:module_free"} | \
-            (frozenset(MRELEASE_TPS) if version >= (5, 15) else frozenset())
+        tracepoints = frozenset(OOM_TPS) | (frozenset(MRELEASE_TPS) if version >= (5, 15) else frozenset())
     if subscriptions is None:
         subscriptions = LAYOUT if btf else {}
     if headers_dir is None:
@@ -63,8 +62,6 @@ def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=
 def expected_methods(core, reap, gave_up, interval=None, walk=False):
     out = {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": K if core else (),
            "notifier_release": core if walk else ()}
-    if core:
-        out["module:module_free"] = T
     if interval is not None:
         out["interval_notifier_insert"] = interval
     out.update({"oom_reap_task_mm": reap, "oom_reaper_gave_up": gave_up, "oom:mark_victim": T,
@@ -313,12 +310,14 @@ def test_mn_api_values_are_those_mnmon_bpf_c_tests():
     ("6.1.0-56-amd64", True, LAYOUT, "other", OTHER_HEADERS),
 ])
 def test_every_notifier_counted_from_its_first_call_where_the_walk_can_run(release, btf, layout, headers, why):
+    # and with the walk on a kernel that pairs ends itself (5.10+), no end callback needs a probe
     p = plan(facts(release, btf=btf, kfunc=True, headers=headers, subscriptions=layout,
                    headers_dir=SANDBOX_HEADERS if headers == "other" else None))
     assert p.walk == why
     assert f"-DMN_SUBS={int(not why)}" in p.cflags
     assert ("-DMN_SUBS_LEFTMOST_OFF=40" in p.cflags) is (not why)
     assert (by_name(p)["notifier_release"].methods != ()) is (not why)
+    assert p.probe_ends is bool(why)
 
 
 def test_no_syscall_tracepoint_even_where_the_kernel_has_them():
