@@ -198,7 +198,8 @@ def watch(as_json):
     def show(ev):
         # Called from inside bcc's ring-buffer poll, which swallows exceptions (even
         # SystemExit): a reader that went away (`| head -1`) is noted here, and the loop ends.
-        if stop:
+        # After SIGTERM the last poll still prints what the buffer holds.
+        if "EPIPE" in stop:
             return
         d = mon.describe(ev)
         try:
