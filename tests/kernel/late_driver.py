@@ -45,7 +45,10 @@ def child_churn(args):
     addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
     slots = {"list": fx.add_list(args.list), "interval": fx.add_interval(args.interval, addr, len(m))}
     print(json.dumps({"pid": os.getpid(), "slots": slots}), flush=True)
-    for _ in range(args.iterations):          # at once: nobody is waited for
+    for i in range(args.iterations):          # at once: nobody is waited for
+        if i == args.pause_at:                # only where a test wants both sides of a hand-over
+            print("paused", flush=True)
+            sys.stdin.readline()
         m[0] = 1
         m.madvise(mmap.MADV_DONTNEED)
     print("done", flush=True)
@@ -53,14 +56,21 @@ def child_churn(args):
 
 
 def run_register_and_churn(iterations, list_behaviour="never_fail", interval_behaviour="never_fail",
-                           at_done=None, timeout=600):
-    """Run the child; at_done() runs after its churn, before it exits. Returns (info, at_done's value)."""
+                           at_done=None, timeout=600, pause_at=-1, at_pause=None):
+    """Run the child; at_done() runs after its churn, before it exits. Returns (info, at_done's value).
+    pause_at: the child stops after that many iterations until at_pause() has returned."""
     p = subprocess.Popen([sys.executable, "-m", "tests.kernel.late_driver", "churn", "--iterations", str(iterations),
-                          "--list", list_behaviour, "--interval", interval_behaviour],
+                          "--list", list_behaviour, "--interval", interval_behaviour, "--pause-at", str(pause_at)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(p.stdout.readline())
-        assert p.stdout.readline().strip() == "done"
+        line = p.stdout.readline().strip()
+        if line == "paused":
+            at_pause()
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            line = p.stdout.readline().strip()
+        assert line == "done", line
         result = at_done() if at_done else None
         p.stdin.close()
         p.wait(timeout=timeout)
@@ -80,6 +90,7 @@ def main(argv=None):
     c.add_argument("--pages", type=int, default=1)
     c.add_argument("--list", default="never_fail")
     c.add_argument("--interval", default="never_fail")
+    c.add_argument("--pause-at", type=int, default=-1)
     args = ap.parse_args(argv)
     child_churn(args)
 

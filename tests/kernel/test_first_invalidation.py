@@ -82,13 +82,22 @@ def attached(mon, symbol):
     return mon.is_attached(symbol, FX)
 
 
-def _late_driver_counts_equal_the_fixture(mon, iterations):
+def _late_driver_counts_equal_the_fixture(mon, iterations, handover=False):
     late_driver.reload_fixture()
     assert not late_driver.has_btf(), "the fixture was meant to be built without BTF"
     before = mon.snapshot()
+
+    def attached_meanwhile():
+        # The work pauses half-way only so that both sides of the hand-over surely happen
+        # within it (it started at once: the first half ran before any callback probe).
+        deadline = time.monotonic() + 60
+        while not (attached(mon, LIST_START) and attached(mon, INTERVAL)):
+            assert time.monotonic() < deadline, "callback probes not attached within 60 s"
+            time.sleep(0.1)
     with Refresher(mon):
         info, (fixture, during) = late_driver.run_register_and_churn(
-            iterations, at_done=lambda: (read_stats(), mon.snapshot()))
+            iterations, at_done=lambda: (read_stats(), mon.snapshot()),
+            pause_at=iterations // 2 if handover else -1, at_pause=attached_meanwhile)
     lst, itv = fixture[info["slots"]["list"]], fixture[info["slots"]["interval"]]
     d = lambda snap, f, *a, **k: f(snap, *a, **k) - f(before, *a, **k)
     assert lst.blockable_ok == itv.blockable_ok == iterations
@@ -113,7 +122,7 @@ def _late_driver_counts_equal_the_fixture(mon, iterations):
 
 def test_a_driver_loaded_after_mnmon_is_counted_from_its_first_call(mon):
     n = 3000
-    info, during = _late_driver_counts_equal_the_fixture(mon, n)
+    info, during = _late_driver_counts_equal_the_fixture(mon, n, handover=True)
     # Both sides counted: the core probes before the hand-over, the callback probes after
     # (only their calls have a time). The hand-over neither lost nor doubled a call.
     assert attached(mon, LIST_START) and attached(mon, INTERVAL)
