@@ -81,6 +81,8 @@ def row(d):
         "bcc": ", ".join(sorted({f["bcc"] for f in facts})) or "-",
         "core": _method(probes, CORE) if probes else "-",
         "oom": _method(probes, OOM) if probes else "-",
+        "callbacks": "/".join(sorted({st["method"] for n, st in probes.items()
+                                      if n.startswith("notifier:") and st["attached"]})) or "-",
         "inflight": ", ".join(f["inflight"] for f in facts) or "-",
         "counted": counted(probes) if probes else "-",
         "result": result,
@@ -92,9 +94,11 @@ def row(d):
 def table(out=OUT):
     rows = [r for r in (row(d) for d in sorted(out.glob("*"), key=lambda p: kernels.version_key(p.name))
                         if d.is_dir()) if r]
-    head = ("| kernel | bcc | core probes (start/end) | reaper probes (reap/gave up) | in-flight store | "
-            "counted per notifier | result | tests' time in the guest |\n|---|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {r['kernel']} | {r['bcc']} | {r['core']} | {r['oom']} | {r['inflight']} | {r['counted']} | "
+    head = ("| kernel | bcc | core probes (start/end) | notifier callbacks | reaper probes (reap/gave up) | "
+            "in-flight store | counted per notifier | result | tests' time in the guest |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {r['kernel']} | {r['bcc']} | {r['core']} | {r['callbacks']} | {r['oom']} | {r['inflight']} | "
+                   f"{r['counted']} | "
                    f"{r['result']} | {r['time']} ({r['date']}) |\n" for r in rows)
     return head + body
 

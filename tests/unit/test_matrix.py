@@ -102,7 +102,7 @@ def test_table_is_written_from_the_runs_files(tmp_path):
     (tmp_path / "7.2.13+deb14-amd64").mkdir()          # never ran: no row
     t = matrix_table.table(tmp_path).splitlines()
     assert len(t) == 4 and t[2].startswith("| 5.10.0-46-amd64 |") and t[3].startswith("| 6.12.117+deb12-amd64 |")
-    assert t[3] == ("| 6.12.117+deb12-amd64 | 0.26.0 | fentry | fentry/kprobe | hash | KVM: not found, "
+    assert t[3] == ("| 6.12.117+deb12-amd64 | 0.26.0 | fentry | fentry | fentry/kprobe | hash | KVM: not found, "
                     "fixture list/interval | pass: 1 passed, 2 failed, 1 xfailed, 1 skipped | 2:05 (2026-11-29) |")
     assert "| FAIL: 1 passed" in t[2]
 
