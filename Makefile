@@ -8,7 +8,7 @@ FIXTURE := build/fixture/mnmon_fixture.ko
 # make test-kernel KTESTS=tests/kernel/test_serve.py PYTEST_ARGS=-x: a part of the tier
 KTESTS  ?= tests/kernel
 
-.PHONY: setup setup-test run test test-unit test-host test-kernel demo bench fixture clean
+.PHONY: setup setup-test run test test-unit test-host test-kernel test-system demo bench fixture clean
 
 setup:
 	deploy/install-debian.sh
@@ -21,13 +21,18 @@ run: setup
 
 # Unit tests first (no root, no BPF), then what this host's kernel allows, then the real kernel.
 test: setup-test
-	$(MAKE) --no-print-directory test-unit test-host test-kernel
+	$(MAKE) --no-print-directory test-unit test-host test-kernel test-system
 
 test-unit:
 	$(PYTEST) -q tests/unit
 
 test-host:
 	$(PYTEST) -q tests/host
+
+# mnmon as users meet it: deploy/run on a fresh Debian 12 root, the systemd unit on a
+# booted Debian 12, the container image (tests/system/; fresh roots cached in build/system).
+test-system:
+	$(PYTEST) -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
 
 fixture: $(FIXTURE)
 
