@@ -15,7 +15,7 @@ FIXTURE := build/fixture/$(KVER)/mnmon_fixture.ko
 # make test-kernel KTESTS=tests/kernel/test_serve.py PYTEST_ARGS=-x: a part of the tier
 KTESTS  ?= tests/kernel
 
-.PHONY: setup setup-test run test test-unit test-host test-kernel test-matrix matrix-table demo bench fixture clean
+.PHONY: setup setup-test run test test-unit test-host test-kernel test-system test-matrix matrix-table demo bench fixture clean
 
 setup:
 	deploy/install-debian.sh
@@ -29,7 +29,7 @@ run: setup
 # Unit tests first (no root, no BPF), then what this host's kernel allows, then the real
 # kernel: the whole tier on the installed one, the probe and OOM tests on every other.
 test: setup-test
-	$(MAKE) --no-print-directory test-unit test-host test-kernel
+	$(MAKE) --no-print-directory test-unit test-host test-kernel test-system
 	$(MAKE) --no-print-directory test-matrix MATRIX_ARGS=--skip=$(KVER)
 
 test-unit:
@@ -37,6 +37,11 @@ test-unit:
 
 test-host:
 	$(PYTEST) -q tests/host
+
+# mnmon as users meet it: deploy/run on a fresh Debian 12 root, the systemd unit on a
+# booted Debian 12, the container image (tests/system/; fresh roots cached in build/system).
+test-system:
+	$(PYTEST) -q -p no:cacheprovider tests/system $(PYTEST_ARGS)
 
 fixture: $(FIXTURE)
 

@@ -2,7 +2,8 @@
 # Installs what mnmon needs on Debian 12 (bookworm) and makes the virtualenv.
 #   deploy/install-debian.sh          runtime: bcc, kernel headers, the venv with mnmon
 #   deploy/install-debian.sh --test   also what the tests need: the stock kernel and
-#                                     qemu for the real-kernel bed, prometheus, openssl
+#                                     qemu for the real-kernel bed, prometheus, openssl,
+#                                     mmdebstrap and umoci for fresh roots and the image
 # apt runs only when a package is missing, so a second run is quick.
 set -eu
 cd "$(dirname "$0")/.."
@@ -11,16 +12,21 @@ runtime="python3 python3-venv python3-bpfcc bpfcc-tools kmod make"
 # The real-kernel bed boots Debian's stock kernel with the host filesystem as root.
 testpkgs="linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static udev
           prometheus openssl gcc make
-          dwarves mmdebstrap"
+          dwarves mmdebstrap umoci"
 # The kernel matrix (tests/kernel/kernels.py): pahole (dwarves) writes module BTF on
-# 6.12+; 7.x modules build only in a sid root made with mmdebstrap.
+# 6.12+; 7.x modules build only in a sid root made with mmdebstrap. The system tier
+# (tests/system/) makes fresh Debian 12 roots with mmdebstrap and the image with umoci.
 
 want="$runtime"
 [ "${1:-}" = "--test" ] && want="$want $testpkgs"
 
-# bcc compiles against the running kernel's headers; a host whose kernel Debian
-# does not package (a custom or sandboxed kernel) runs degraded: mnmon says so.
-if [ ! -e "/lib/modules/$(uname -r)/build" ]; then
+# bcc compiles against the running kernel's headers. A host whose kernel Debian
+# does not package (a custom, cloud or sandboxed kernel) gets Debian's current
+# headers instead: tracepoint programs compile against any headers, so mnmon
+# serves degraded (the struct-reading probes stay off) and says so. Once those
+# are installed, apt is not asked again.
+if [ ! -e "/lib/modules/$(uname -r)/build" ] &&
+   ! dpkg-query -W -f='${Status}\n' linux-headers-amd64 2>/dev/null | grep -q "install ok installed"; then
     want="$want linux-headers-$(uname -r)"
 fi
 
@@ -36,11 +42,22 @@ if [ -n "$missing" ]; then
     for p in $missing; do
         case "$p" in
         linux-headers-"$(uname -r)")
-            apt-get install -y -qq "$p" >/dev/null 2>&1 ||
-                echo "install-debian: no $p in the archive; mnmon will run degraded on this kernel" >&2 ;;
+            apt-get install -y -qq --no-install-recommends "$p" >/dev/null 2>&1 ||
+                apt-get install -y -qq --no-install-recommends linux-headers-amd64 >/dev/null 2>&1 ||
+                true ;;
         *) echo "$p" ;;
         esac
     done | xargs -r apt-get install -y -qq --no-install-recommends >/dev/null
+fi
+if [ ! -e "/lib/modules/$(uname -r)/build" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
+    if ls /lib/modules/*/build >/dev/null 2>&1; then
+        echo "install-debian: no headers for kernel $(uname -r) (Debian does not package it): mnmon" \
+             "runs degraded (tracepoint probes only, no per-notifier counts); for every probe, install" \
+             "its headers under /lib/modules/$(uname -r)/build or boot Debian's linux-image-amd64" >&2
+    else
+        echo "install-debian: no kernel headers at all (linux-headers-amd64 did not install):" \
+             "bcc has nothing to compile against" >&2
+    fi
 fi
 
 # The distribution's python3 (not another one on PATH) is the one python3-bpfcc serves.

@@ -80,7 +80,9 @@ def test_hardening(unit, key, value):
 
 
 def test_capabilities_are_what_bcc_needs_and_no_more(unit):
-    assert set(one(unit, "CapabilityBoundingSet").split()) == {"CAP_BPF", "CAP_PERFMON", "CAP_SYSLOG"}
+    # Debian's perf_event_paranoid=3 wants CAP_SYS_ADMIN for perf_event_open(), and with it
+    # CAP_BPF and CAP_PERFMON add nothing (the unit says why; tests/system boots it).
+    assert set(one(unit, "CapabilityBoundingSet").split()) == {"CAP_SYS_ADMIN", "CAP_SYSLOG"}
     assert ("Service", "AmbientCapabilities") not in unit        # root: the bounding set is enough
 
 

@@ -1,0 +1,25 @@
+#!/bin/sh
+# The image's entrypoint: says in one line when the node's kernel headers are not
+# there, then runs mnmon (arguments: `serve`, `doctor`...).
+release=$(uname -r)
+own=$(ls -d /opt/mnmon/headers/linux-headers-*-amd64 2>/dev/null | head -n 1)
+own_kver=${own#*/linux-headers-}
+if [ -e /lib/modules/.mnmon-image ] || [ ! -e "/lib/modules/$release/build" ]; then
+    # The image's own /lib/modules is visible (the node's is not mounted), or the
+    # node has no headers for its kernel.
+    if [ "$own_kver" = "$release" ]; then
+        echo "mnmon-image: no node headers for kernel $release under /lib/modules: using the" \
+             "image's own, which are this kernel's" >&2
+    else
+        echo "mnmon-image: no headers for kernel $release under /lib/modules: serving degraded" \
+             "(tracepoint probes only) against the image's linux-headers-$own_kver; for every probe," \
+             "install linux-headers-$release on the node and mount its /lib/modules and /usr/src read-only" >&2
+    fi
+    # The node's /lib/modules has no headers at all: bcc gets the image's, merged.
+    if ! ls /lib/modules/*/build >/dev/null 2>&1; then
+        BCC_KERNEL_SOURCE=$(/opt/mnmon/.venv/bin/python -c \
+            'import sys; from monitor.headers import usable_headers; print(usable_headers(sys.argv[1]))' "$own")
+        export BCC_KERNEL_SOURCE
+    fi
+fi
+exec /opt/mnmon/.venv/bin/mnmon "$@"
