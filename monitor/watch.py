@@ -181,7 +181,4 @@ def counting_lines(callbacks, walk_reason, started_at):
                    f"{when(counted):<14} {timed}")
     if len(out) == 1:
         out.append("(none found yet)")
-    out.append("every notifier's calls are counted from its first invalidation (the core probes walk each mm's "
-               "subscriptions)" if not walk_reason else
-               f"a notifier's calls are counted from when its probes attach: {walk_reason}")
     return out

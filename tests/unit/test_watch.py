@@ -47,8 +47,6 @@ def test_doctor_says_how_each_callback_was_found_and_since_when_it_counts():
     uvm = next(line for line in lines if line.startswith("uvm_"))
     assert kvm.split()[3:6] == ["btf", fmt(started), fmt(attached_at)]
     assert uvm.split()[3:5] == ["invalidation", fmt(started)] and uvm.endswith("never: not in kallsyms")
-    assert "counted from its first invalidation" in lines[-1]
     # without the walk, a notifier counts only from its probes' attach
     lines = watch.counting_lines(cbs, "kernel 5.4.0 predates mm->notifier_subscriptions (5.6)", started)
     assert next(line for line in lines if line.startswith("kvm_mmu")).split()[4] == fmt(attached_at)
-    assert lines[-1].endswith("predates mm->notifier_subscriptions (5.6)")
