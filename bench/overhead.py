@@ -103,9 +103,7 @@ class ModeResult:
 
 
 def wait_attached(mon, symbols, timeout=30):
-    """Refresh discovery, as the daemon does, until every symbol's callback probe is attached.
-    Where the core probes count every end (plan.probe_ends false), end callbacks get no probe."""
-    symbols = [s for s in symbols if mon.plan.probe_ends or not s.endswith("_end")]
+    """Refresh discovery, as the daemon does, until every symbol's callback probe is attached."""
     deadline = time.monotonic() + timeout
     while True:
         mon.refresh()

@@ -39,7 +39,8 @@ class Toggle:
                 spec = specs[st.probe]
                 entry, ret = spec.programs[st.method]
                 self.probes.append((group_of(st.probe), st.method, spec.targets, entry, ret))
-        self.callbacks = [p.callback for p in mon.callbacks.values() if p.status.attached]
+        self.callbacks = [p.callback for p in mon.callbacks.values()
+                          if p.status.attached and p.status.method == attach_plan.KPROBE]
 
     def set(self, groups):
         """Attach exactly the probes of groups (an iterable of GROUPS names)."""

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from monitor import attach, discovery, readers
 from monitor.attach_plan import KPROBE
+
+# The method of a callback whose calls the core probes count with no probe of its own.
+CORE = "core"
 from monitor.symbols import Symbols
 
 
@@ -107,12 +110,15 @@ class CallbackWatcher:
     def attach_callback(self, cb):
         """Probe one callback; returns its ProbeStatus, or None if it already was."""
         key = (cb.symbol, cb.module)
-        if key in self.callbacks or cb.symbol == "unknown" or (cb.kind == discovery.LIST_END and not self.probe_ends):
+        if key in self.callbacks or cb.symbol == "unknown":
             return None
         sym = self.symbols.lookup(cb.symbol)
         probe = f"notifier:{cb.symbol}"
         since = 0.0
-        if sym is None or sym.module != cb.module:
+        if cb.kind == discovery.LIST_END and not self.probe_ends:
+            # Counted by the core probes (attribute.bpf.c): no probe of its own needed.
+            st, since = attach.ProbeStatus(probe, CORE, True), time.time()
+        elif sym is None or sym.module != cb.module:
             st = attach.ProbeStatus(probe, KPROBE, False, "not in kallsyms")
         else:
             try:
@@ -137,7 +143,7 @@ class CallbackWatcher:
                     del t[t.Key(p.addr)]
                 except KeyError:
                     pass
-            if p.status.attached:
+            if p.status.attached and p.status.method == KPROBE:
                 attach.detach_callback(self.bpf, p.callback.kind_name, p.callback.symbol)
 
     def _remember_names(self, modules):
