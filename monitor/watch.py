@@ -68,14 +68,16 @@ class CallbackWatcher:
     def refresh(self):
         """Attach callbacks found since last time; returns their ProbeStatus. Cheap when
         nothing changed; the daemon calls it every few seconds."""
-        modules = read_modules(self._proc_modules)
+        # Only modules with probed callbacks need telling reloads apart (a stat each).
+        modules = read_modules(self._proc_modules, watched={m for _, m in self.callbacks})
         found = []
         # New BTF appears only with a new module: /sys/kernel/btf is listed again only then.
         # A reload under the same name is a new /sys/module/NAME.
         if modules != self._modules:
             if self._modules is not None:      # the caller has just read kallsyms
-                gone = (set(self._modules) - set(modules)) | {
-                    m for m in modules if m in self._modules and modules[m][1] != self._modules[m][1]}
+                old = self._modules
+                gone = (set(old) - set(modules)) | {
+                    m for m in modules if m in old and modules[m][1] and old[m][1] and modules[m][1] != old[m][1]}
                 if gone:
                     # Their counts stay theirs: name the addresses before kallsyms forgets them.
                     self._remember_names(gone)
@@ -154,10 +156,11 @@ class CallbackWatcher:
                 self._names[ip] = (name, module)
 
 
-def read_modules(path="/proc/modules"):
+def read_modules(path="/proc/modules", watched=None):
     """{module: (state, load)} of /proc/modules. A module is listed as Loading before its BTF
     is in /sys/kernel/btf; its turn to Live is a change too, so its BTF gets scanned. A reload
-    under the same name has a new /sys/module/NAME (a new inode), maybe at the same address."""
+    under the same name has a new /sys/module/NAME (a new inode), maybe at the same address:
+    load is that inode for the watched modules (all when watched is None), else 0."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError:
@@ -165,10 +168,12 @@ def read_modules(path="/proc/modules"):
     out = {}
     for f in (line.split() for line in lines):
         if f:
-            try:
-                load = os.stat(f"/sys/module/{f[0]}").st_ino
-            except OSError:
-                load = 0
+            load = 0
+            if watched is None or f[0] in watched:
+                try:
+                    load = os.stat(f"/sys/module/{f[0]}").st_ino
+                except OSError:
+                    pass
             out[f[0]] = (f[4] if len(f) > 4 else "", load)
     return out
 

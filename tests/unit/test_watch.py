@@ -18,6 +18,13 @@ def test_modules_with_state_and_load(tmp_path):
     assert all(isinstance(load, int) for _, load in got.values())
 
 
+def test_only_watched_modules_are_stated(tmp_path):
+    f = tmp_path / "modules"
+    f.write_text(PROC_MODULES)
+    got = watch.read_modules(f, watched=set())
+    assert {m: load for m, (_, load) in got.items()} == {"kvm_amd": 0, "kvm": 0, "mnmon_fixture": 0}
+
+
 def test_no_proc_modules(tmp_path):
     assert watch.read_modules(tmp_path / "absent") == {}
 
