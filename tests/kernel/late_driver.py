@@ -23,11 +23,30 @@ FIXTURE_KO = Path("build/fixture", os.uname().release, "mnmon_fixture.ko")
 PAGE = mmap.PAGESIZE
 
 
-def reload_fixture():
+def module_file(btf=False):
+    """The fixture's .ko as a DKMS build of a driver comes (no BTF: Debian's kbuild makes
+    module BTF only where pahole and the kernel's vmlinux are at hand), or as built."""
+    if btf or not has_btf_section(FIXTURE_KO):
+        return FIXTURE_KO
+    out = FIXTURE_KO.parent / "nobtf" / FIXTURE_KO.name
+    if not out.exists() or out.stat().st_mtime < FIXTURE_KO.stat().st_mtime:
+        out.parent.mkdir(exist_ok=True)
+        # .BTF.base: distilled base BTF of 6.14+ builds; without .BTF it means nothing.
+        subprocess.run(["objcopy", "--remove-section=.BTF", "--remove-section=.BTF.base", str(FIXTURE_KO), str(out)],
+                       check=True)
+    return out
+
+
+def has_btf_section(ko):
+    sections = subprocess.run(["readelf", "-S", "--wide", str(ko)], check=True, capture_output=True, text=True).stdout
+    return " .BTF " in sections
+
+
+def reload_fixture(btf=False):
     """rmmod and insmod the fixture module: new addresses, counters from zero."""
     if "mnmon_fixture " in Path("/proc/modules").read_text():
         subprocess.run(["rmmod", "mnmon_fixture"], check=True)
-    subprocess.run(["insmod", str(FIXTURE_KO)], check=True)
+    subprocess.run(["insmod", str(module_file(btf))], check=True)
     deadline = time.monotonic() + 5
     while not Path("/dev/mnmon_fixture").exists():     # udev-less guest: devtmpfs makes it
         if time.monotonic() > deadline:

@@ -16,6 +16,7 @@ from tests.kernel import kernels
 REPO = kernels.REPO
 OUT = REPO / "build" / "matrix"
 BEGIN, END = "<!-- matrix-table:begin -->", "<!-- matrix-table:end -->"
+FIGURES_BEGIN, FIGURES_END = "<!-- matrix-figures:begin -->", "<!-- matrix-figures:end -->"
 CORE = ("invalidate_range_start", "invalidate_range_end")
 OOM = ("oom_reap_task_mm", "oom_reaper_gave_up")
 FIXTURE_KINDS = (("mnmon_fx_list_", "list"), ("mnmon_fx_interval_", "interval"), ("mnmon_fx_two_pass_", "two-pass"))
@@ -36,6 +37,29 @@ def junit_outcomes(text):
         else:
             out["passed"] += 1
     return out
+
+
+def junit_figures(text):
+    """[(test, line)]: what each passed test printed (its numbers next to their ground truth)."""
+    out = []
+    for case in ET.fromstring(text).iter("testcase"):
+        kids = {c.tag: c for c in case}
+        if {"failure", "error", "skipped"} & set(kids) or "system-out" not in kids:
+            continue
+        for line in (kids["system-out"].text or "").splitlines():
+            if line.strip() and not re.fullmatch(r"-+ Captured \w+ -+", line.strip()):
+                out.append((case.get("name"), line.strip()))
+    return out
+
+
+def figures(out=OUT):
+    """Per kernel, the figures its leg's tests printed, as a markdown list."""
+    text = ""
+    for d in sorted((d for d in out.glob("*") if (d / "junit.xml").exists()), key=lambda p: kernels.version_key(p.name)):
+        lines = junit_figures((d / "junit.xml").read_text())
+        if lines:
+            text += f"- {d.name}:\n" + "".join(f"  - `{t}`: {l}\n" for t, l in lines)
+    return text
 
 
 def _mmss(seconds):
@@ -103,25 +127,26 @@ def table(out=OUT):
     return head + body
 
 
-def replace_section(text, new):
-    """text with the part between the table's markers replaced by new."""
-    pat = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+def replace_section(text, new, begin=BEGIN, end=END):
+    """text with the part between the markers replaced by new."""
+    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pat.search(text):
-        raise ValueError(f"no {BEGIN} ... {END} section")
-    return pat.sub(lambda m: f"{BEGIN}\n{new}{END}", text)
+        raise ValueError(f"no {begin} ... {end} section")
+    return pat.sub(lambda m: f"{begin}\n{new}{end}", text)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--write", action="store_true", help="replace the table in README.md")
     args = ap.parse_args(argv)
-    t = table()
+    t, f = table(), figures()
     if not args.write:
-        print(t, end="")
+        print(t + "\n" + f, end="")
         return 0
     readme = REPO / "README.md"
     try:
-        readme.write_text(replace_section(readme.read_text(), t))
+        text = replace_section(readme.read_text(), t)
+        readme.write_text(replace_section(text, f, FIGURES_BEGIN, FIGURES_END))
     except ValueError as e:
         print(f"matrix_table: README.md: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """mnmon's numbers against ground truth on the real kernel: the fixture's own counts,
-the kvm:kvm_unmap_hva_range tracepoint, the oom:* tracepoints, the kernel log."""
+KVM's own count of its notifier's calls, the oom:* tracepoints, the kernel log."""
 import re
 import subprocess
 import time
@@ -8,7 +8,7 @@ import pytest
 
 from monitor.attach_plan import HASH, TASK_STORAGE
 from tests.kernel import kernel_facts, matrix, scenarios
-from tests.kernel.evidence import HitCounter, KernelLog, TraceInstance, needs_kvm_unmap_event
+from tests.kernel.evidence import KernelLog, TraceInstance, kvm_invalidations
 from tests.kernel.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS
 
@@ -103,7 +103,7 @@ def test_kvm_callbacks_attach_before_any_vm_exists(mon):
 
 def _kvm_equals_tracepoint(mon, iterations=300):
     before = mon.snapshot()
-    with HitCounter("kvm/kvm_unmap_hva_range") as hits:
+    with kvm_invalidations() as hits:
         child = scenarios.run_kvm(iterations=iterations, pages=16)
     after = mon.snapshot()
     assert child.returncode == 0
@@ -115,13 +115,14 @@ def _kvm_equals_tracepoint(mon, iterations=300):
     ends = value(after, "mnmon_notifier_invalidate_range_end_total", notifier=KVM_END[0], module="kvm") - \
         value(before, "mnmon_notifier_invalidate_range_end_total", notifier=KVM_END[0], module="kvm")
     assert ends == ok
-    return ok
+    return ok, hits.label
 
 
-@needs_kvm_unmap_event
-@kvm_without_btf
 def test_kvm_notifier_counts_equal_the_kernels_trace(mon):
-    print(f"KVM: {_kvm_equals_tracepoint(mon)} invalidations, mnmon == kvm:kvm_unmap_hva_range")
+    # Where KVM has no BTF (before 5.11) its callbacks are found at its first invalidation:
+    # the core probes count from there (bpf/attribute.bpf.c), so the count is whole anyway.
+    ok, truth = _kvm_equals_tracepoint(mon)
+    print(f"KVM: {ok} invalidations, mnmon == {truth}")
 
 
 def _oom_scenario(mon, symbols, **kw):
@@ -203,7 +204,10 @@ def test_ab_oom_blocker_named_and_counts_equal_ground_truth(mon):
     assert len(attempts) == MAX_OOM_REAP_RETRIES
     assert {mon.symbols.resolve(e.ip)[0] for e in attempts} == {b_start}
     assert [e.pid for e in events if e.type == "reaper_gave_up"] == [child.pid]
-    print(f"A/B: B eagain {b_fail} (fixture {b_fail}), attempts blocked {MAX_OOM_REAP_RETRIES}, gave up 1")
+    print(f"A/B OOM: B nonblockable eagain {nd(b_start, NB, 'eagain')} == fixture {b_fail} == kernel log lines; "
+          f"A nonblockable ok {nd(a_start, NB, 'ok')} == fixture {fdelta(fx, 'A', 'nonblockable_ok')}; "
+          f"reaper attempts blocked by B {MAX_OOM_REAP_RETRIES} == oom:start_task_reaping "
+          f"{len(tp['oom/start_task_reaping'])}; gave up 1 == kernel log 1")
 
 
 def test_interval_oom_failure_counted_though_the_kernel_logs_nothing(mon):
@@ -220,6 +224,8 @@ def test_interval_oom_failure_counted_though_the_kernel_logs_nothing(mon):
     assert delta("mnmon_oom_reap_blocked_total", notifier=sym, module="mnmon_fixture") == REAP_CALLS
     assert delta("mnmon_oom_reaper_gave_up_total") == 1
     assert delta("mnmon_oom_victims_total") == 1
+    print(f"interval OOM: nonblockable eagain {got} == fixture {fdelta(fx, 'interval', 'nonblockable_fail')} "
+          f"(reaper {MAX_OOM_REAP_RETRIES} + exit_mmap {EXIT_MMAP_CALLS}); kernel log lines 0")
 
 
 def test_sleeping_notifier_latency_lands_in_the_bucket_of_its_sleep(mon):
@@ -244,6 +250,7 @@ def test_sleeping_notifier_latency_lands_in_the_bucket_of_its_sleep(mon):
     fixture_upto, mnmon_upto = sum(fx[:21]), per_bucket[top]
     assert fixture_upto - 2 <= mnmon_upto <= fixture_upto
     assert mass[top] >= 0.5 * 40
+    print(f"sleeping notifier (1.5 ms): {mnmon_upto} of 40 calls <= 2.1 ms, fixture's own timing {fixture_upto}")
 
 
 def test_a_million_invalidations_counted_exactly(mon):
@@ -266,7 +273,6 @@ def test_a_million_invalidations_counted_exactly(mon):
     print(f"load: {got} invalidations counted, fixture {truth}, {time.monotonic() - t0:.0f} s, 0 lost")
 
 
-@needs_kvm_unmap_event
 @kvm_without_btf
 def test_module_loaded_after_start_is_picked_up(mon):
     # KVM reloaded under a running monitor: its callbacks come back from the new BTF.
@@ -276,5 +282,5 @@ def test_module_loaded_after_start_is_picked_up(mon):
     subprocess.run(["modprobe", "kvm_amd"], check=True)
     took = wait_attached(mon, KVM_START[0], KVM_END[0], timeout=10)
     assert took < 10
-    assert _kvm_equals_tracepoint(mon, iterations=100) >= 100
+    assert _kvm_equals_tracepoint(mon, iterations=100)[0] >= 100
 

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.kernel import scenarios
-from tests.kernel.evidence import HitCounter
+from tests.kernel.evidence import kvm_invalidations
 from tests.kernel.fixture_dev import read_stats
 from tests.support.mnmon_proc import Serve, run, value
 
@@ -64,7 +64,7 @@ def test_scrape_during_ab_oom_equals_ground_truth(srv):
 def test_scrape_during_kvm_equals_the_kernels_trace(srv):
     sym = "kvm_mmu_notifier_invalidate_range_start"
     before = srv.samples()
-    with HitCounter("kvm/kvm_unmap_hva_range") as hits:
+    with kvm_invalidations() as hits:
         scenarios.run_kvm(iterations=200)
     after = srv.samples()
     got = value(after, "mnmon_notifier_invalidations_total", notifier=sym, module="kvm", kind="list",

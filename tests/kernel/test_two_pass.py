@@ -37,3 +37,5 @@ def test_two_pass_oom_failures_counted(mon):
     # A failed start hands back no finish: none ran for the non-blockable calls.
     assert fdelta(fx, "two_pass", "nonblockable_ends") == 0
     assert delta("mnmon_oom_reap_blocked_total", notifier=sym, module="mnmon_fixture") == got
+    print(f"two-pass OOM: nonblockable eagain {got} == fixture {fdelta(fx, 'two_pass', 'nonblockable_fail')}, "
+          f"finishes after failed starts 0 == fixture {fdelta(fx, 'two_pass', 'nonblockable_ends')}")

@@ -30,3 +30,5 @@ def test_process_mrelease_is_told_from_the_reaper(mon):
     assert d("mnmon_oom_reap_blocked_total", notifier=b, module="mnmon_fixture") == 1
     assert notifier(after, b, NB, "eagain") - notifier(before, b, NB, "eagain") == \
         fx1[slot].nonblockable_fail - fx0[slot].nonblockable_fail > 0
+    print(f"process_mrelease: EAGAIN; B nonblockable eagain {notifier(after, b, NB, 'eagain') - notifier(before, b, NB, 'eagain')}"
+          f" == fixture {fx1[slot].nonblockable_fail - fx0[slot].nonblockable_fail}, counted for process_mrelease 1")

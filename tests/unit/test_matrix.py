@@ -81,6 +81,19 @@ def test_junit_outcomes():
                                                   "seconds": 125}
 
 
+def test_figures_are_what_passed_tests_printed():
+    text = """<testsuites><testsuite name="pytest" time="1">
+<testcase classname="a" name="ok[hash]"><system-out>--- Captured Out ---
+KVM: 300 invalidations, mnmon == calls
+
+</system-out></testcase>
+<testcase classname="a" name="bad"><failure message="x"/><system-out>KVM: 1 == 2</system-out></testcase>
+<testcase classname="a" name="quiet"><system-out>--- Captured Out ---
+</system-out></testcase>
+</testsuite></testsuites>"""
+    assert matrix_table.junit_figures(text) == [("ok[hash]", "KVM: 300 invalidations, mnmon == calls")]
+
+
 def _leg(d, release, rc, seconds, facts):
     d.mkdir()
     (d / "leg.json").write_text(json.dumps({"release": release, "rc": rc, "seconds": seconds, "date": "2026-11-29"}))
