@@ -1,13 +1,14 @@
 """The kernel's own evidence: trace events it emitted, lines it logged.
 
 Scenario tests compare what they drove, and later what mnmon reports, with these.
+No pytest here: a booted system's checkout (tests/system/guest_scenario.py) uses
+this module without the test requirements installed.
 """
 import errno
 import os
 import re
 from pathlib import Path
 
-import pytest
 
 TRACEFS = Path("/sys/kernel/tracing")
 
@@ -114,6 +115,3 @@ def kvm_available():
 # KVM's count of the ranges it unmaps, the ground truth for KVM's notifier: a tracepoint of
 # generic KVM since 5.13 (x86 had none before; Debian's 5.10 has no kvm_unmap_hva_range).
 KVM_UNMAP_EVENT = "kvm/kvm_unmap_hva_range"
-needs_kvm_unmap_event = pytest.mark.skipif(
-    not (TRACEFS / "events" / KVM_UNMAP_EVENT).is_dir(),
-    reason="no kvm:kvm_unmap_hva_range on this kernel (5.13+): no kernel count of KVM's invalidations")

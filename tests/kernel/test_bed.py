@@ -5,12 +5,15 @@ import re
 import pytest
 
 from tests.kernel import kernel_facts, scenarios
-from tests.kernel.evidence import HitCounter, KernelLog, TraceInstance, needs_kvm_unmap_event
+from tests.kernel.evidence import KVM_UNMAP_EVENT, TRACEFS, HitCounter, KernelLog, TraceInstance
 from tests.kernel.fixture_dev import Fixture, read_stats
 
 OOM_EVENTS = ["oom/mark_victim", "oom/wake_reaper", "oom/start_task_reaping",
               "oom/finish_task_reaping", "oom/skip_task_reaping"]
 MAX_OOM_REAP_RETRIES = 10           # mm/oom_kill.c
+needs_kvm_unmap_event = pytest.mark.skipif(
+    not (TRACEFS / "events" / KVM_UNMAP_EVENT).is_dir(),
+    reason="no kvm:kvm_unmap_hva_range on this kernel (5.13+): no kernel count of KVM's invalidations")
 
 
 def test_fixture_rejects_bad_requests(fixture_module):

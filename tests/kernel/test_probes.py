@@ -8,9 +8,9 @@ import pytest
 
 from monitor.attach_plan import HASH, TASK_STORAGE
 from tests.kernel import kernel_facts, matrix, scenarios
-from tests.kernel.evidence import HitCounter, KernelLog, TraceInstance, needs_kvm_unmap_event
+from tests.kernel.evidence import HitCounter, KernelLog, TraceInstance
 from tests.kernel.fixture_dev import read_stats
-from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS
+from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS, needs_kvm_unmap_event
 
 NB, B = "nonblockable", "blockable"
 KVM_START = ("kvm_mmu_notifier_invalidate_range_start", "kvm")
