@@ -3,7 +3,8 @@
 #   deploy/install-debian.sh          runtime: bcc, kernel headers, the venv with mnmon
 #   deploy/install-debian.sh --test   also what the tests need: the stock kernel and
 #                                     qemu for the real-kernel bed, prometheus, openssl,
-#                                     mmdebstrap and umoci for fresh roots and the image
+#                                     mmdebstrap, umoci, e2fsprogs and ssh for fresh
+#                                     roots, the image and the booted host
 # apt runs only when a package is missing, so a second run is quick.
 set -eu
 cd "$(dirname "$0")/.."
@@ -12,10 +13,12 @@ runtime="python3 python3-venv python3-bpfcc bpfcc-tools kmod make"
 # The real-kernel bed boots Debian's stock kernel with the host filesystem as root.
 testpkgs="linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static udev
           prometheus openssl gcc make
-          dwarves mmdebstrap umoci"
+          dwarves mmdebstrap umoci e2fsprogs openssh-client"
 # The kernel matrix (tests/kernel/kernels.py): pahole (dwarves) writes module BTF on
 # 6.12+; 7.x modules build only in a sid root made with mmdebstrap. The system tier
-# (tests/system/) makes fresh Debian 12 roots with mmdebstrap and the image with umoci.
+# (tests/system/) makes fresh Debian 12 roots with mmdebstrap and the image with umoci,
+# the booted host's disk with mke2fs -d (e2fsprogs), and reaches that host with ssh
+# and ssh-keygen (openssh-client).
 
 want="$runtime"
 [ "${1:-}" = "--test" ] && want="$want $testpkgs"

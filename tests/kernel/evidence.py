@@ -1,6 +1,8 @@
 """The kernel's own evidence: trace events it emitted, lines it logged.
 
 Scenario tests compare what they drove, and later what mnmon reports, with these.
+No pytest here: a booted system's checkout (tests/system/guest_scenario.py) uses
+this module without the test requirements installed.
 """
 import errno
 import os

@@ -1,0 +1,164 @@
+"""A fresh Debian 12 host on its own disk: made like a new server, then booted.
+
+The root (mmdebstrap: systemd, Debian's stock kernel, ssh, podman) gets mnmon the way
+the README installs it on a host: a checkout at /opt/mnmon, `deploy/install-debian.sh`,
+the unit from deploy/systemd/ copied unchanged and enabled. The fixture module is
+built in that root for its own kernel. The disk image is made with mke2fs -d (no
+loop device), the guest boots it under QEMU (TCG, one vCPU, -cpu max) with systemd
+as PID 1, and the host reaches it through QEMU's user network: a forwarded port
+for /metrics, another for ssh with a key made here.
+"""
+import fcntl
+import os
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+from tests.support.mnmon_proc import free_port
+from tests.system import roots
+
+PACKAGES = ["systemd-sysv", "udev", "dbus", "linux-image-amd64", "openssh-server", "iproute2", "procps",
+            "kmod", "podman", "crun", "ca-certificates"]
+LOCK = "/tmp/mnmon-vm.lock"         # one guest at a time on this host (tests/kernel/vm.py)
+NETWORK = """[Match]
+Name=en*
+[Network]
+Address=10.0.2.15/24
+Gateway=10.0.2.2
+"""
+
+
+def make_root(dest, extra=None):
+    """The host's root in dest, mnmon installed and enabled; returns the kernel release."""
+    root = roots.unpack(roots.root_tar("host", PACKAGES), dest)
+    roots.trust_local_cas(root)
+    roots.copy_checkout(root)
+    key = ssh_key()
+    (root / "root/.ssh").mkdir(mode=0o700, parents=True, exist_ok=True)
+    (root / "root/.ssh/authorized_keys").write_text(Path(f"{key}.pub").read_text())
+    (root / "etc/systemd/network/10-user.network").write_text(NETWORK)
+    (root / "etc/fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
+    (root / "etc/hostname").write_text("mnmon-host\n")
+    kvers = [p.name for p in (root / "lib/modules").iterdir()]
+    assert len(kvers) == 1, kvers
+    # As the README says: install, then the unit unchanged and its example config.
+    r = roots.in_chroot(root, " && ".join([
+        "cd /opt/mnmon",
+        "deploy/install-debian.sh",
+        "cp deploy/systemd/mnmon.service /etc/systemd/system/",
+        "install -D -m 0644 deploy/systemd/config.yaml /etc/mnmon/config.yaml",
+        "systemctl enable mnmon.service systemd-networkd.service",
+        # The bed's fixture, built against this root's own kernel headers.
+        f"make -s fixture KVER={kvers[0]}",
+    ]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise roots.RootError(f"installing mnmon in the host root failed: {r.stdout[-3000:]}")
+    if extra:
+        extra(root)
+    return kvers[0], r.stdout
+
+
+def make_disk(root, image, size="8G"):
+    """An ext4 disk image holding root (mke2fs -d: no loop device, no mount)."""
+    if image.exists():
+        image.unlink()
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(root), str(image), size], check=True)
+    return image
+
+
+def ssh_key():
+    key = roots.BUILD / "ssh_key"
+    if not key.exists():
+        roots.BUILD.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+class Guest:
+    """The booted host: QEMU holding the bed's lock for its whole life."""
+
+    def __init__(self, root, image, console):
+        self.metrics_port, self.ssh_port = free_port(), free_port()
+        self.console = console
+        self._lock = open(LOCK, "w")
+        # MNMON_VM_LOCK_HELD=1: a caller already holds the lock for a series of runs.
+        if os.environ.get("MNMON_VM_LOCK_HELD") != "1":
+            fcntl.flock(self._lock, fcntl.LOCK_EX)
+        argv = [
+            "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "2G",
+            "-kernel", str(root / "vmlinuz"), "-initrd", str(root / "initrd.img"),
+            # The OOM scenario logs ~1000 reaper lines; the default 128 KiB buffer would drop some.
+            "-append", "root=/dev/vda rw console=ttyS0 log_buf_len=8M quiet",
+            # snapshot: the image stays as made; the guest's writes go to a temporary file.
+            "-drive", f"file={image},format=raw,if=virtio,snapshot=on",
+            "-nic", f"user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{self.metrics_port}-:7668,"
+                    f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+            "-display", "none", "-serial", f"file:{console}", "-no-reboot",
+        ]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.metrics_port}"
+
+    def wait_ssh(self, timeout=300):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"QEMU exited {self.proc.returncode}; console: {self.console}")
+            if self.ssh("true", timeout=30, check=False).returncode == 0:
+                return
+            time.sleep(2)
+        raise RuntimeError(f"no ssh into the guest within {timeout} s; console: {self.console}")
+
+    def _ssh_argv(self, command):
+        return ["ssh", "-q", "-i", str(ssh_key()), "-p", str(self.ssh_port), "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "ConnectTimeout=10", "root@127.0.0.1", command]
+
+    def popen(self, command):
+        """A shell command in the guest with pipes to talk to it (text)."""
+        return subprocess.Popen(self._ssh_argv(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def ssh(self, command, timeout=600, check=True):
+        """Run a shell command in the guest as root; CompletedProcess with text output."""
+        argv = self._ssh_argv(command)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            if check:
+                raise
+            return subprocess.CompletedProcess(argv, 255, "", "timeout")
+        if check and r.returncode != 0:
+            raise RuntimeError(f"guest: {command}: exit {r.returncode}: {(r.stdout + r.stderr)[-2000:]}")
+        return r
+
+    def wait_active(self, unit="mnmon.service", timeout=300):
+        """Until unit is active (Type=notify: after READY=1); its MainPID."""
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.ssh(f"systemctl show -p ActiveState -p SubState -p MainPID {unit}", check=False).stdout
+            props = dict(l.split("=", 1) for l in state.split())
+            if props.get("ActiveState") == "active" and props.get("SubState") == "running":
+                return int(props["MainPID"])
+            if props.get("ActiveState") == "failed":
+                break
+            time.sleep(2)
+        log = self.ssh(f"journalctl -b -u {unit} --no-pager | tail -20", check=False).stdout
+        raise RuntimeError(f"{unit} not active: {state.split()}; journal:\n{log}")
+
+    def python(self, module, *args, timeout=600):
+        """python -m module in the guest's mnmon checkout (its virtualenv)."""
+        return self.ssh(f"cd /opt/mnmon && .venv/bin/python -m {module} " + " ".join(map(shlex.quote, args)),
+                        timeout=timeout)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.ssh("systemctl poweroff", timeout=30, check=False)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+        self._lock.close()
