@@ -71,6 +71,13 @@ struct core_inflight {
 	u64 seen[MAX_SEEN];		/* subscriptions whose own probes counted this call */
 	u64 failed_interval;		/* a probed interval callback that failed here */
 	u64 intervals[MAX_SUBS];	/* overlapping interval subscriptions, in the kernel's order */
+	/* Read at entry, for the return not to read them again (attribute.bpf.c): the mm's
+	 * struct mmu_notifier_subscriptions and its list's first subscription. */
+	u64 subs, list_first;
+	/* The list's only subscription's invalidate_range_end, when the start's return found
+	 * exactly one (nlist == 1): its end counts it without walking again (attribute_end()). */
+	u64 lone_end_fn;
+	u8 nlist;
 	u8 nintervals;
 	/* Working state of attribute_intervals(), kept here rather than in registers: values
 	 * the verifier cannot know make its states prune, where known ones multiply them. */
