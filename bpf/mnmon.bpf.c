@@ -16,6 +16,10 @@
  *                 502: range->flags & MMU_NOTIFIER_RANGE_BLOCKABLE (5.2+)
  *                 505: interval notifiers exist (5.5+)
  *   CORE_KFUNC    1: fentry/fexit on the core entry points (BTF + trampolines)
+ *   LEAN          1: the lean configuration: one fexit on the core start, nothing else on
+ *                 the invalidation path (invalidate.bpf.c; needs CORE_KFUNC, MN_API >= 502)
+ *   CB_KFUNC      1: fentry/fexit programs for notifier callbacks, loaded per callback
+ *                 against its module's BTF (notifiers.bpf.c, monitor/module_fentry.py)
  *   REAP_KFUNC    1: fentry/fexit on __oom_reap_task_mm
  *   USE_RINGBUF   1: BPF ring buffer (5.8+), else a perf buffer
  *   TASK_STORAGE  1: a thread's in-flight invalidation lives in task-local storage
@@ -45,6 +49,12 @@
 
 #ifndef MN_API
 #define MN_API 502
+#endif
+#ifndef LEAN
+#define LEAN 0
+#endif
+#ifndef CB_KFUNC
+#define CB_KFUNC 0
 #endif
 
 /* ------------------------------------------------------------- shared */
