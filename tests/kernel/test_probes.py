@@ -126,11 +126,17 @@ def _kvm_equals_tracepoint(mon, iterations=300):
     # program is not skipped the way a kprobe's is while another BPF program runs on the CPU).
     timed = lambda snap: getattr(snap.get("mnmon_notifier_invalidation_duration_seconds", notifier=KVM_START[0],
                                           module="kvm", mode=B), "count", 0)
-    method = mon.callbacks[KVM_START].status.method
+    # Before 5.11 (no module BTF) KVM's callbacks are found at its first invalidation and
+    # probed at the next refresh: until then the core probes count them, untimed.
+    probed = mon.callbacks.get(KVM_START)
+    method = probed.status.method if probed and probed.status.attached else None
     if method == "fentry":
         assert timed(after) - timed(before) == hits.hits, f"fentry timed {timed(after) - timed(before)} calls"
-    else:
+    elif method == "kprobe":
         assert 0 < timed(after) - timed(before) <= hits.hits, method
+    else:
+        assert not kernel_facts.at_least(5, 11), "KVM's callbacks come from its BTF from 5.11"
+        assert timed(after) - timed(before) == 0
     return ok, hits.label
 
 
@@ -300,6 +306,8 @@ def test_callbacks_of_a_module_without_btf_fall_back_to_kprobes(mon):
     st = next(p.status for (s, _), p in mon.callbacks.items() if s == symbol)
     if Path("/sys/kernel/btf/mnmon_fixture").exists():
         assert (st.method, st.reason) == (CALLBACK_METHOD, "")
+    elif CALLBACK_METHOD == "kprobe":          # before 5.11 no module has BTF: nothing to fall back from
+        assert (st.method, st.reason) == ("kprobe", ""), st
     else:
         assert st.method == "kprobe" and st.reason.startswith(f"fentry: mnmon_fixture:{symbol}: no BTF"), st
     assert mon.snapshot().get("mnmon_probe_attached", probe=f"notifier:{symbol}", method=st.method) == 1
