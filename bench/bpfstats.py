@@ -18,13 +18,14 @@ def parse_fdinfo(text):
     return (int(cnt.group(1)) if cnt else 0, int(ns.group(1)) if ns else 0)
 
 
-def read(bpf):
-    """{program name: (run_cnt, run_time_ns)} of every program bcc has loaded."""
+def read(bpf, extra=None):
+    """{program name: (run_cnt, run_time_ns)} of every program bcc has loaded, and of
+    extra {fd: name} (programs loaded past bcc: fentry on module callbacks)."""
     out = {}
-    for name, fn in bpf.funcs.items():
-        name = name.decode() if isinstance(name, bytes) else name
+    fds = [(name.decode() if isinstance(name, bytes) else name, fn.fd) for name, fn in bpf.funcs.items()]
+    for name, fd in fds + [(name, fd) for fd, name in (extra or {}).items()]:
         try:
-            out[name] = parse_fdinfo(Path(f"/proc/self/fdinfo/{fn.fd}").read_text())
+            out[name] = parse_fdinfo(Path(f"/proc/self/fdinfo/{fd}").read_text())
         except OSError:
             pass
     return out

@@ -119,7 +119,8 @@ def discover(mon, modes):
     """Run each mode once under the monitor so its callbacks get discovered and attached."""
     for mode in modes:
         with churn.Held(mode, 100) as c:
-            wait_attached(mon, CALLBACKS[churn.notifier(mode)])
+            if not mon.plan.lean:       # the lean configuration probes no callbacks
+                wait_attached(mon, CALLBACKS[churn.notifier(mode)])
             c.go()
             c.wait_result()
 
@@ -132,9 +133,9 @@ def profile(mon, modes, iterations, reps=3):
     with bpfstats.enabled():
         for _ in range(reps):
             for mode in modes:
-                before = bpfstats.read(mon.bpf)
+                before = bpfstats.read(mon.bpf, _fentry_programs(mon))
                 churn.run(mode, n_of[mode])
-                runs[mode].append(bpfstats.delta(bpfstats.read(mon.bpf), before))
+                runs[mode].append(bpfstats.delta(bpfstats.read(mon.bpf, _fentry_programs(mon)), before))
     out = {}
     for mode, deltas in runs.items():
         names = {name for d in deltas for name in d}
@@ -143,6 +144,11 @@ def profile(mon, modes, iterations, reps=3):
                             statistics.median(d.get(name, (0, 0))[1] for d in deltas) / n)
                      for name in names}
     return out
+
+
+def _fentry_programs(mon):
+    mf = mon.watcher.mf if mon.watcher else None
+    return dict(mf.programs) if mf else {}
 
 
 def measure(mon, modes, reps, iterations, log=lambda *a: None, counter=None):

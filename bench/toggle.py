@@ -6,7 +6,7 @@ unattached BPF program costs the kernel nothing, so "detached" is "without mnmon
 
 Groups:
     core        invalidate_range_start/_end (fentry/fexit or kprobes)
-    callbacks   each notifier's callback kprobes (notifier:*)
+    callbacks   each notifier's callback probes (notifier:*), by fentry or kprobe as attached
     other       the rest: registration kprobes, the OOM probes and tracepoints
 """
 from monitor import attach, attach_plan
@@ -39,8 +39,9 @@ class Toggle:
                 spec = specs[st.probe]
                 entry, ret = spec.programs[st.method]
                 self.probes.append((group_of(st.probe), st.method, spec.targets, entry, ret))
-        self.callbacks = [p.callback for p in mon.callbacks.values()
-                          if p.status.attached and p.status.method == attach_plan.KPROBE]
+        # [callback, method, its address, its fentry links while attached]
+        self.callbacks = [[p.callback, p.status.method, p.addr, list(p.links)] for p in mon.callbacks.values()
+                          if p.status.attached and p.status.method in (attach_plan.KPROBE, attach_plan.FENTRY)]
 
     def set(self, groups):
         """Attach exactly the probes of groups (an iterable of GROUPS names)."""
@@ -66,8 +67,17 @@ class Toggle:
             return
         # Off, the core probes' walk of subscriptions is what counts each notifier's calls
         # (the lean configuration); the watcher's records stay as they were.
-        for cb in self.callbacks:
-            if on:
+        mf = self.mon.watcher.mf
+        for entry in self.callbacks:
+            cb, method, addr, links = entry
+            if method == attach_plan.FENTRY:
+                if on:
+                    entry[3] = attach.attach_callback_fentry(mf, bpf, cb.kind_name, cb.symbol, cb.module, addr)
+                else:
+                    for link in links:
+                        mf.detach(link)
+                    entry[3] = []
+            elif on:
                 attach.attach_callback(bpf, cb.kind_name, cb.symbol)
             else:
                 attach.detach_callback(bpf, cb.kind_name, cb.symbol)

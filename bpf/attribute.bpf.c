@@ -139,15 +139,13 @@ static __always_inline u64 interval_fn(u64 sub)
 
 /*
  * The interval subscriptions overlapping [start, last], in the order the kernel calls
- * them (interval_tree_iter_first/next: by start). Returns how many, or MAX_SUBS + 1
- * when there are more than out[] holds.
+ * them (interval_tree_iter_first/next: by start), from the tree's leftmost node. Returns
+ * how many, or MAX_SUBS + 1 when there are more than out[] holds.
  */
-static __always_inline u32 walk_intervals(u64 subs, u64 start, u64 last, u64 *out)
+static __always_inline u32 walk_intervals(u64 node, u64 start, u64 last, u64 *out)
 {
-	u64 node = 0;
 	u32 i, n = 0;
 
-	bpf_probe_read_kernel(&node, sizeof(node), (void *)(subs + MN_SUBS_LEFTMOST_OFF));
 #pragma clang loop unroll(disable)
 	for (i = 0; i < MAX_SUBS * 2 && node; i++) {
 		struct interval_tree_node it = {};
@@ -171,21 +169,42 @@ static __always_inline u32 walk_intervals(u64 subs, u64 start, u64 last, u64 *ou
  * At a core start's entry: the interval subscriptions it will call. Taken here, so that
  * the return program, which decides what each call was, reads a plain array.
  */
+/* The head of struct mmu_notifier_subscriptions, up to what the walk reads of it. */
+#define MN_SUBS_HEAD	(MN_SUBS_LEFTMOST_OFF + 8 > MN_SUBS_HAS_ITREE_OFF + 1 ? \
+			 MN_SUBS_LEFTMOST_OFF + 8 : MN_SUBS_HAS_ITREE_OFF + 1)
+
+struct subs_head {
+	u64 list_first;		/* hlist_head list: at 0 */
+	u8 has_itree;
+	u64 leftmost;
+};
+
+/* The fields of subs the walk needs, in one read (they share a cache line). */
+static __always_inline void read_subs_head(u64 subs, struct subs_head *h)
+{
+	u8 raw[MN_SUBS_HEAD] = {};
+
+	bpf_probe_read_kernel(raw, sizeof(raw), (void *)subs);
+	__builtin_memcpy(&h->list_first, raw, 8);
+	h->has_itree = raw[MN_SUBS_HAS_ITREE_OFF];
+	__builtin_memcpy(&h->leftmost, raw + MN_SUBS_LEFTMOST_OFF, 8);
+}
+
 static __always_inline void record_intervals(struct core_inflight *c)
 {
-	u64 subs;
-	u8 has_itree = 0;
+	struct subs_head h;
 	u32 n;
 
 	if (!c)
 		return;
-	subs = mm_subscriptions(c->mm);
-	if (!subs || c->end <= c->start)
+	c->subs = mm_subscriptions(c->mm);
+	if (!c->subs)
 		return;
-	bpf_probe_read_kernel(&has_itree, sizeof(has_itree), (void *)(subs + MN_SUBS_HAS_ITREE_OFF));
-	if (!has_itree)
+	read_subs_head(c->subs, &h);
+	c->list_first = h.list_first;
+	if (!h.has_itree || c->end <= c->start)
 		return;
-	n = walk_intervals(subs, c->start, c->end - 1, c->intervals);
+	n = walk_intervals(h.leftmost, c->start, c->end - 1, c->intervals);
 	if (n > MAX_SUBS) {
 		count_lost();
 		n = MAX_SUBS;
@@ -292,7 +311,7 @@ static __always_inline void read_list_sub(u64 sub, struct list_sub *l)
 static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, int ret)
 {
 	struct list_sub l;
-	u64 subs, first = 0, sub, cands[MAX_SUBS] = {};
+	u64 first = 0, sub, cands[MAX_SUBS] = {};
 	u8 res = classify_int(ret);
 	bool failed = ret != 0, owned = false;
 	u32 i, ncand = 0;
@@ -301,10 +320,10 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 		count_lost();
 		return false;
 	}
-	subs = mm_subscriptions(c->mm);
-	if (!subs)
+	/* Read at entry (record_intervals): the list the kernel is about to walk. */
+	if (!c->subs)
 		return false;
-	bpf_probe_read_kernel(&first, sizeof(first), (void *)subs);	/* list.first at 0 */
+	first = c->list_first;
 	if (!attribute_intervals(ctx, c, res, !first, &owned) || !first)
 		return owned;
 
@@ -329,10 +348,14 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 		if (failed && l.end_fn)
 			count_end(l.end_fn);
 #endif
+		if (!i)
+			c->lone_end_fn = l.end_fn;
 		sub = l.next;
 	}
 	if (sub)
 		count_lost();
+	else
+		c->nlist = i;
 	if (ncand == 1 && !c->list_failed) {
 		/* The start failed, no probe saw a failure, one notifier was not seen: its failure. */
 		count_call(cands[0], KIND_LIST, c->mode, res, 0, false);
@@ -347,13 +370,29 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 	return owned;
 }
 
-/* At the entry of a core end: every list notifier's invalidate_range_end is called. */
+/*
+ * At the entry of a core end: every list notifier's invalidate_range_end is called.
+ * The common case, a mm with one list notifier (a KVM VM's), costs one read: when this
+ * thread's last start was on this mm and found one subscription, and the list's first is
+ * still that one, the list is the same (a registration adds at the head), and so is its
+ * end callback.
+ */
 static __always_inline void attribute_end(u64 mm)
 {
+	struct core_inflight *c = core_record(false);
 	struct list_sub l;
-	u64 subs = mm_subscriptions(mm), sub = 0;
+	u64 subs, sub = 0;
 	u32 i;
 
+	if (c && c->mm == mm && c->subs && c->nlist == 1) {
+		bpf_probe_read_kernel(&sub, sizeof(sub), (void *)c->subs);
+		if (sub && sub == c->list_first) {
+			if (c->lone_end_fn)
+				count_end(c->lone_end_fn);
+			return;
+		}
+	}
+	subs = mm_subscriptions(mm);
 	if (!subs)
 		return;
 	bpf_probe_read_kernel(&sub, sizeof(sub), (void *)subs);
@@ -374,15 +413,15 @@ static __always_inline void attribute_end(u64 mm)
 static __always_inline void attribute_release(u64 mm)
 {
 	u64 subs = mm_subscriptions(mm), found[MAX_SUBS] = {};
-	u8 has_itree = 0;
+	struct subs_head h;
 	u32 i, n;
 
 	if (!subs)
 		return;
-	bpf_probe_read_kernel(&has_itree, sizeof(has_itree), (void *)(subs + MN_SUBS_HAS_ITREE_OFF));
-	if (!has_itree)
+	read_subs_head(subs, &h);
+	if (!h.has_itree)
 		return;
-	n = walk_intervals(subs, 0, ~0UL, found);
+	n = walk_intervals(h.leftmost, 0, ~0UL, found);
 	if (n > MAX_SUBS) {
 		count_lost();
 		n = MAX_SUBS;

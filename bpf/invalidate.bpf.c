@@ -15,7 +15,8 @@ static __always_inline struct core_stats *core_stats_here(void)
 	return core_stats.lookup(&zero);
 }
 
-static __always_inline void core_start_exit(void *ctx, int ret)
+/* At a core start's return. timed: its entry was probed (the lean fexit has no entry). */
+static __always_inline void core_start_exit(void *ctx, int ret, bool timed)
 {
 	struct core_inflight *c = core_current();
 	struct core_stats *st = core_stats_here();
@@ -28,14 +29,16 @@ static __always_inline void core_start_exit(void *ctx, int ret)
 		core_finish(c);
 		return;
 	}
-	ns = bpf_ktime_get_ns() - c->ts;
 	res = classify_int(ret);
 	mode = c->mode;
 	__sync_fetch_and_add(&st->invalidate_starts[masked(mode * NR_RESULTS + res, NR_MODES * NR_RESULTS - 1)], 1);
-	__sync_fetch_and_add(&st->invalidations_by_event[masked(c->event, NR_EVENTS_TYPES - 1)], 1);
-	__sync_fetch_and_add(&st->invalidate_start_latency[masked(mode * NR_LAT_SLOTS + log2_slot(ns),
-								    NR_MODES * NR_LAT_SLOTS - 1)], 1);
-	__sync_fetch_and_add(&st->invalidate_start_latency_sum_ns[masked(mode, NR_MODES - 1)], ns);
+	if (timed) {
+		ns = bpf_ktime_get_ns() - c->ts;
+		__sync_fetch_and_add(&st->invalidations_by_event[masked(c->event, NR_EVENTS_TYPES - 1)], 1);
+		__sync_fetch_and_add(&st->invalidate_start_latency[masked(mode * NR_LAT_SLOTS + log2_slot(ns),
+									    NR_MODES * NR_LAT_SLOTS - 1)], 1);
+		__sync_fetch_and_add(&st->invalidate_start_latency_sum_ns[masked(mode, NR_MODES - 1)], ns);
+	}
 
 	if (attribute_start(ctx, c, ret))
 		c->failure_attributed = 1;
@@ -107,7 +110,7 @@ int core_start_entry(struct pt_regs *ctx)
 
 int core_start_return(struct pt_regs *ctx)
 {
-	core_start_exit(ctx, (int)PT_REGS_RC(ctx));
+	core_start_exit(ctx, (int)PT_REGS_RC(ctx), true);
 	return 0;
 }
 
@@ -117,8 +120,38 @@ int core_end_entry(struct pt_regs *ctx)
 	return 0;
 }
 
-#if CORE_KFUNC
-/* fentry/fexit flavour: bcc attaches these when it loads the program. */
+#if CORE_KFUNC && LEAN
+/*
+ * The lean configuration (attach_plan.py): this fexit is the only program on the
+ * invalidation path, one trampoline hit per invalidation. fexit sees the arguments and
+ * the return value. Only a non-blockable start can fail without a kernel WARN, and those
+ * are the rare ones (the OOM reaper, process_mrelease): a blockable start that succeeded
+ * is one per-CPU count; any other start takes the full path, the walk of the mm's
+ * subscriptions included, which counts each notifier's call and names who failed (and
+ * blocked the reaper) where the start's result tells. Dropped: latency, counts by event,
+ * ends, callback probes and each notifier's blockable calls.
+ */
+KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_range *range, int ret)
+{
+	struct range_facts f = {};
+	struct core_stats *st;
+
+	/* A BTF-typed argument: a plain load (the verifier guards it), not a helper call. */
+	if ((range->flags & MMU_NOTIFIER_RANGE_BLOCKABLE) && !ret) {
+		st = core_stats_here();
+		if (st)
+			__sync_fetch_and_add(&st->invalidate_starts[MODE_BLOCKABLE * NR_RESULTS + RESULT_OK], 1);
+		return 0;
+	}
+	/* The subscriptions are read at the return: a failed interval pass may have applied
+	 * deferred inserts and removals by then (mn_itree_inv_end), a rare miscount of those. */
+	read_range(range, &f);
+	record_intervals(core_begin(&f));
+	core_start_exit(ctx, ret, false);
+	return 0;
+}
+#elif CORE_KFUNC
+/* fentry/fexit flavour: user space attaches these (probes.attach_order). */
 KFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_range *range)
 {
 	struct range_facts f = {};
@@ -130,9 +163,12 @@ KFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_ran
 
 KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_range *range, int ret)
 {
-	core_start_exit(ctx, ret);
+	core_start_exit(ctx, ret, true);
 	return 0;
 }
+#endif
+
+#if CORE_KFUNC
 
 KFUNC_PROBE(__mmu_notifier_invalidate_range_end, const struct mmu_notifier_range *range)
 {

@@ -16,6 +16,10 @@
  *                 502: range->flags & MMU_NOTIFIER_RANGE_BLOCKABLE (5.2+)
  *                 505: interval notifiers exist (5.5+)
  *   CORE_KFUNC    1: fentry/fexit on the core entry points (BTF + trampolines)
+ *   LEAN          1: the lean configuration: one fexit on the core start, nothing else on
+ *                 the invalidation path (invalidate.bpf.c; needs CORE_KFUNC, MN_API >= 502)
+ *   CB_KFUNC      1: fentry/fexit programs for notifier callbacks, loaded per callback
+ *                 against its module's BTF (notifiers.bpf.c, monitor/module_fentry.py)
  *   REAP_KFUNC    1: fentry/fexit on __oom_reap_task_mm
  *   USE_RINGBUF   1: BPF ring buffer (5.8+), else a perf buffer
  *   TASK_STORAGE  1: a thread's in-flight invalidation lives in task-local storage
@@ -46,6 +50,12 @@
 #ifndef MN_API
 #define MN_API 502
 #endif
+#ifndef LEAN
+#define LEAN 0
+#endif
+#ifndef CB_KFUNC
+#define CB_KFUNC 0
+#endif
 
 /* ------------------------------------------------------------- shared */
 BPF_PERCPU_ARRAY(events_lost, u64, 1);
@@ -71,6 +81,13 @@ struct core_inflight {
 	u64 seen[MAX_SEEN];		/* subscriptions whose own probes counted this call */
 	u64 failed_interval;		/* a probed interval callback that failed here */
 	u64 intervals[MAX_SUBS];	/* overlapping interval subscriptions, in the kernel's order */
+	/* Read at entry, for the return not to read them again (attribute.bpf.c): the mm's
+	 * struct mmu_notifier_subscriptions and its list's first subscription. */
+	u64 subs, list_first;
+	/* The list's only subscription's invalidate_range_end, when the start's return found
+	 * exactly one (nlist == 1): its end counts it without walking again (attribute_end()). */
+	u64 lone_end_fn;
+	u8 nlist;
 	u8 nintervals;
 	/* Working state of attribute_intervals(), kept here rather than in registers: values
 	 * the verifier cannot know make its states prune, where known ones multiply them. */

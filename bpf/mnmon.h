@@ -51,6 +51,14 @@
 #define EV_REAPER_GAVE_UP	4
 #define EV_UNPAIRED_START	5	/* a notifier's start succeeded, its end was skipped */
 
+/*
+ * fentry programs on notifier callbacks are loaded once per callback, and the callback's
+ * address is written into each loaded copy in place of this constant (a 64-bit immediate:
+ * monitor/module_fentry.py). Older kernels have no bpf_get_func_ip() (5.15), and a
+ * constant costs nothing at run time.
+ */
+#define CB_IP_PLACEHOLDER	0x6d6e6d6f6e2d6970	/* "mnmon-ip" */
+
 /* Sizes. */
 #define NR_EVENTS_TYPES		16	/* enum mmu_notifier_event has 8 values up to 7.x */
 #define NR_LAT_SLOTS		64	/* log2(ns) */

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Each notifier's callbacks, kprobed one by one as mnmon discovers them:
- * outcome by mode and result, latency, end calls, and start/end pairing inside
- * a failed non-blockable start. A notifier is keyed by the address of its
- * callback (PT_REGS_IP at entry); user space resolves it to symbol and module.
+ * Each notifier's callbacks, probed one by one as mnmon discovers them (fentry/fexit
+ * where the module has BTF, else kprobes): outcome by mode and result, latency, end
+ * calls, and start/end pairing inside a failed non-blockable start. A notifier is keyed
+ * by the address of its callback (PT_REGS_IP at a kprobe's entry, the function's own
+ * address in fentry programs); user space resolves it to symbol and module.
  *
  * Per-CPU hashes are bumped with lookup_or_try_init + an atomic add: bcc's
  * atomic_increment() creates missing entries only in plain hashes (0.26), and
@@ -88,15 +89,16 @@ static __always_inline bool teardown_walked(void)
 #endif
 }
 
-static __always_inline void cb_enter(struct pt_regs *ctx, u8 mode)
+/* A callback's entry: ip is the callback, sub its first argument (the subscription). */
+static __always_inline void cb_enter(u64 ip, u64 sub, u8 mode)
 {
 	struct cb_inflight c = {};
 	struct core_inflight *core = core_current();
 	u32 t = tid();
 
 	c.ts = bpf_ktime_get_ns();
-	c.ip = PT_REGS_IP(ctx);
-	c.sub = PT_REGS_PARM1(ctx);
+	c.ip = ip;
+	c.sub = sub;
 	c.mode = mode;
 	/*
 	 * Inside a core start, nearly always, the callback rides in the start's record:
@@ -147,7 +149,7 @@ static __always_inline void name_blocker(struct reap_inflight *reap, u64 ip)
 	}
 }
 
-static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
+static __always_inline void cb_exit(void *ctx, u8 kind, u8 res)
 {
 	struct core_inflight *core;
 	struct cb_inflight *c;
@@ -212,38 +214,9 @@ static __always_inline void cb_exit(struct pt_regs *ctx, u8 kind, u8 res)
 		cb_inflight.delete(&t);
 }
 
-int cb_list_entry(struct pt_regs *ctx)
+/* An invalidate_range_end: ip the callback, sub its subscription. */
+static __always_inline void cb_end(u64 ip, u64 sub)
 {
-#if MN_API >= 500
-	cb_enter(ctx, range_mode((void *)PT_REGS_PARM2(ctx)));
-#else	/* 4.19: (mn, mm, start, end, bool blockable) */
-	cb_enter(ctx, PT_REGS_PARM5(ctx) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE);
-#endif
-	return 0;
-}
-
-int cb_list_return(struct pt_regs *ctx)
-{
-	cb_exit(ctx, KIND_LIST, classify_int((int)PT_REGS_RC(ctx)));
-	return 0;
-}
-
-int cb_interval_entry(struct pt_regs *ctx)
-{
-	cb_enter(ctx, range_mode((void *)PT_REGS_PARM2(ctx)));
-	return 0;
-}
-
-int cb_interval_return(struct pt_regs *ctx)
-{
-	/* bool invalidate(): false means it would have blocked */
-	cb_exit(ctx, KIND_INTERVAL, (PT_REGS_RC(ctx) & 0xff) ? RESULT_OK : RESULT_EAGAIN);
-	return 0;
-}
-
-int cb_list_end(struct pt_regs *ctx)
-{
-	u64 ip = PT_REGS_IP(ctx), sub = PT_REGS_PARM1(ctx);
 	struct core_inflight *core = core_current();
 	u32 i;
 
@@ -257,8 +230,91 @@ int cb_list_end(struct pt_regs *ctx)
 #if !MN_SUBS	/* else the core probes count every end (attribute.bpf.c) */
 	count_end(ip);
 #endif
+}
+
+/* kprobe/kretprobe flavour (user space attaches it where fentry cannot, see watch.py). */
+int cb_list_entry(struct pt_regs *ctx)
+{
+#if MN_API >= 500
+	cb_enter(PT_REGS_IP(ctx), PT_REGS_PARM1(ctx), range_mode((void *)PT_REGS_PARM2(ctx)));
+#else	/* 4.19: (mn, mm, start, end, bool blockable) */
+	cb_enter(PT_REGS_IP(ctx), PT_REGS_PARM1(ctx), PT_REGS_PARM5(ctx) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE);
+#endif
 	return 0;
 }
+
+int cb_list_return(struct pt_regs *ctx)
+{
+	cb_exit(ctx, KIND_LIST, classify_int((int)PT_REGS_RC(ctx)));
+	return 0;
+}
+
+int cb_interval_entry(struct pt_regs *ctx)
+{
+	cb_enter(PT_REGS_IP(ctx), PT_REGS_PARM1(ctx), range_mode((void *)PT_REGS_PARM2(ctx)));
+	return 0;
+}
+
+int cb_interval_return(struct pt_regs *ctx)
+{
+	/* bool invalidate(): false means it would have blocked */
+	cb_exit(ctx, KIND_INTERVAL, (PT_REGS_RC(ctx) & 0xff) ? RESULT_OK : RESULT_EAGAIN);
+	return 0;
+}
+
+int cb_list_end(struct pt_regs *ctx)
+{
+	cb_end(PT_REGS_IP(ctx), PT_REGS_PARM1(ctx));
+	return 0;
+}
+
+#if CB_KFUNC
+/*
+ * fentry/fexit flavour, on module functions (5.11+ module BTF): loaded per callback by
+ * monitor/module_fentry.py, which writes the callback's address over CB_IP_PLACEHOLDER.
+ * ctx[i] is argument i; an fexit program finds the return value after the arguments,
+ * so there is one per arity (the callback's BTF prototype picks it). A trampoline costs
+ * less than half a kprobe's int3 per hit (README, benchmarks).
+ */
+int cbf_list_entry(u64 *ctx)
+{
+	cb_enter(CB_IP_PLACEHOLDER, ctx[0], range_mode((void *)ctx[1]));
+	return 0;
+}
+
+/* int invalidate_range_start(struct mmu_notifier *, const struct mmu_notifier_range *) */
+int cbf_list_return2(u64 *ctx)
+{
+	cb_exit(ctx, KIND_LIST, classify_int((int)ctx[2]));
+	return 0;
+}
+
+int cbf_interval_entry(u64 *ctx)
+{
+	cb_enter(CB_IP_PLACEHOLDER, ctx[0], range_mode((void *)ctx[1]));
+	return 0;
+}
+
+/* bool invalidate(struct mmu_interval_notifier *, const struct mmu_notifier_range *, unsigned long) */
+int cbf_interval_return3(u64 *ctx)
+{
+	cb_exit(ctx, KIND_INTERVAL, (ctx[3] & 0xff) ? RESULT_OK : RESULT_EAGAIN);
+	return 0;
+}
+
+/* 7.1's bool invalidate_start(..., unsigned long cur_seq, <finish out-parameter>) */
+int cbf_interval_return4(u64 *ctx)
+{
+	cb_exit(ctx, KIND_INTERVAL, (ctx[4] & 0xff) ? RESULT_OK : RESULT_EAGAIN);
+	return 0;
+}
+
+int cbf_list_end(u64 *ctx)
+{
+	cb_end(CB_IP_PLACEHOLDER, ctx[0]);
+	return 0;
+}
+#endif
 
 /* Discovery: every list registration goes through __mmu_notifier_register(sub, mm). */
 int on_mmu_notifier_register(struct pt_regs *ctx)

@@ -26,6 +26,8 @@ def disabled(probe):
 def attach_spec(bpf, spec):
     """Attach one planned probe, trying its methods in order; a method that half
     attached is rolled back before the next is tried (no double counting)."""
+    if spec.off:
+        return ProbeStatus(spec.probe, "", False, spec.reason, disabled=True)
     if not spec.methods:
         return ProbeStatus(spec.probe, "", False, spec.reason)
     errors = []
@@ -57,7 +59,7 @@ def attach_order(entry, ret):
 
 def attach(bpf, method, target, fn, is_ret):
     """Attach program fn to target (a function or 'category:event') by method."""
-    if method == attach_plan.FENTRY:
+    if method in (attach_plan.FENTRY, attach_plan.LEAN_FEXIT):
         (bpf.attach_kretfunc if is_ret else bpf.attach_kfunc)(fn_name=_b(fn))
     elif method == attach_plan.KPROBE:
         if is_ret:
@@ -73,7 +75,7 @@ def attach(bpf, method, target, fn, is_ret):
 def detach(bpf, method, target, fn, is_ret):
     """Undo attach(); quiet when it was not attached after all."""
     try:
-        if method == attach_plan.FENTRY:
+        if method in (attach_plan.FENTRY, attach_plan.LEAN_FEXIT):
             (bpf.detach_kretfunc if is_ret else bpf.detach_kfunc)(fn_name=_b(fn))
         elif method == attach_plan.KPROBE:
             (bpf.detach_kretprobe if is_ret else bpf.detach_kprobe)(event=_b(target))
@@ -89,6 +91,38 @@ def detach(bpf, method, target, fn, is_ret):
 CALLBACK_PROGRAMS = {"list": ("cb_list_entry", "cb_list_return"),
                      "interval": ("cb_interval_entry", "cb_interval_return"),
                      "list_end": ("cb_list_end", None)}
+
+
+# The same as fentry/fexit programs (bpf/notifiers.bpf.c, CB_KFUNC): (entry, {arguments: return}).
+# An fexit program reads the return value after the arguments: one per arity.
+CALLBACK_FENTRY = {"list": ("cbf_list_entry", {2: "cbf_list_return2"}),
+                   "interval": ("cbf_interval_entry", {3: "cbf_interval_return3", 4: "cbf_interval_return4"}),
+                   "list_end": ("cbf_list_end", None)}
+
+
+def attach_callback_fentry(mf, bpf, kind, symbol, module, addr):
+    """fentry (and fexit) on one callback through mf (a module_fentry.ModuleFentry), its
+    address addr written into the entry program; the links, return first. Raises
+    ModuleFentryError, with nothing left attached."""
+    from monitor.contract import DEFINES
+    from monitor.module_fentry import ModuleFentryError
+
+    entry, returns = CALLBACK_FENTRY[kind]
+    _type_id, nargs = mf.function(module, symbol)
+    ret = returns.get(nargs) if returns is not None else None
+    if returns is not None and ret is None:
+        raise ModuleFentryError(f"{module}:{symbol}: {nargs} arguments, an fexit program reads "
+                                f"{' or '.join(map(str, sorted(returns)))}")
+    links = []
+    try:
+        if ret:
+            links.append(mf.attach(bpf, ret, module, symbol, ret=True))
+        links.append(mf.attach(bpf, entry, module, symbol, patch={DEFINES["CB_IP_PLACEHOLDER"]: addr}))
+    except ModuleFentryError:
+        for link in links:
+            mf.detach(link)
+        raise
+    return links
 
 
 def attach_callback(bpf, kind, symbol):

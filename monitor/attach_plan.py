@@ -6,6 +6,15 @@ covered by tests of it (tests/unit/test_attach_plan.py).
 from dataclasses import dataclass, field
 
 FENTRY, KPROBE, TRACEPOINT, ATTEMPT_COUNT = "fentry", "kprobe", "tracepoint", "attempt-count"
+# The lean configuration's one program on the invalidation path: an fexit (bpf/invalidate.bpf.c).
+LEAN_FEXIT = "lean-fexit"
+# What the lean configuration leaves off, and why each can go.
+LEAN_OFF = {
+    "invalidate_range_end": "off in the lean configuration: ends (and sections in progress) not counted",
+    "notifier_register": "off in the lean configuration: no callback probes to discover for",
+    "interval_notifier_insert": "off in the lean configuration: no callback probes to discover for",
+    "notifier_release": "off in the lean configuration: each notifier's blockable calls not counted",
+}
 RAW_TRACEPOINT = "raw_tracepoint"
 # Where a thread's in-flight invalidation is kept (bpf/mnmon.bpf.c, TASK_STORAGE).
 TASK_STORAGE, HASH = "task-storage", "hash"
@@ -20,6 +29,7 @@ class ProbeSpec:
     programs: dict = field(default_factory=dict, compare=False)   # method -> (entry, return)
     reason: str = ""
     core: bool = False             # needed for per-notifier outcomes (doctor's exit status)
+    off: bool = False              # left off by the configuration (reason says which), not refused
 
 
 @dataclass
@@ -32,6 +42,10 @@ class Plan:
     walk: str = "n/a"              # "" if every notifier is counted from its first call, else why not
     ring_buffer: bool = True       # rare events through a BPF ring buffer (5.8+), else a perf buffer
     probe_ends: bool = True        # invalidate_range_end callbacks need probes (else the core counts them)
+    # "" if notifier callbacks are probed by fentry/fexit where their module has BTF (kprobe
+    # otherwise, chosen per callback: watch.py), else why kprobes only
+    callback_fentry: str = "n/a"
+    lean: bool = False             # the lean configuration (see plan())
 
 
 def api_generation(version):
@@ -76,7 +90,7 @@ def _function_probe(name, targets, facts, *, struct_reads, fentry_ok, programs, 
     return ProbeSpec(name, targets, tuple(methods), programs, core=core)
 
 
-def plan(facts, force=None, inflight=None):
+def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
     """The probes to attach on a kernel described by facts (monitor.kernel.KernelFacts).
 
     force: {probe: method} pins function probes to one method, with no fallback
@@ -86,6 +100,14 @@ def plan(facts, force=None, inflight=None):
     probe of this plan.
     inflight: TASK_STORAGE or HASH pins where in-flight invalidations are kept
     (tests and benchmarks run both on one kernel); ValueError where it cannot be.
+    callbacks: KPROBE probes notifier callbacks by kprobe only (fentry pins a module:
+    see _callback_fentry); FENTRY or None: fentry where it can attach.
+    lean: the lean configuration, for always-on fleets: one fexit on the core start and
+    nothing else on the invalidation path. It keeps the core counts (starts by mode and
+    result), each notifier's non-blockable calls and outcomes, and who blocked the reaper
+    (the walk of the mm's subscriptions, run for non-blockable starts only); it drops
+    latency, counts by event, ends, callback probes and each notifier's blockable calls.
+    ValueError where it cannot run (it needs fentry on the core start and the walk).
     """
     force = dict(force or {})
     if bad := sorted(f"{p}={m}" for p, m in force.items() if m not in (FENTRY, KPROBE)):
@@ -141,6 +163,8 @@ def plan(facts, force=None, inflight=None):
     probes.append(gave_up)
     if force:
         raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
+    if lean:
+        probes = _lean(probes, walk, api)
     tracepoints = [("oom:mark_victim", "on_mark_victim"), ("oom:start_task_reaping", "on_start_task_reaping"),
                    ("oom:skip_task_reaping", "on_skip_task_reaping")]
     for tp, prog in tracepoints:
@@ -156,18 +180,20 @@ def plan(facts, force=None, inflight=None):
                                 {RAW_TRACEPOINT: ("on_mark_victim_task", None)}))
 
     by = {p.probe: p for p in probes}
-    callbacks = why_not_struct or ("" if facts.kprobes else "no kprobes on this kernel (CONFIG_KPROBES off); "
-                                   "bcc cannot fentry module functions before 0.28")
+    cb_fentry = _callback_fentry(facts, api, fentry_ok, callbacks, why_not_struct)
+    callbacks_reason = why_not_struct or ("" if facts.kprobes or not cb_fentry else
+                                          f"no kprobes on this kernel (CONFIG_KPROBES off), and no fentry on "
+                                          f"callbacks: {cb_fentry}")
     mv = facts.mark_victim_fields
     ring_buffer = facts.version >= (5, 8)       # BPF ring buffer: 5.8 (457f44363a88)
     ends_paired = facts.version >= (5, 10)
     # The walk counts every end; an end probe is then needed only to check pairing, which
     # kernels with c2655835fd8c guarantee.
-    probe_ends = bool(walk) or not ends_paired
+    probe_ends = (bool(walk) or not ends_paired) and not lean
     cflags = [
         f"-DMN_API={api or 419}",
         f"-DHAVE_STRUCTS={0 if why_not_struct else 1}",
-        f"-DCORE_KFUNC={int(FENTRY in by['invalidate_range_start'].methods)}",
+        f"-DCORE_KFUNC={int(bool({FENTRY, LEAN_FEXIT} & set(by['invalidate_range_start'].methods)))}",
         f"-DREAP_KFUNC={int(FENTRY in by['oom_reap_task_mm'].methods)}",
         f"-DGAVE_UP_PROBE={int(KPROBE in by['oom_reaper_gave_up'].methods)}",
         f"-DUSE_RINGBUF={int(ring_buffer)}",
@@ -176,6 +202,8 @@ def plan(facts, force=None, inflight=None):
         f"-DMV_TASK_ARG={int(victim_task)}",
         # c2655835fd8c (5.12, in 5.10.y): a failed list pass ends every list notifier itself.
         f"-DENDS_IN_FAILED_START={int(ends_paired)}",
+        f"-DCB_KFUNC={int(not cb_fentry and not lean)}",       # fentry programs for notifier callbacks
+        f"-DLEAN={int(bool(lean))}",
     ]
     if not walk:
         cflags += [f"-DMN_SUBS_HAS_ITREE_OFF={facts.subscriptions['has_itree']}",
@@ -185,7 +213,50 @@ def plan(facts, force=None, inflight=None):
                    f"-DMV_SHMEM_RSS_OFF={mv['shmem_rss']}"]
     if "comm" in mv:
         cflags.append(f"-DMV_COMM_LOC_OFF={mv['comm']}")             # __data_loc char[]
-    return Plan(api, cflags, probes, callbacks, inflight, walk, ring_buffer, probe_ends)
+    if lean:
+        cb_fentry = "the lean configuration has no callback probes"
+    return Plan(api, cflags, probes, callbacks_reason, inflight, walk, ring_buffer, probe_ends, cb_fentry, bool(lean))
+
+
+def _lean(probes, walk, api):
+    """probes as the lean configuration has them (see plan())."""
+    by = {p.probe: p for p in probes}
+    start = by["invalidate_range_start"]
+    why = ("" if FENTRY in start.methods else f"no fentry on {start.targets[0] if start.targets else 'it'}: "
+           f"{start.reason or 'kprobes only here'}") or walk or ("" if api >= 502 else "range->flags (5.2+) needed")
+    if why:
+        raise ValueError(f"the lean configuration cannot run here: {why}")
+    out = []
+    for p in probes:
+        if p.probe == "invalidate_range_start":
+            p = ProbeSpec(p.probe, p.targets, (LEAN_FEXIT,),
+                          {LEAN_FEXIT: (None, "kretfunc____mmu_notifier_invalidate_range_start")}, core=True)
+        elif p.probe in LEAN_OFF:
+            p = ProbeSpec(p.probe, p.targets, reason=LEAN_OFF[p.probe], core=p.core, off=True)
+        out.append(p)
+    return out
+
+
+def _callback_fentry(facts, api, fentry_ok, pinned, why_not_struct):
+    """"" if notifier callbacks get fentry/fexit where their BTF allows, else why not.
+
+    A module function's BTF is the module's split BTF (5.11, /sys/kernel/btf/<module>);
+    bcc 0.26 cannot load against it, monitor/module_fentry.py does. While attached, the
+    kernel holds a reference on the module (its trampoline's): `rmmod` of that module is
+    refused until mnmon lets go, which kprobes do not do; callbacks=kprobe keeps every
+    module unloadable."""
+    if pinned not in (None, FENTRY, KPROBE):
+        raise ValueError(f"notifier callbacks are probed by {FENTRY} or {KPROBE}, not {pinned}")
+    if pinned == KPROBE:
+        return "kprobe chosen by configuration (probes.callbacks)"
+    why = why_not_struct
+    if not why and not fentry_ok:
+        why = "no fentry here (needs BTF, BPF trampolines and bcc support)"
+    if not why and (facts.version < (5, 11) or api < 505):
+        why = f"kernel {facts.release} predates module BTF (5.11)"
+    if why and pinned == FENTRY:
+        raise ValueError(f"{FENTRY} forced on notifier callbacks, but {why}")
+    return why
 
 
 def _walk_subscriptions(facts, why_not_struct):

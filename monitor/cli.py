@@ -110,14 +110,15 @@ def _attach_for_serve(settings):
     from monitor import collector, serve as daemon
     from monitor.probes import MonitorError, start_monitor
     _check_permissions()
-    mon = start_monitor(disable=settings.disable)
+    mon = start_monitor(disable=settings.disable, callbacks=None if settings.callbacks == "auto" else settings.callbacks,
+                        lean=settings.lean)
     log = logging.getLogger("mnmon")
     missing = [st for st in mon.statuses.values() if not st.attached and not st.disabled]
     for st in mon.statuses.values():
         if st.attached:
             log.info("probe %s: attached (%s)", st.probe, st.method)
         elif st.disabled:
-            log.info("probe %s: off (probes.disable)", st.probe)
+            log.info("probe %s: off (%s)", st.probe, st.reason if st.reason.startswith("off in") else "probes.disable")
         else:
             log.warning("probe %s: not attached: %s", st.probe, st.reason)
     if settings.strict and missing:
@@ -240,26 +241,28 @@ def _quiet_stdout():
 
 
 @main.command()
+@click.option("--lean", is_flag=True, help="What the lean configuration (probes.lean) attaches here.")
 @_errors
-def doctor():
+def doctor(lean):
     """Explain what can attach on this kernel, and how. Exit status 0 when
     per-notifier outcomes can be counted here, 3 when not.
 
     \b
-    Example:
+    Examples:
       mnmon doctor
+      mnmon doctor --lean
     """
     from monitor import doctor as doc, kernel, watch
     from monitor.probes import inspect_host, start_monitor
 
     def attach():
         _check_permissions()
-        mon = start_monitor()
+        mon = start_monitor(lean=lean)
         try:
             return mon.all_statuses(), watch.counting_lines(mon.callbacks, mon.plan.walk, mon.started_at)
         finally:
             mon.close()
-    facts, plan = inspect_host()
+    facts, plan = inspect_host(lean=lean)
     lines, ok = doc.report(facts, plan, kernel.tracefs(mount=False), attach)
     click.echo("\n".join(lines))
     sys.exit(0 if ok else EXIT_ATTACH)

@@ -7,9 +7,20 @@
     probes:
       strict: false                # a probe that cannot attach is fatal
       disable: [oom_reaper]        # probe names to leave unattached
+      callbacks: auto              # auto | kprobe: how notifier callbacks are probed (see below)
+      lean: false                  # the lean configuration (see below)
     discovery:
       interval: 5s                 # Prometheus-style duration
     watchdog: auto                 # true | false | auto (ping when systemd set WATCHDOG_USEC)
+
+probes.callbacks: auto probes a notifier's callbacks by fentry/fexit where its module
+has BTF (cheaper per call), which holds that module loaded while mnmon runs (`rmmod`
+refused), and by kprobe elsewhere; kprobe never holds a module.
+
+probes.lean: one fexit on __mmu_notifier_invalidate_range_start and nothing else on the
+invalidation path (the cheapest way to leave mnmon on everywhere). It keeps the core
+counts, each notifier's non-blockable calls and outcomes, and who blocked the OOM
+reaper; it drops latency, counts by event, ends, and each notifier's blockable calls.
 
 Every error is a ConfigError whose message starts with where the value came from
 (the file, or the flag) and the key path: "config.yaml: web.listen_address: port
@@ -77,6 +88,12 @@ def _names(value):
     return tuple(value)
 
 
+def _callbacks(value):
+    if value not in ("auto", "kprobe"):
+        raise ValueError(f"{short(value)} is not auto or kprobe")
+    return value
+
+
 def _interval(value):
     seconds = parse_duration(value)
     if seconds <= 0:
@@ -106,6 +123,13 @@ SETTINGS = (
             "Exit non-zero if any probe cannot attach (default: degrade and report)."),
     Setting("probes.disable", "--probes.disable", "disable", _names,
             "Comma-separated probes not to attach.", "NAMES"),
+    Setting("probes.callbacks", "--probes.callbacks", "callbacks", _callbacks,
+            "How notifier callbacks are probed: auto (fentry where the module has BTF, which "
+            "keeps the module loaded while attached; else kprobe) or kprobe.", "auto|kprobe"),
+    Setting("probes.lean", "--probes.lean", "lean", _bool,
+            "The lean configuration: one fexit per invalidation; keeps core counts, non-blockable "
+            "outcomes per notifier and the reaper's blockers; drops latency, ends and blockable "
+            "per-notifier counts."),
     Setting("discovery.interval", "--discovery.interval", "discovery_interval", _interval,
             "How often to look for new notifier callbacks (default 5s).", "DURATION"),
     Setting("watchdog", "--watchdog", "watchdog", _watchdog,
@@ -140,6 +164,8 @@ class Settings:
     web_config_file: Optional[str] = None
     strict: bool = False
     disable: tuple = ()
+    callbacks: str = "auto"
+    lean: bool = False
     discovery_interval: float = 5.0
     watchdog: Optional[bool] = None          # None: auto, from WATCHDOG_USEC
     source: Optional[str] = None             # the file these came from, if any
@@ -187,7 +213,8 @@ class Settings:
         return {
             "web": {"listen_address": str(self.listen_address), "telemetry_path": self.telemetry_path,
                     "config_file": self.web_config_file},
-            "probes": {"strict": self.strict, "disable": list(self.disable)},
+            "probes": {"strict": self.strict, "disable": list(self.disable), "callbacks": self.callbacks,
+                       "lean": self.lean},
             "discovery": {"interval": format_duration(self.discovery_interval)},
             "watchdog": "auto" if self.watchdog is None else self.watchdog,
         }

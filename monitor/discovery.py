@@ -81,12 +81,17 @@ class BTFScanner:
     def available(self):
         return (self.root / "vmlinux").exists()
 
+    def base(self):
+        """vmlinux BTF, parsed once (fentry on callbacks needs it too); None without it."""
+        if self._base is None and self.available():
+            self._base = BTF((self.root / "vmlinux").read_bytes())
+        return self._base
+
     def scan(self):
         """Callbacks in BTF not reported by an earlier scan (modules loaded since)."""
         if not self.available():
             return []
-        if self._base is None:
-            self._base = BTF((self.root / "vmlinux").read_bytes())
+        self.base()
         found = []
         for path in sorted(self.root.iterdir()):
             if path.name in self.seen:

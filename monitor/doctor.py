@@ -27,20 +27,30 @@ def facts_lines(f, privileged_as):
     ] + [f"unreadable   {what}" for what in f.unreadable]
 
 
-def probe_lines(statuses, callbacks_reason, attempted, walk_reason="n/a"):
-    """One line per probe: how it attached, or why not. attempted=False: the plan only."""
+def probe_lines(statuses, callbacks_reason, attempted, walk_reason="n/a", callback_fentry="n/a", lean=False):
+    """One line per probe: how it attached, or why not. attempted=False: the plan only.
+    callback_fentry: the plan's ("" when callbacks get fentry where their module has BTF)."""
     out = [f"{'probe':<44} {'method':<14} state"]
     for st in statuses:
         if st.attached:
             state = "attached" if attempted else f"would try {st.method}"
+            if st.reason:       # attached by a fallback: why not the first choice
+                state += f" ({st.reason})"
         elif st.disabled:
-            state = "off: disabled by configuration"
+            state = f"off: {st.reason or 'disabled by configuration'}"
         else:
             state = f"unavailable: {st.reason}"
         out.append(f"{st.probe:<44} {st.method or '-':<14} {state}")
     out.append("")
+    how = ("fentry where the module has BTF, which holds the module loaded while attached; else kprobe"
+           if not callback_fentry else f"kprobe; not fentry: {callback_fentry}")
+    if lean:
+        out.append("configuration: lean (one fexit per invalidation): core counts, each notifier's non-blockable "
+                   "calls and outcomes, and who blocked the OOM reaper; no latency, ends, counts by event, or "
+                   "blockable calls per notifier")
+        return out
     out.append("notifier callbacks: " + (f"not attachable: {callbacks_reason}" if callbacks_reason else
-                                         "attachable (kprobe), found in BTF, at registration and in "
+                                         f"attachable ({how}), found in BTF, at registration and in "
                                          "mms' subscriptions"))
     out.append("notifier calls: " + ("each counted from its first invalidation (the core probes walk "
                                      "each mm's subscriptions)" if not walk_reason else
@@ -50,7 +60,7 @@ def probe_lines(statuses, callbacks_reason, attempted, walk_reason="n/a"):
 
 def planned(plan):
     """What the plan would try, as statuses: shown when nothing could be tried."""
-    return [ProbeStatus(p.probe, p.methods[0] if p.methods else "", bool(p.methods), p.reason)
+    return [ProbeStatus(p.probe, p.methods[0] if p.methods else "", bool(p.methods), p.reason, disabled=p.off)
             for p in plan.probes]
 
 
@@ -78,7 +88,7 @@ def report(facts, plan, tracefs_dir, attach):
             lines.append(f"attach failed: {e}")
     else:
         lines.append("not privileged or no headers: showing the plan only (run as root to try it)\n")
-    lines += probe_lines(statuses, plan.callbacks, attempted, plan.walk)
+    lines += probe_lines(statuses, plan.callbacks, attempted, plan.walk, plan.callback_fentry, plan.lean)
     if notes:
         lines += [""] + notes
     ok, last = verdict(statuses, plan.callbacks, attempted)
@@ -88,7 +98,9 @@ def report(facts, plan, tracefs_dir, attach):
 def core_ok(statuses, callbacks_reason):
     """The exit status's question: can per-notifier outcomes be counted here?"""
     by = {st.probe: st for st in statuses}
-    return not callbacks_reason and all(by.get(p) and by[p].attached for p in CORE)
+    start, end = (by.get(p) for p in CORE)
+    # The lean configuration leaves the end off: outcomes are the start's (its fexit).
+    return bool(not callbacks_reason and start and start.attached and end and (end.attached or end.disabled))
 
 
 def tracefs_line(tfs, unreadable=()):

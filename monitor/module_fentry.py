@@ -15,14 +15,21 @@ Closing the link detaches. bcc >= 0.28 does the same (MODULE_KFUNC_PROBE).
 The program is a plain function of the bcc source taking the tracing context
 (`int count_kvm_start(u64 *ctx)`: ctx[i] is argument i; for fexit the return value
 follows the arguments), named without bcc's kfunc__ prefix, which bcc would try to
-attach against vmlinux itself.
+attach against vmlinux itself. One compiled program serves many functions: attach()
+can write a value over a 64-bit constant of the program (patch={placeholder: value}),
+e.g. the address of the function it is attached to. A function built into the kernel
+(module "vmlinux") is attached the same way, against vmlinux BTF.
+
+While a program is attached to a module's function, the kernel holds a reference on
+the module (its BPF trampoline's reference, as 6.1 takes): it cannot be unloaded until detach().
 """
 import ctypes
 import errno
 import os
+import struct
 from pathlib import Path
 
-from monitor.btf import BTF, FUNC, BTFError
+from monitor.btf import BTF, FUNC, FUNC_PROTO, BTFError
 
 BTF_DIR = Path("/sys/kernel/btf")
 
@@ -83,56 +90,122 @@ def _libc_bpf(cmd, attr):
 
 def func_id(btf, name):
     """The BTF id of FUNC name in btf's own types (not its base); None if it has none."""
-    for i, (kind, name_off, _vlen, _proto, _off) in enumerate(btf.types):
-        if kind == FUNC and btf.name(name_off) == name:
-            return btf.next_id - len(btf.types) + i
-    return None
+    found = functions(btf, name)
+    return found[name][0] if name in found else None
+
+
+def functions(btf, only=None):
+    """{name: (BTF id, number of arguments)} of the FUNCs in btf's own types (only: that one)."""
+    out, first = {}, btf.next_id - len(btf.types)
+    for i, (kind, name_off, _vlen, proto, _off) in enumerate(btf.types):
+        if kind != FUNC:
+            continue
+        name = btf.name(name_off)
+        if only is not None and name != only:
+            continue
+        pkind, _pname, nargs, _ret, _btf, _poff = btf.type(proto)
+        out[name] = (first + i, nargs if pkind == FUNC_PROTO else -1)
+    return out
+
+
+def patch_imm64(insns, old, new):
+    """insns (bytes of BPF instructions) with every 64-bit immediate load of old made a load
+    of new; and how many there were. A BPF_LD_IMM64 is two 8-byte slots, the low 32 bits in
+    the first's imm, the high 32 bits in the second's."""
+    code = bytearray(insns)
+    lo, hi = struct.pack("<I", old & 0xFFFFFFFF), struct.pack("<I", old >> 32)
+    n = 0
+    for pos in range(0, len(code) - 15, 8):
+        if code[pos] == 0x18 and code[pos + 4:pos + 8] == lo and code[pos + 12:pos + 16] == hi:
+            code[pos + 4:pos + 8] = struct.pack("<I", new & 0xFFFFFFFF)
+            code[pos + 12:pos + 16] = struct.pack("<I", new >> 32)
+            n += 1
+    return bytes(code), n
 
 
 class ModuleFentry:
-    """Loaded programs and their links; close() detaches them all.
+    """Loaded programs and their links; detach() one, close() them all.
 
-    sys_bpf(cmd, attr) -> fd or -errno, and btf_dir, are there for tests."""
+    sys_bpf(cmd, attr) -> fd or -errno, and btf_dir, are there for tests; vmlinux() returns
+    the parsed vmlinux BTF (a caller that has it already saves parsing it twice)."""
 
-    def __init__(self, sys_bpf=_libc_bpf, btf_dir=BTF_DIR):
+    def __init__(self, sys_bpf=_libc_bpf, btf_dir=BTF_DIR, vmlinux=None):
         self.sys_bpf = sys_bpf
         self.btf_dir = Path(btf_dir)
         self.fds = []
         self._vmlinux = None
+        self._vmlinux_of = vmlinux
+        self._functions = {}        # module -> functions() of its BTF
+        self._prog = {}             # link fd -> its program's fd
+        self.programs = {}          # program fd -> "program:function" (benchmarks read their stats)
 
-    def attach(self, bpf, fn_name, module, function, ret=False):
-        """Load bcc program fn_name as fentry (fexit if ret) on module's function; its link fd."""
+    def attach(self, bpf, fn_name, module, function, ret=False, patch=None):
+        """Load bcc program fn_name as fentry (fexit if ret) on module's function; its link fd.
+        patch: {constant: value} written over the program's 64-bit loads of constant."""
         what = f"{'fexit' if ret else 'fentry'} {module}:{function}"
-        type_id = self.function_id(module, function)
-        obj_fd = self.btf_fd(module)
+        type_id, _nargs = self.function(module, function)
+        name = fn_name.encode() if isinstance(fn_name, str) else fn_name
+        insns = bpf.dump_func(name)
+        for old, new in (patch or {}).items():
+            insns, n = patch_imm64(insns, old, new)
+            if not n:
+                raise ModuleFentryError(f"{what}: program {name.decode()} has no constant {old:#x} to patch")
+        obj_fd = 0 if module == "vmlinux" else self.btf_fd(module)
         try:
-            name = fn_name.encode() if isinstance(fn_name, str) else fn_name
-            prog_fd = self.load(bpf.dump_func(name), _license(bpf), name, obj_fd, type_id, ret, what)
+            prog_fd = self.load(insns, _license(bpf), name, obj_fd, type_id, ret, what)
         finally:
-            os.close(obj_fd)     # the loaded program holds its own reference
+            if obj_fd:
+                os.close(obj_fd)     # the loaded program holds its own reference
         self.fds.append(prog_fd)
         attr = RawTpAttr(name=0, prog_fd=prog_fd)
         link = self.sys_bpf(BPF_RAW_TRACEPOINT_OPEN, attr)
         if link < 0:
+            self.fds.remove(prog_fd)
+            os.close(prog_fd)
             raise ModuleFentryError(f"{what}: attaching: {os.strerror(-link)}")
         self.fds.append(link)
+        self._prog[link] = prog_fd
+        self.programs[prog_fd] = f"{name.decode()}:{function}"
         return link
+
+    def detach(self, link):
+        """Detach and unload what attach() returned link for."""
+        prog = self._prog.pop(link, None)
+        self.programs.pop(prog, None)
+        for fd in (link, prog):      # the link before its program
+            if fd is not None and fd in self.fds:
+                self.fds.remove(fd)
+                os.close(fd)
 
     def function_id(self, module, function):
         """function's BTF id in module's split BTF."""
+        return self.function(module, function)[0]
+
+    def function(self, module, function):
+        """(BTF id, number of arguments) of module's function ("vmlinux": a built-in one)."""
         try:
             if self._vmlinux is None:
-                self._vmlinux = BTF((self.btf_dir / "vmlinux").read_bytes())
-            mod = BTF((self.btf_dir / module).read_bytes(), base=self._vmlinux)
+                self._vmlinux = (self._vmlinux_of() if self._vmlinux_of else None) or \
+                    BTF((self.btf_dir / "vmlinux").read_bytes())
+            if module == "vmlinux":      # too many to keep a table of: looked up when asked (rare)
+                found = functions(self._vmlinux, function)
+            else:
+                if module not in self._functions:
+                    self._functions[module] = functions(BTF((self.btf_dir / module).read_bytes(),
+                                                            base=self._vmlinux))
+                found = self._functions[module]
         except FileNotFoundError as e:
             raise ModuleFentryError(f"{module}:{function}: no BTF ({e.filename}): module not loaded, "
-                                    "or a kernel before 5.11") from None
+                                    "built without BTF, or a kernel before 5.11") from None
         except BTFError as e:
             raise ModuleFentryError(f"{module}:{function}: BTF: {e}") from None
-        type_id = func_id(mod, function)
-        if type_id is None:
+        if function not in found:
             raise ModuleFentryError(f"{module}:{function}: no such function in the module's BTF")
-        return type_id
+        return found[function]
+
+    def forget(self, module):
+        """module was unloaded: a new load has new BTF."""
+        self._functions.pop(module, None)
 
     def btf_fd(self, module):
         """An fd of the kernel's BTF object named module (the caller closes it)."""
@@ -182,6 +255,8 @@ class ModuleFentry:
         for fd in reversed(self.fds):        # links before their programs
             os.close(fd)
         self.fds = []
+        self._prog = {}
+        self.programs = {}
 
     def __enter__(self):
         return self

@@ -34,17 +34,19 @@ class Monitor:
         self.bpf, self.facts, self.plan = bpf, facts, plan
         self.statuses = statuses                   # planned probe name -> ProbeStatus
         self.started_at = started_at               # when the core probes attached (time.time())
-        self.watcher = CallbackWatcher(bpf, symbols, probe_ends=plan.probe_ends) if bpf is not None else None
+        self.watcher = CallbackWatcher(bpf, symbols, probe_ends=plan.probe_ends,
+                                       fentry=not plan.callback_fentry) if bpf is not None else None
         self.cgroups = cgroups.CgroupNames()
         self._user_lost = 0
         self._refreshes = 0
 
     @classmethod
-    def start(cls, disable=(), force=None, inflight=None):
+    def start(cls, disable=(), force=None, inflight=None, callbacks=None, lean=False):
         """Compile and attach. Raises MonitorError when nothing useful can run.
 
-        force: {probe: "fentry" | "kprobe"} and inflight: "task-storage" | "hash",
-        passed to attach_plan.plan().
+        force: {probe: "fentry" | "kprobe"}, inflight: "task-storage" | "hash" and
+        callbacks: "fentry" | "kprobe" (how notifier callbacks are probed) and lean (the
+        lean configuration), passed to attach_plan.plan().
         """
         try:
             bcc, _ = loader.import_bcc()
@@ -53,9 +55,9 @@ class Monitor:
                                    "(CAP_SYS_ADMIN on kernels before 5.8)")
             symbols = Symbols.load()
             facts = _gather(bcc, symbols)
-            plan = attach_plan.plan(facts, force, inflight)
+            plan = attach_plan.plan(facts, force, inflight, callbacks, lean)
             bpf = loader.compile_program(plan, facts)
-        except loader.LoadError as e:
+        except (loader.LoadError, ValueError) as e:       # ValueError: what was asked cannot run here
             raise MonitorError(str(e)) from None
         _mark_mrelease_text(bpf, symbols)
         # bcc and libbpf print why an attach failed; the ProbeStatus says it once.
@@ -95,7 +97,7 @@ class Monitor:
         self._refreshes += 1
         if self._refreshes % TRIM_EVERY == 0:
             memory.malloc_trim()
-        if self.plan.callbacks:
+        if self.plan.callbacks or self.plan.lean:     # lean: no callback probes, by design
             return []
         return self.watcher.refresh()
 
@@ -171,6 +173,8 @@ class Monitor:
                    if line.split() and line.split()[0].endswith(f"_bcc_{os.getpid()}"))
 
     def close(self):
+        if self.watcher and self.watcher.mf:
+            self.watcher.mf.close()        # fentry links on callbacks: their modules may unload again
         self.bpf.cleanup()
 
 
@@ -181,18 +185,21 @@ def _mark_mrelease_text(bpf, symbols):
         table[table.Key(i)] = table.Leaf(lo, hi)
 
 
-def start_monitor(disable=()):
-    return Monitor.start(disable=disable)
+def start_monitor(disable=(), callbacks=None, lean=False):
+    return Monitor.start(disable=disable, callbacks=callbacks, lean=lean)
 
 
-def inspect_host():
+def inspect_host(lean=False):
     """(KernelFacts, Plan) of this host, without compiling or attaching anything."""
     try:
         bcc, _ = loader.import_bcc()
     except loader.LoadError as e:
         raise MonitorError(str(e)) from None
     facts = _gather(bcc, Symbols.load())
-    return facts, attach_plan.plan(facts)
+    try:
+        return facts, attach_plan.plan(facts, lean=lean)
+    except ValueError as e:
+        raise MonitorError(str(e)) from None
 
 
 def _gather(bcc, symbols):

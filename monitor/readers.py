@@ -15,6 +15,7 @@ import ctypes
 
 from monitor import contract
 from monitor.contract import KINDS, MMU_NOTIFY_EVENTS, MODES, NR_LAT_SLOTS, REAP_CALLERS, REAP_RESULTS, RESULTS
+from monitor.attach_plan import LEAN_FEXIT
 from monitor.model import Snapshot, log2_histogram
 
 UNKNOWN = ("unknown", "unknown")
@@ -112,22 +113,28 @@ def build_snapshot(raw, resolve, attached_callbacks=(), statuses=(), cgroup_path
     """
     s = Snapshot()
     core_on = any(st.attached for st in statuses if st.probe == "invalidate_range_start")
+    # The lean configuration (attach_plan.LEAN_FEXIT) measures no latency, events or ends:
+    # series it would hold at 0 forever (or an in-progress count that only grows) are left out.
+    lean = any(st.attached and st.method == LEAN_FEXIT for st in statuses if st.probe == "invalidate_range_start")
+    ends_on = any(st.attached for st in statuses if st.probe == "invalidate_range_end")
     if "invalidate_starts" in raw and core_on:
         starts = raw["invalidate_starts"]
         for m, mode in enumerate(MODES):
             for result in CORE_RESULTS:
                 s.set("mnmon_invalidate_range_start_total", contract.at(starts, mode, result), mode=mode, result=result)
-            s.set("mnmon_invalidate_range_start_duration_seconds",
-                  log2_histogram(contract.slots(raw["invalidate_start_latency"], mode),
-                                 raw["invalidate_start_latency_sum_ns"][m]), mode=mode)
-        for e, n in enumerate(raw["invalidations_by_event"]):
+            if not lean:
+                s.set("mnmon_invalidate_range_start_duration_seconds",
+                      log2_histogram(contract.slots(raw["invalidate_start_latency"], mode),
+                                     raw["invalidate_start_latency_sum_ns"][m]), mode=mode)
+        for e, n in enumerate(raw["invalidations_by_event"] if not lean else ()):
             if n or e < len(MMU_NOTIFY_EVENTS):
                 s.set("mnmon_invalidations_by_event_total", n,
                       event=MMU_NOTIFY_EVENTS[e] if e < len(MMU_NOTIFY_EVENTS) else str(e))
-        ends = raw["invalidate_ends"][0]
-        s.set("mnmon_invalidate_range_end_total", ends)
-        ok = sum(contract.at(starts, mode, "ok") for mode in MODES)
-        s.set("mnmon_invalidations_in_progress", max(0, ok - ends))
+        if ends_on or not lean:
+            ends = raw["invalidate_ends"][0]
+            s.set("mnmon_invalidate_range_end_total", ends)
+            ok = sum(contract.at(starts, mode, "ok") for mode in MODES)
+            s.set("mnmon_invalidations_in_progress", max(0, ok - ends))
         s.set("mnmon_unpaired_invalidate_starts_total", raw["unpaired_starts"][0])
         _notifiers(s, raw, resolve, attached_callbacks)
     _oom(s, raw, resolve, _measured(statuses), cgroup_path)

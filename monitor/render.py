@@ -68,13 +68,13 @@ def table(snapshot, histograms=True):
     """The `mnmon sample` report: core, per notifier, OOM reaper, probes."""
     out = []
     v = lambda name, **l: int(snapshot.get(name, **l) or 0)
-    if snapshot.get("mnmon_invalidate_range_end_total") is not None:
+    if snapshot.family("mnmon_invalidate_range_start_total"):
         out.append("invalidate_range_start: " + ", ".join(
             f"{m} {r} {v('mnmon_invalidate_range_start_total', mode=m, result=r)}" for m in MODES for r in RESULTS
             if v("mnmon_invalidate_range_start_total", mode=m, result=r) or r == "ok"))
-        out.append(f"invalidate_range_end: {v('mnmon_invalidate_range_end_total')}   in progress: "
-                   f"{v('mnmon_invalidations_in_progress')}   unpaired starts: "
-                   f"{v('mnmon_unpaired_invalidate_starts_total')}")
+        ends = (f"{v('mnmon_invalidate_range_end_total')}   in progress: {v('mnmon_invalidations_in_progress')}"
+                if snapshot.get("mnmon_invalidate_range_end_total") is not None else "not counted (lean)")
+        out.append(f"invalidate_range_end: {ends}   unpaired starts: {v('mnmon_unpaired_invalidate_starts_total')}")
         out.append("")
         out += _notifier_table(snapshot)
     else:

@@ -4,6 +4,12 @@ again when their module is unloaded or reloaded.
 
 Until a callback's probes are attached, the core probes count its calls: a callback probe
 adds what only it can see (latency, which of several notifiers failed), never the count.
+
+A callback is probed by fentry/fexit where its module has BTF (5.11+; a trampoline hit
+costs less than half a kprobe's), else by kprobe: chosen per callback, the fallback's
+reason kept in its ProbeStatus. A module whose callbacks have fentry programs cannot be
+unloaded while they are attached (the kernel holds a reference for each trampoline);
+the plan's callbacks=kprobe keeps every module unloadable.
 """
 import os
 import time
@@ -11,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from monitor import attach, discovery, readers
-from monitor.attach_plan import KPROBE
+from monitor.attach_plan import FENTRY, KPROBE
+from monitor.module_fentry import ModuleFentry, ModuleFentryError
 
 # The method of a callback whose calls the core probes count with no probe of its own.
 CORE = "core"
@@ -25,6 +32,7 @@ class Probed:
     addr: int                   # its function's address (0: not in kallsyms)
     status: attach.ProbeStatus
     since: float                # when its probe attached (time.time()); 0: not attached
+    links: tuple = ()           # its fentry/fexit links (status.method == FENTRY)
 
     @property
     def probe(self):
@@ -34,11 +42,15 @@ class Probed:
 class CallbackWatcher:
     """The callbacks of one loaded program: callbacks[(symbol, module)] -> Probed."""
 
-    def __init__(self, bpf, symbols, scanner=None, proc_modules="/proc/modules", probe_ends=True):
+    def __init__(self, bpf, symbols, scanner=None, proc_modules="/proc/modules", probe_ends=True,
+                 fentry=False, module_fentry=None):
         self.bpf, self.symbols = bpf, symbols
         self.scanner = scanner or discovery.BTFScanner()
         self.callbacks = {}
         self.probe_ends = probe_ends        # False: the core probes count every end (plan.probe_ends)
+        # fentry first where BTF allows (plan.callback_fentry == ""); the vmlinux BTF is the scanner's
+        self.fentry = fentry
+        self.mf = module_fentry or (ModuleFentry(vmlinux=self.scanner.base) if fentry else None)
         self._proc_modules = proc_modules
         self._modules = None                # {module: (state, load)} at the last scan; None: none yet
         self._names = {}                    # ip -> (symbol, module) of unloaded modules' callbacks
@@ -116,23 +128,35 @@ class CallbackWatcher:
             return None
         sym = self.symbols.lookup(cb.symbol)
         probe = f"notifier:{cb.symbol}"
-        since = 0.0
+        since, links = 0.0, ()
         if cb.kind == discovery.LIST_END and not self.probe_ends:
             # Counted by the core probes (attribute.bpf.c): no probe of its own needed.
             st, since = attach.ProbeStatus(probe, CORE, True), time.time()
         elif sym is None or sym.module != cb.module:
             st = attach.ProbeStatus(probe, KPROBE, False, "not in kallsyms")
         else:
-            try:
-                attach.attach_callback(self.bpf, cb.kind_name, cb.symbol)
-                if cb.kind == discovery.LIST_END:      # its starts can be checked for pairing
-                    t = self.bpf[b"probed_end_fns"]
-                    t[t.Key(sym.addr)] = t.Leaf(1)
-                st, since = attach.ProbeStatus(probe, KPROBE, True), time.time()
-            except Exception as e:      # noqa: BLE001 -- bcc raises bare Exception
-                st = attach.ProbeStatus(probe, KPROBE, False, attach.explain(e))
-        self.callbacks[key] = Probed(cb, sym.addr if sym else 0, st, since)
+            st, since, links = self._attach(cb, sym.addr, probe)
+            if st.attached and cb.kind == discovery.LIST_END:      # its starts can be checked for pairing
+                t = self.bpf[b"probed_end_fns"]
+                t[t.Key(sym.addr)] = t.Leaf(1)
+        self.callbacks[key] = Probed(cb, sym.addr if sym else 0, st, since, tuple(links))
         return st
+
+    def _attach(self, cb, addr, probe):
+        """(ProbeStatus, since, fentry links): fentry where it can attach, else kprobe, with
+        why not fentry in the status's reason."""
+        why = ""
+        if self.fentry:
+            try:
+                links = attach.attach_callback_fentry(self.mf, self.bpf, cb.kind_name, cb.symbol, cb.module, addr)
+                return attach.ProbeStatus(probe, FENTRY, True), time.time(), links
+            except ModuleFentryError as e:
+                why = f"fentry: {e}"
+        try:
+            attach.attach_callback(self.bpf, cb.kind_name, cb.symbol)
+            return attach.ProbeStatus(probe, KPROBE, True, why), time.time(), ()
+        except Exception as e:      # noqa: BLE001 -- bcc raises bare Exception
+            return attach.ProbeStatus(probe, KPROBE, False, "; ".join(filter(None, (why, attach.explain(e))))), 0.0, ()
 
     # ------------------------------------------------------------ module unloads
     def _drop_module(self, module):
@@ -147,6 +171,10 @@ class CallbackWatcher:
                     pass
             if p.status.attached and p.status.method == KPROBE:
                 attach.detach_callback(self.bpf, p.callback.kind_name, p.callback.symbol)
+            for link in p.links:
+                self.mf.detach(link)
+        if self.mf:
+            self.mf.forget(module)
 
     def _remember_names(self, modules):
         """Name every counted address in these modules with the kallsyms that knew them."""

@@ -24,9 +24,9 @@ def wait_probes(srv, *symbols, timeout=20):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         got = srv.samples()
-        # kprobe, or "core" for an end the core probes count with no probe of its own
-        if all(value(got, "mnmon_probe_attached", probe=f"notifier:{s}", method="kprobe") == 1 or
-               value(got, "mnmon_probe_attached", probe=f"notifier:{s}", method="core") == 1 for s in symbols):
+        # fentry or kprobe, or "core" for an end the core probes count with no probe of its own
+        if all(any(value(got, "mnmon_probe_attached", probe=f"notifier:{s}", method=m) == 1
+                   for m in ("fentry", "kprobe", "core")) for s in symbols):
             return got
         time.sleep(0.3)
     pytest.fail(f"serve did not attach {symbols} within {timeout}s")

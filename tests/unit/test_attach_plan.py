@@ -49,11 +49,16 @@ def by_name(p):
     return {spec.probe: spec for spec in p.probes}
 
 
-def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0, walk=0, ends=0, victim_task=0):
+def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0, walk=0, ends=0, victim_task=0,
+           cb_kfunc=None, lean=0):
     out = [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCORE_KFUNC={core_kfunc}",
            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}",
            f"-DTASK_STORAGE={task_storage}", f"-DMN_SUBS={walk}", f"-DMV_TASK_ARG={victim_task}",
            f"-DENDS_IN_FAILED_START={ends}"]
+    # fentry on callbacks: by default wherever module BTF exists (5.11+) with the core's fentry
+    if cb_kfunc is None:
+        cb_kfunc = int(bool(structs and core_kfunc and task_storage))
+    out += [f"-DCB_KFUNC={cb_kfunc}", f"-DLEAN={lean}"]
     if walk:
         out += ["-DMN_SUBS_HAS_ITREE_OFF=8", "-DMN_SUBS_LEFTMOST_OFF=40"]
     return out
@@ -193,9 +198,40 @@ def test_no_kprobes_but_fentry():
     assert methods(p) == expected_methods(F, F, A, interval=(), walk=True) | {"notifier_register": ()}
     assert by["notifier_register"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     assert by["oom_reaper_gave_up"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
-    assert p.callbacks == ("no kprobes on this kernel (CONFIG_KPROBES off); "
-                           "bcc cannot fentry module functions before 0.28")
+    # callbacks: fentry where their module has BTF, so still probed without kprobes
+    assert (p.callbacks, p.callback_fentry) == ("", "")
     assert p.cflags == cflags(505, 1, 1, 1, 0, 1, 1, walk=1, ends=1)
+
+
+def test_no_kprobes_and_no_module_btf_leaves_callbacks_unprobed():
+    p = plan(facts("5.10.0-30-amd64", btf=True, kfunc=True, kprobes=False))
+    assert p.callback_fentry == "kernel 5.10.0-30-amd64 predates module BTF (5.11)"
+    assert p.callbacks == ("no kprobes on this kernel (CONFIG_KPROBES off), and no fentry on callbacks: "
+                           "kernel 5.10.0-30-amd64 predates module BTF (5.11)")
+
+
+@pytest.mark.parametrize("release, btf, kfunc, why", [
+    ("6.1.0-56-amd64", True, True, ""),
+    ("7.1.0", True, True, ""),
+    ("5.10.0-30-amd64", True, True, "kernel 5.10.0-30-amd64 predates module BTF (5.11)"),
+    ("6.1.0-56-amd64", False, False, "no fentry here (needs BTF, BPF trampolines and bcc support)"),
+    ("4.19.0-27-amd64", False, False, "no fentry here (needs BTF, BPF trampolines and bcc support)"),
+])
+def test_callbacks_by_fentry_where_module_btf_can_exist(release, btf, kfunc, why):
+    p = plan(facts(release, btf=btf, kfunc=kfunc))
+    assert p.callback_fentry == why
+    assert f"-DCB_KFUNC={int(not why)}" in p.cflags
+
+
+def test_callbacks_pinned_to_kprobe_or_fentry():
+    p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), callbacks="kprobe")
+    assert p.callback_fentry == "kprobe chosen by configuration (probes.callbacks)"
+    assert "-DCB_KFUNC=0" in p.cflags and p.callbacks == ""
+    assert plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), callbacks="fentry").callback_fentry == ""
+    with pytest.raises(ValueError, match="fentry forced on notifier callbacks, but kernel 5.10.0-30-amd64 predates"):
+        plan(facts("5.10.0-30-amd64", btf=True, kfunc=True), callbacks="fentry")
+    with pytest.raises(ValueError, match="not uprobe"):
+        plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), callbacks="uprobe")
 
 
 def test_no_kprobes_no_fentry():
@@ -356,3 +392,37 @@ def test_in_flight_storage_can_be_pinned_where_the_kernel_has_it():
                                           ("1.0", True), ("unknown", False), ("", False)])
 def test_bcc_declares_task_storage_from_0_24(version, has):
     assert bcc_has_task_storage(version) is has
+
+
+def test_lean_is_one_fexit_on_the_core_start_and_says_what_it_leaves_off():
+    p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), lean=True)
+    by = by_name(p)
+    start = by["invalidate_range_start"]
+    assert (start.methods, start.programs["lean-fexit"]) == (("lean-fexit",),
+                                                            (None, "kretfunc____mmu_notifier_invalidate_range_start"))
+    for name in ("invalidate_range_end", "notifier_register", "interval_notifier_insert", "notifier_release"):
+        assert by[name].off and by[name].reason.startswith("off in the lean configuration: "), by[name]
+    # the reaper's probes stay: who blocked it is the mission's core
+    assert by["oom_reap_task_mm"].methods == FK and not by["oom_reap_task_mm"].off
+    assert p.lean and not p.probe_ends and p.callbacks == ""
+    assert "-DLEAN=1" in p.cflags and "-DCB_KFUNC=0" in p.cflags and "-DMN_SUBS=1" in p.cflags
+    assert "-DCORE_KFUNC=1" in p.cflags       # the fexit is a KRETFUNC_PROBE
+    assert not plan(facts("6.1.0-56-amd64", btf=True, kfunc=True)).lean
+
+
+@pytest.mark.parametrize("release, btf, kfunc, why", [
+    ("5.4.0-150-generic", True, True, "no fentry on __mmu_notifier_invalidate_range_start: kprobes only here"),
+    ("5.5.19", True, True, "kernel 5.5.19 predates mm->notifier_subscriptions (5.6)"),
+    ("4.19.0-27-amd64", False, False, "no fentry on __mmu_notifier_invalidate_range_start"),
+])
+def test_lean_refused_where_it_cannot_run(release, btf, kfunc, why):
+    with pytest.raises(ValueError, match="^the lean configuration cannot run here: " + re.escape(why)):
+        plan(facts(release, btf=btf, kfunc=kfunc), lean=True)
+
+
+def test_a_probe_off_by_configuration_is_reported_as_such():
+    from monitor.attach import attach_spec
+    by = by_name(plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), lean=True))
+    st = attach_spec(object(), by["invalidate_range_end"])
+    assert (st.attached, st.disabled, st.method) == (False, True, "")
+    assert st.reason == "off in the lean configuration: ends (and sections in progress) not counted"

@@ -131,3 +131,45 @@ def test_errors_name_the_function_and_the_reason(tmp_path, no_bcc):
                        match=r"^fexit kvm:kvm_start: loading: Permission denied: invalid access$"):
         mf.attach(FakeBPF(), "p", "kvm", "kvm_start", ret=True)
     assert mf.fds == []
+
+
+def ld_imm64(reg, value):
+    """BPF_LD_IMM64 reg, value: two instruction slots."""
+    import struct
+    return struct.pack("<BBhI", 0x18, reg, 0, value & 0xFFFFFFFF) + struct.pack("<BBhI", 0, 0, 0, value >> 32)
+
+
+def test_patch_imm64_rewrites_every_load_of_the_constant_and_nothing_else():
+    exit_insn = bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
+    old, new = 0x6d6e6d6f6e2d6970, 0xffffffffc0a01230
+    # the low half of old as a plain 32-bit immediate (mov r1, imm) is not a 64-bit load
+    mov = bytes([0xb7, 1, 0, 0]) + (old & 0xFFFFFFFF).to_bytes(4, "little")
+    code = ld_imm64(1, old) + mov + ld_imm64(2, old) + ld_imm64(3, old + 1) + exit_insn
+    got, n = M.patch_imm64(code, old, new)
+    assert n == 2
+    assert got == ld_imm64(1, new) + mov + ld_imm64(2, new) + ld_imm64(3, old + 1) + exit_insn
+
+
+class PatchingBPF:
+    def dump_func(self, name):
+        return ld_imm64(1, 0x6d6e6d6f6e2d6970) + bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
+
+
+def test_attach_patches_the_loaded_copy_and_detach_closes_one_attachment(tmp_path, no_bcc, monkeypatch):
+    write_btfs(tmp_path)
+    kernel = FakeKernel({9: "kvm"})
+    loaded = []
+    real_load = M.ModuleFentry.load
+    monkeypatch.setattr(M.ModuleFentry, "load",
+                        lambda self, insns, *a: loaded.append(bytes(insns)) or real_load(self, insns, *a))
+    mf = M.ModuleFentry(sys_bpf=kernel, btf_dir=tmp_path)
+    a = mf.attach(PatchingBPF(), "p", "kvm", "kvm_start", patch={0x6d6e6d6f6e2d6970: 0xa000})
+    b = mf.attach(PatchingBPF(), "p", "kvm", "kvm_other", patch={0x6d6e6d6f6e2d6970: 0xb000})
+    assert loaded[0][:16] == ld_imm64(1, 0xa000) and loaded[1][:16] == ld_imm64(1, 0xb000)
+    assert mf.function("kvm", "kvm_start")[1] == 1          # one argument in write_btfs' prototype
+    mf.detach(a)
+    assert len(mf.fds) == 2 and b in mf.fds and a not in mf.fds
+    with pytest.raises(M.ModuleFentryError, match=r"^fentry kvm:kvm_start: program p has no constant 0x1 to patch$"):
+        mf.attach(PatchingBPF(), "p", "kvm", "kvm_start", patch={1: 2})
+    mf.close()
+    assert mf.fds == []

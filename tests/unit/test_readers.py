@@ -360,3 +360,24 @@ def test_an_unknown_blocker_is_never_resolved():
     snap = build_snapshot(raw, lambda ip: ("nearest_symbol", "vmlinux"))
     assert snap.family("mnmon_oom_reap_blocked_total") == [
         ({"module": "unknown", "notifier": "unknown"}, 3), ({"module": "vmlinux", "notifier": "nearest_symbol"}, 1)]
+
+
+def test_lean_exports_what_it_measures_only():
+    # one fexit on the core start: no latency, events or ends (an in-progress count would only grow)
+    statuses = [Status("invalidate_range_start", "lean-fexit", True),
+                Status("invalidate_range_end", "", False), Status("oom_reap_task_mm", "fentry", True)]
+    snap = build_snapshot(raw_maps(), resolve, [], statuses)
+    got = families(snap)
+    assert {"mnmon_invalidate_range_start_total", "mnmon_notifier_invalidations_total",
+            "mnmon_unpaired_invalidate_starts_total"} <= got
+    assert not got & {"mnmon_invalidate_range_start_duration_seconds", "mnmon_invalidations_by_event_total",
+                      "mnmon_invalidate_range_end_total", "mnmon_invalidations_in_progress"}
+    assert snap.get("mnmon_probe_attached", probe="invalidate_range_start", method="lean-fexit") == 1
+
+
+def test_sample_report_of_lean_says_ends_are_not_counted():
+    from monitor import render
+    statuses = [Status("invalidate_range_start", "lean-fexit", True), Status("invalidate_range_end", "", False)]
+    text = render.table(build_snapshot(raw_maps(), resolve, [], statuses))
+    assert "invalidate_range_start: blockable ok 100" in text
+    assert "invalidate_range_end: not counted (lean)   unpaired starts:" in text

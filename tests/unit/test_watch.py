@@ -57,3 +57,104 @@ def test_doctor_says_how_each_callback_was_found_and_since_when_it_counts():
     # without the walk, a notifier counts only from its probes' attach
     lines = watch.counting_lines(cbs, "kernel 5.4.0 predates mm->notifier_subscriptions (5.6)", started)
     assert next(line for line in lines if line.startswith("kvm_mmu")).split()[4] == fmt(attached_at)
+
+
+# ---------------------------------------------------------------- fentry first, kprobe per callback
+class FakeBPF:
+    """bcc's attach calls, recorded; kprobes on names in refuse fail as bcc does."""
+
+    def __init__(self, refuse=()):
+        self.calls, self.refuse = [], set(refuse)
+
+    def attach_kprobe(self, event, fn_name):
+        if event.decode() in self.refuse:
+            raise Exception(f"Failed to attach BPF program {fn_name.decode()} to kprobe {event.decode()}")
+        self.calls.append(("kprobe", event.decode(), fn_name.decode()))
+
+    def attach_kretprobe(self, event, fn_name, maxactive=0):
+        self.calls.append(("kretprobe", event.decode(), fn_name.decode()))
+
+    def detach_kprobe(self, event):
+        self.calls.append(("detach_kprobe", event.decode()))
+
+    def detach_kretprobe(self, event):
+        self.calls.append(("detach_kretprobe", event.decode()))
+
+
+class FakeModuleFentry:
+    """ModuleFentry's surface: modules in btf {module: {function: nargs}} have BTF."""
+
+    def __init__(self, btf):
+        self.btf, self.attached, self.detached, self.forgotten, self._next = btf, [], [], [], 100
+
+    def function(self, module, function):
+        from monitor.module_fentry import ModuleFentryError
+        if module not in self.btf:
+            raise ModuleFentryError(f"{module}:{function}: no BTF (/sys/kernel/btf/{module}): module not loaded, "
+                                    "built without BTF, or a kernel before 5.11")
+        return 7, self.btf[module][function]
+
+    def attach(self, bpf, fn_name, module, function, ret=False, patch=None):
+        self.function(module, function)
+        self._next += 1
+        self.attached.append((fn_name, module, function, ret, patch, self._next))
+        return self._next
+
+    def detach(self, link):
+        self.detached.append(link)
+
+    def forget(self, module):
+        self.forgotten.append(module)
+
+
+def _watcher(bpf, mf, fentry=True):
+    from monitor.symbols import Symbol, Symbols
+    syms = Symbols([Symbol(0xa000, "kvm_mmu_notifier_invalidate_range_start", "kvm"),
+                    Symbol(0xb000, "fixture_interval_invalidate", "mnmon_fixture"),
+                    Symbol(0xc000, "odd_interval_invalidate", "odd")])
+    return watch.CallbackWatcher(bpf, syms, scanner=object(), proc_modules="/nonexistent", fentry=fentry,
+                                 module_fentry=mf)
+
+
+def test_callbacks_get_fentry_where_their_module_has_btf_and_kprobes_elsewhere():
+    from monitor.contract import DEFINES
+    bpf = FakeBPF()
+    mf = FakeModuleFentry({"kvm": {"kvm_mmu_notifier_invalidate_range_start": 2}, "odd": {"odd_interval_invalidate": 5}})
+    w = _watcher(bpf, mf)
+    kvm = w.attach_callback(discovery.Callback("kvm_mmu_notifier_invalidate_range_start", "kvm", discovery.LIST))
+    fix = w.attach_callback(discovery.Callback("fixture_interval_invalidate", "mnmon_fixture", discovery.INTERVAL))
+    odd = w.attach_callback(discovery.Callback("odd_interval_invalidate", "odd", discovery.INTERVAL))
+    assert (kvm.method, kvm.attached, kvm.reason) == ("fentry", True, "")
+    # the return program first, then the entry with the callback's own address in it
+    assert [a[:5] for a in mf.attached] == [
+        ("cbf_list_return2", "kvm", "kvm_mmu_notifier_invalidate_range_start", True, None),
+        ("cbf_list_entry", "kvm", "kvm_mmu_notifier_invalidate_range_start", False,
+         {DEFINES["CB_IP_PLACEHOLDER"]: 0xa000})]
+    assert w.callbacks[("kvm_mmu_notifier_invalidate_range_start", "kvm")].links == (101, 102)
+    # no BTF: a kprobe, and why not fentry
+    assert (fix.method, fix.attached) == ("kprobe", True)
+    assert fix.reason.startswith("fentry: mnmon_fixture:fixture_interval_invalidate: no BTF")
+    # a prototype no fexit program reads: a kprobe too
+    assert (odd.method, odd.attached) == ("kprobe", True)
+    assert odd.reason == "fentry: odd:odd_interval_invalidate: 5 arguments, an fexit program reads 3 or 4"
+    assert ("kprobe", "fixture_interval_invalidate", "cb_interval_entry") in bpf.calls
+    assert not any(c[1] == "kvm_mmu_notifier_invalidate_range_start" for c in bpf.calls)
+    # unloading a module detaches its fentry links and forgets its BTF
+    w._drop_module("kvm")
+    assert mf.detached == [101, 102] and mf.forgotten == ["kvm"]
+
+
+def test_a_callback_neither_can_attach_says_both_reasons():
+    bpf = FakeBPF(refuse={"fixture_interval_invalidate"})
+    w = _watcher(bpf, FakeModuleFentry({}))
+    st = w.attach_callback(discovery.Callback("fixture_interval_invalidate", "mnmon_fixture", discovery.INTERVAL))
+    assert not st.attached and st.method == "kprobe"
+    assert st.reason.startswith("fentry: mnmon_fixture:fixture_interval_invalidate: no BTF")
+    assert st.reason.endswith("Failed to attach BPF program cb_interval_entry to kprobe fixture_interval_invalidate")
+
+
+def test_callbacks_pinned_to_kprobes_never_try_fentry():
+    bpf, mf = FakeBPF(), FakeModuleFentry({"kvm": {"kvm_mmu_notifier_invalidate_range_start": 2}})
+    w = _watcher(bpf, mf, fentry=False)
+    st = w.attach_callback(discovery.Callback("kvm_mmu_notifier_invalidate_range_start", "kvm", discovery.LIST))
+    assert (st.method, st.attached, st.reason) == ("kprobe", True, "") and mf.attached == []

@@ -1,0 +1,82 @@
+"""The lean configuration on the real kernel: one fexit per invalidation, and what it
+keeps (core counts, each notifier's non-blockable outcomes, who blocked the reaper)
+against ground truth: the fixture's own counts, the oom:* tracepoints."""
+import pytest
+
+from tests.kernel import kernel_facts, scenarios
+from tests.kernel.fixture_dev import read_stats
+from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES
+from tests.kernel.test_probes import B, NB, _oom_scenario, drain, fdelta, value
+
+pytestmark = pytest.mark.skipif(not kernel_facts.at_least(5, 6), reason="lean needs the subscription walk (5.6+)")
+
+
+@pytest.fixture(scope="module")
+def mon():
+    from monitor.probes import Monitor
+    m = Monitor.start(lean=True)
+    m.received = []
+    m.open_events(m.received.append)
+    yield m
+    m.close()
+
+
+def test_lean_attaches_one_fexit_and_says_what_it_left_off(mon):
+    st = mon.statuses
+    assert (st["invalidate_range_start"].method, st["invalidate_range_start"].attached) == ("lean-fexit", True)
+    for name in ("invalidate_range_end", "notifier_register", "interval_notifier_insert", "notifier_release"):
+        assert st[name].disabled and st[name].reason.startswith("off in the lean configuration"), st[name]
+    assert st["oom_reap_task_mm"].attached
+    assert mon.refresh() == [] and mon.callbacks == {}
+    snap = mon.snapshot()
+    assert snap.get("mnmon_probe_attached", probe="invalidate_range_start", method="lean-fexit") == 1
+    assert snap.get("mnmon_probe_attached", probe="invalidate_range_end", method="none") == 0
+
+
+def test_lean_counts_blockable_starts_but_no_notifier_calls_of_them(mon):
+    sym = "mnmon_fx_interval_never_fail"
+    before = mon.snapshot()
+    child = scenarios.run_churn(kind="interval", behaviour="never_fail", iterations=500)
+    after = mon.snapshot()
+    assert child.returncode == 0
+    fixture = child.at_done[child.info["slot"]].blockable_ok
+    assert fixture == 500
+    core = value(after, "mnmon_invalidate_range_start_total", mode=B, result="ok") - \
+        value(before, "mnmon_invalidate_range_start_total", mode=B, result="ok")
+    assert core >= fixture          # every mm's invalidations, this one's among them
+    # dropped in lean: each notifier's blockable calls, and the ends
+    assert value(after, "mnmon_notifier_invalidations_total", notifier=sym, module="mnmon_fixture",
+                 kind="interval", mode=B, result="ok") == 0
+    assert value(after, "mnmon_invalidate_range_end_total") == value(before, "mnmon_invalidate_range_end_total")
+    assert value(after, "mnmon_events_lost_total") == 0
+
+
+def test_lean_names_a_lone_notifier_that_blocked_the_reaper(mon):
+    b_start = "mnmon_fx_list_fail_nonblock_start"
+    child, delta, fx, tp, lines, events = _oom_scenario(mon, (), lists=[("B", "fail_nonblock")])
+    assert child.returncode == -9
+    b_fail = fdelta(fx, "B", "nonblockable_fail")
+    assert b_fail > 0
+    nd = lambda result: delta("mnmon_notifier_invalidations_total", notifier=b_start, module="mnmon_fixture",
+                              kind="list", mode=NB, result=result)
+    assert nd("eagain") == b_fail
+    assert nd("ok") == fdelta(fx, "B", "nonblockable_ok")
+    assert delta("mnmon_invalidate_range_start_total", mode=NB, result="eagain") == b_fail
+    assert delta("mnmon_oom_reap_attempts_total", result="notifier_blocked") == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_blocked_total", notifier=b_start, module="mnmon_fixture") == MAX_OOM_REAP_RETRIES
+    attempts = [e for e in events if e.type == "reap_attempt" and e.pid == child.pid]
+    assert {mon.symbols.resolve(e.ip)[0] for e in attempts} == {b_start}
+
+
+def test_lean_cannot_tell_which_of_two_list_notifiers_failed(mon):
+    # Both are called; only their own return values tell, and lean probes no callbacks:
+    # each call counts, its outcome as unobserved, and no notifier is named for the reaper.
+    a_start, b_start = "mnmon_fx_list_never_fail_start", "mnmon_fx_list_fail_nonblock_start"
+    child, delta, fx, tp, lines, events = _oom_scenario(mon, (), lists=[("A", "never_fail"), ("B", "fail_nonblock")])
+    assert child.returncode == -9
+    b_fail = fdelta(fx, "B", "nonblockable_fail")
+    assert b_fail > 0
+    for sym in (a_start, b_start):
+        assert delta("mnmon_notifier_invalidations_total", notifier=sym, module="mnmon_fixture", kind="list",
+                     mode=NB, result="unobserved") == b_fail, sym
+        assert delta("mnmon_oom_reap_blocked_total", notifier=sym, module="mnmon_fixture") == 0, sym
