@@ -52,7 +52,7 @@ class CallbackWatcher:
         self.fentry = fentry
         self.mf = module_fentry or (ModuleFentry(vmlinux=self.scanner.base) if fentry else None)
         self._proc_modules = proc_modules
-        self._modules = None                # {module: (state, load)} at the last scan; None: none yet
+        self._modules = None                # {module: (state, load, address)} at the last scan; None: none yet
         self._names = {}                    # ip -> (symbol, module) of unloaded modules' callbacks
         self._unresolved = set()            # discovered addresses kallsyms did not name
 
@@ -89,7 +89,8 @@ class CallbackWatcher:
             if self._modules is not None:      # the caller has just read kallsyms
                 old = self._modules
                 gone = (set(old) - set(modules)) | {
-                    m for m in modules if m in old and modules[m][1] and old[m][1] and modules[m][1] != old[m][1]}
+                    m for m in modules if m in old and any(new and was and new != was
+                                                           for new, was in zip(modules[m][1:], old[m][1:]))}
                 if gone:
                     # Their counts stay theirs: name the addresses before kallsyms forgets them.
                     self._remember_names(gone)
@@ -185,10 +186,12 @@ class CallbackWatcher:
 
 
 def read_modules(path="/proc/modules", watched=None):
-    """{module: (state, load)} of /proc/modules. A module is listed as Loading before its BTF
-    is in /sys/kernel/btf; its turn to Live is a change too, so its BTF gets scanned. A reload
-    under the same name has a new /sys/module/NAME (a new inode), maybe at the same address:
-    load is that inode for the watched modules (all when watched is None), else 0."""
+    """{module: (state, load, address)} of /proc/modules. A module is listed as Loading before
+    its BTF is in /sys/kernel/btf; its turn to Live is a change too, so its BTF gets scanned. A
+    reload under the same name has a new /sys/module/NAME (a new inode), maybe at the same
+    address: load is that inode for the watched modules (all when watched is None), else 0.
+    A reload at another address changes address: the names kallsyms gave its old text are
+    wrong now, also for a module nothing probes yet (a callback discovered there next)."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError:
@@ -202,7 +205,7 @@ def read_modules(path="/proc/modules", watched=None):
                     load = os.stat(f"/sys/module/{f[0]}").st_ino
                 except OSError:
                     pass
-            out[f[0]] = (f[4] if len(f) > 4 else "", load)
+            out[f[0]] = (f[4] if len(f) > 4 else "", load, f[5] if len(f) > 5 else "")
     return out
 
 

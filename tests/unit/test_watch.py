@@ -12,17 +12,19 @@ def test_modules_with_state_and_load(tmp_path):
     f = tmp_path / "modules"
     f.write_text(PROC_MODULES)
     got = watch.read_modules(f)
-    assert {m: state for m, (state, _) in got.items()} == {"kvm_amd": "Live", "kvm": "Live",
-                                                            "mnmon_fixture": "Loading"}
+    assert {m: state for m, (state, _, _) in got.items()} == {"kvm_amd": "Live", "kvm": "Live",
+                                                               "mnmon_fixture": "Loading"}
     # /sys/module/NAME's inode tells a reload under the same name; none here, so 0
-    assert all(isinstance(load, int) for _, load in got.values())
+    assert all(isinstance(load, int) for _, load, _ in got.values())
+    # and the address a reload elsewhere changes, for modules nothing probes too
+    assert got["mnmon_fixture"][2] == "0xffffffffc0c00000"
 
 
 def test_only_watched_modules_are_stated(tmp_path):
     f = tmp_path / "modules"
     f.write_text(PROC_MODULES)
     got = watch.read_modules(f, watched=set())
-    assert {m: load for m, (_, load) in got.items()} == {"kvm_amd": 0, "kvm": 0, "mnmon_fixture": 0}
+    assert {m: load for m, (_, load, _) in got.items()} == {"kvm_amd": 0, "kvm": 0, "mnmon_fixture": 0}
 
 
 def test_no_proc_modules(tmp_path):
