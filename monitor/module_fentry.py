@@ -88,12 +88,6 @@ def _libc_bpf(cmd, attr):
     return ret if ret >= 0 else -ctypes.get_errno()
 
 
-def func_id(btf, name):
-    """The BTF id of FUNC name in btf's own types (not its base); None if it has none."""
-    found = functions(btf, name)
-    return found[name][0] if name in found else None
-
-
 def functions(btf, only=None):
     """{name: (BTF id, number of arguments)} of the FUNCs in btf's own types (only: that one)."""
     out, first = {}, btf.next_id - len(btf.types)
@@ -176,10 +170,6 @@ class ModuleFentry:
             if fd is not None and fd in self.fds:
                 self.fds.remove(fd)
                 os.close(fd)
-
-    def function_id(self, module, function):
-        """function's BTF id in module's split BTF."""
-        return self.function(module, function)[0]
 
     def function(self, module, function):
         """(BTF id, number of arguments) of module's function ("vmlinux": a built-in one)."""

@@ -25,14 +25,14 @@ def write_btfs(tmp_path):
     return kvm_start
 
 
-def test_func_id_counts_from_where_the_base_ends(tmp_path):
+def test_function_ids_count_from_where_the_base_ends(tmp_path):
     kvm_start = write_btfs(tmp_path)
     base = BTF((tmp_path / "vmlinux").read_bytes())
     mod = BTF((tmp_path / "kvm").read_bytes(), base=base)
     assert kvm_start > base.next_id - 1
-    assert M.func_id(mod, "kvm_start") == kvm_start
-    assert M.func_id(mod, "vmlinux_fn") is None       # the base's, not the module's
-    assert M.func_id(mod, "nothing") is None
+    assert M.functions(mod, "kvm_start")["kvm_start"][0] == kvm_start
+    assert "vmlinux_fn" not in M.functions(mod)       # the base's, not the module's
+    assert M.functions(mod, "nothing") == {}
 
 
 def test_attr_layouts_match_the_uapi():
