@@ -15,7 +15,7 @@ FIXTURE := build/fixture/$(KVER)/mnmon_fixture.ko
 # make test-kernel KTESTS=tests/kernel/test_serve.py PYTEST_ARGS=-x: a part of the tier
 KTESTS  ?= tests/kernel
 
-.PHONY: setup setup-test run test test-unit test-host test-kernel test-system test-matrix matrix-table demo bench fixture clean
+.PHONY: setup setup-test run test test-unit test-host test-kernel test-system test-matrix matrix-table demo bench bench-profile fixture clean
 
 setup:
 	deploy/install-debian.sh
@@ -85,6 +85,13 @@ bench: setup-test fixture $(PLUGIN)
 	rm -f $(INSNS)
 	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS) -- \
 		$(PY) -m bench --insns $(INSNS) $(BENCH_ARGS)
+
+# Where the bench's instructions go, per kernel function and BPF program (bench/profile.py).
+PROFILE := $(CURDIR)/build/bench/profile.log
+bench-profile: setup-test fixture $(PLUGIN)
+	rm -f $(INSNS) $(PROFILE)
+	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS),profile=$(PROFILE) -- \
+		$(PY) -m bench.profile --insns $(INSNS) --profile $(PROFILE) $(PROFILE_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

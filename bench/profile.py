@@ -1,0 +1,168 @@
+"""Where an invalidation's instructions go, per kernel function, BPF program and
+trampoline: without mnmon, with the core probes, with every probe, in one boot.
+
+    make bench-profile [PROFILE_ARGS="--mode list --lean"]
+
+The QEMU plugin (bench/plugin/insncount.c, profile=) writes, per churn loop, how many
+instructions each translated block executed; this names the blocks from the guest's
+/proc/kallsyms (read right after the loop, while that state's programs and trampolines
+exist) and prints instructions per invalidation per symbol, most added first. A block is
+named by its first address: a block that falls through into the next function counts
+for the first.
+"""
+import argparse
+import bisect
+import contextlib
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bench import churn, cpus, insns, watchdog
+from bench.overhead import SETTLE_S, STATES, WARMUP, discover
+from bench.toggle import Toggle
+
+USER = "(user space)"
+KERNEL_START = 0xffff800000000000
+
+
+class Kallsyms:
+    """Addresses -> names, from /proc/kallsyms as it is now."""
+
+    def __init__(self, text):
+        entries = []
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            addr = int(parts[0], 16)
+            if addr:
+                entries.append((addr, parts[2]))
+        entries.sort()
+        self.addrs = [a for a, _ in entries]
+        self.names = [n for _, n in entries]
+
+    def name(self, pc):
+        if pc < KERNEL_START:
+            return USER
+        i = bisect.bisect_right(self.addrs, pc) - 1
+        return self.names[i] if i >= 0 else "(unknown)"
+
+
+def short(name):
+    """bpf_prog_<tag>_<name> -> bpf:<name>: a program's tag changes with every build."""
+    if name.startswith("bpf_prog_"):
+        rest = name[len("bpf_prog_"):]
+        tag, _, prog = rest.partition("_")
+        return f"bpf:{prog or tag}"
+    return name
+
+
+class Profile:
+    """The plugin's profile file, read from where the last take() stopped."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise insns.InsnsError(f"{self.path}: no such file: run under QEMU with the plugin's profile= "
+                                   "(make bench-profile)")
+        self.offset = self.path.stat().st_size
+
+    def take(self):
+        """[{pc: instructions}] of the loops since the last take()."""
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
+        data = data[:data.rfind(b"end\n") + 4] if b"end\n" in data else b""
+        self.offset += len(data)
+        loops, cur = [], {}
+        for line in data.decode().splitlines():
+            if line == "end":
+                loops.append(cur)
+                cur = {}
+                continue
+            pc, n = line.split()
+            cur[int(pc, 16)] = int(n)
+        return loops
+
+    def one(self):
+        loops = self.take()
+        if len(loops) != 1:
+            raise insns.InsnsError(f"expected the profile of one loop, found {len(loops)}")
+        return loops[0]
+
+
+def by_symbol(blocks, syms, iterations):
+    out = defaultdict(float)
+    for pc, n in blocks.items():
+        out[short(syms.name(pc))] += n / iterations
+    return dict(out)
+
+
+def run(mode, iterations, counter, prof):
+    """({symbol: instructions per invalidation}, instructions per invalidation) of one loop."""
+    churn.run(mode, churn.iterations_for(mode, WARMUP))
+    counter.take()
+    prof.take()
+    r = churn.run(mode, churn.iterations_for(mode, iterations))
+    total = counter.one() / r.iterations
+    syms = Kallsyms(Path("/proc/kallsyms").read_text())
+    return by_symbol(prof.one(), syms, r.iterations), total
+
+
+def table(per_state, totals, top):
+    states = list(per_state)
+    names = set().union(*(d.keys() for d in per_state.values()))
+    added = lambda n: per_state[states[-1]].get(n, 0) - per_state[states[0]].get(n, 0)
+    rows = sorted(names, key=lambda n: -abs(added(n)))[:top]
+    w = max(len(n) for n in rows) if rows else 10
+    lines = [f"{'instructions per invalidation':<{w}} " + " ".join(f"{s:>9}" for s in states) + "     added"]
+    lines.append(f"{'(total)':<{w}} " + " ".join(f"{totals[s]:9.0f}" for s in states) +
+                 f" {totals[states[-1]] - totals[states[0]]:+9.0f}")
+    for n in rows:
+        lines.append(f"{n:<{w}} " + " ".join(f"{per_state[s].get(n, 0):9.1f}" for s in states) + f" {added(n):+9.1f}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--insns", required=True, help="the plugin's out= file")
+    ap.add_argument("--profile", required=True, help="the plugin's profile= file")
+    ap.add_argument("--mode", default="kvm", help="churn mode: kvm, list, interval, kvm64 ... (default kvm)")
+    ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--top", type=int, default=45)
+    ap.add_argument("--lean", action="store_true", help="the lean configuration")
+    ap.add_argument("--kprobe-callbacks", action="store_true", help="probes.callbacks: kprobe")
+    args = ap.parse_args(argv)
+
+    from monitor.probes import Monitor
+
+    counter, prof = insns.Counter(args.insns), Profile(args.profile)
+    with cpus.only_cpu0():
+        start = {}
+        if args.lean:
+            start["lean"] = True
+        if args.kprobe_callbacks:
+            start["callbacks"] = "kprobe"
+        with watchdog.limit("Monitor.start", 300):
+            mon = Monitor.start(**start)
+        try:
+            discover(mon, [args.mode])
+            toggle = Toggle(mon)
+            per_state, totals = {}, {}
+            for state, groups in STATES.items():
+                toggle.set(groups)
+                time.sleep(SETTLE_S)
+                per_state[state], totals[state] = run(args.mode, args.iterations, counter, prof)
+            toggle.set(STATES["full"])
+        finally:
+            mon.close()
+    print(f"{args.mode}, core by {mon.statuses['invalidate_range_start'].method}"
+          f"{', lean' if args.lean else ''}: {args.iterations} invalidations per state")
+    print(table(per_state, totals, args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
