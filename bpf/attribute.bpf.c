@@ -190,27 +190,69 @@ static __always_inline void read_subs_head(u64 subs, struct subs_head *h)
 	__builtin_memcpy(&h->leftmost, raw + MN_SUBS_LEFTMOST_OFF, 8);
 }
 
-static __always_inline void record_intervals(struct core_inflight *c)
+#if CORE_KFUNC
+/* The same, by BTF (see read_range_btf()); subs: range->mm->notifier_subscriptions. */
+static __always_inline void read_subs_head_btf(const char *subs, struct subs_head *h)
 {
-	struct subs_head h;
+	h->list_first = *(const u64 *)subs;
+	h->has_itree = *(const u8 *)(subs + MN_SUBS_HAS_ITREE_OFF);
+	h->leftmost = *(const u64 *)(subs + MN_SUBS_LEFTMOST_OFF);
+}
+
+static __always_inline const char *subs_btf(const struct mmu_notifier_range *range)
+{
+	return (const char *)range->mm->notifier_subscriptions;
+}
+#endif
+
+/* c: the start's record; subs and h: its mm's subscriptions and their head. */
+static __always_inline void record_subs(struct core_inflight *c, u64 subs, struct subs_head *h)
+{
 	u32 n;
 
-	if (!c)
+	c->subs = subs;
+	c->list_first = h->list_first;
+	if (!h->has_itree || c->end <= c->start)
 		return;
-	c->subs = mm_subscriptions(c->mm);
-	if (!c->subs)
-		return;
-	read_subs_head(c->subs, &h);
-	c->list_first = h.list_first;
-	if (!h.has_itree || c->end <= c->start)
-		return;
-	n = walk_intervals(h.leftmost, c->start, c->end - 1, c->intervals);
+	n = walk_intervals(h->leftmost, c->start, c->end - 1, c->intervals);
 	if (n > MAX_SUBS) {
 		count_lost();
 		n = MAX_SUBS;
 	}
 	c->nintervals = n;
 }
+
+/* At a core start's entry, kprobe flavour: the subscriptions it will call. */
+static __always_inline void record_intervals(struct core_inflight *c)
+{
+	struct subs_head h;
+	u64 subs;
+
+	if (!c)
+		return;
+	subs = mm_subscriptions(c->mm);
+	if (!subs)
+		return;
+	read_subs_head(subs, &h);
+	record_subs(c, subs, &h);
+}
+
+#if CORE_KFUNC
+/* The same in fentry/fexit programs, from the range they were given. */
+static __always_inline void record_intervals_btf(struct core_inflight *c, const struct mmu_notifier_range *range)
+{
+	const char *subs;
+	struct subs_head h;
+
+	if (!c)
+		return;
+	subs = subs_btf(range);
+	if (!subs)
+		return;
+	read_subs_head_btf(subs, &h);
+	record_subs(c, (u64)subs, &h);
+}
+#endif
 
 /*
  * Count the interval calls of a start no probe saw. A non-blockable pass stops at the
@@ -304,6 +346,7 @@ static __always_inline void read_list_sub(u64 sub, struct list_sub *l)
 	l->end_fn = (u64)ops.invalidate_range_end;
 }
 
+
 /*
  * At the return of a core start that returned ret: count the calls no callback probe
  * counted. Returns whether a failure of this start was given an owner.
@@ -333,7 +376,13 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 	for (i = 0; i < MAX_SUBS; i++) {
 		if (!sub)
 			break;
-		read_list_sub(sub, &l);
+		if (sub == c->sub_read) {	/* its fexit program read it (note_list_sub()) */
+			l.next = c->sub_read_next;
+			l.start_fn = c->sub_read_start_fn;
+			l.end_fn = c->sub_read_end_fn;
+		} else {
+			read_list_sub(sub, &l);
+		}
 		if (l.start_fn && !was_seen(c, sub)) {
 			discover(l.start_fn, KIND_LIST);
 			if (!failed) {
@@ -377,7 +426,7 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
  * still that one, the list is the same (a registration adds at the head), and so is its
  * end callback.
  */
-static __always_inline void attribute_end(u64 mm)
+static __always_inline void attribute_end(u64 mm, const char *subs_now)
 {
 	struct core_inflight *c = core_record(false);
 	struct list_sub l;
@@ -385,7 +434,12 @@ static __always_inline void attribute_end(u64 mm)
 	u32 i;
 
 	if (c && c->mm == mm && c->subs && c->nlist == 1) {
-		bpf_probe_read_kernel(&sub, sizeof(sub), (void *)c->subs);
+#if CORE_KFUNC
+		if (subs_now)	/* the mm's subscriptions by BTF (fentry): their list's first */
+			sub = *(const u64 *)subs_now;
+		else
+#endif
+			bpf_probe_read_kernel(&sub, sizeof(sub), (void *)c->subs);
 		if (sub && sub == c->list_first) {
 			if (c->lone_end_fn)
 				count_end(c->lone_end_fn);
@@ -441,8 +495,10 @@ static __always_inline void attribute_release(u64 mm)
 }
 #else
 static __always_inline void record_intervals(struct core_inflight *c) {}
+static __always_inline void record_intervals_btf(struct core_inflight *c, const struct mmu_notifier_range *range) {}
 static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, int ret) { return false; }
-static __always_inline void attribute_end(u64 mm) {}
+static __always_inline void attribute_end(u64 mm, const char *subs_now) {}
+static __always_inline const char *subs_btf(const struct mmu_notifier_range *range) { return 0; }
 static __always_inline void attribute_release(u64 mm) {}
 #endif
 

@@ -69,13 +69,14 @@ static __always_inline void core_start_exit(void *ctx, int ret, bool timed)
 	core_finish(c);
 }
 
-static __always_inline void core_end(u64 mm)
+/* subs_now: the mm's subscriptions by BTF (fentry), else NULL. */
+static __always_inline void core_end(u64 mm, const char *subs_now)
 {
 	struct core_stats *st = core_stats_here();
 
 	if (st)
 		__sync_fetch_and_add(&st->invalidate_ends[0], 1);
-	attribute_end(mm);
+	attribute_end(mm, subs_now);
 }
 
 /* The mm of the core end's first argument: a range since 5.0, the mm itself in 4.19. */
@@ -116,7 +117,7 @@ int core_start_return(struct pt_regs *ctx)
 
 int core_end_entry(struct pt_regs *ctx)
 {
-	core_end(end_mm(PT_REGS_PARM1(ctx)));
+	core_end(end_mm(PT_REGS_PARM1(ctx)), NULL);
 	return 0;
 }
 
@@ -145,8 +146,8 @@ KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_
 	}
 	/* The subscriptions are read at the return: a failed interval pass may have applied
 	 * deferred inserts and removals by then (mn_itree_inv_end), a rare miscount of those. */
-	read_range(range, &f);
-	record_intervals(core_begin(&f));
+	read_range_btf(range, &f);
+	record_intervals_btf(core_begin(&f), range);
 	core_start_exit(ctx, ret, false);
 	return 0;
 }
@@ -156,8 +157,8 @@ KFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_ran
 {
 	struct range_facts f = {};
 
-	read_range(range, &f);
-	record_intervals(core_begin(&f));
+	read_range_btf(range, &f);
+	record_intervals_btf(core_begin(&f), range);
 	return 0;
 }
 
@@ -172,7 +173,7 @@ KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_
 
 KFUNC_PROBE(__mmu_notifier_invalidate_range_end, const struct mmu_notifier_range *range)
 {
-	core_end(end_mm((u64)range));
+	core_end((u64)range->mm, subs_btf(range));
 	return 0;
 }
 #endif

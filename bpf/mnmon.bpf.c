@@ -87,6 +87,10 @@ struct core_inflight {
 	/* The list's only subscription's invalidate_range_end, when the start's return found
 	 * exactly one (nlist == 1): its end counts it without walking again (attribute_end()). */
 	u64 lone_end_fn;
+	/* A list subscription whose fexit program saw it here, and what the start's return
+	 * would read of it (next, callbacks): read there by BTF, where they cost a load each
+	 * (attribute_start()). sub_read == 0: none. */
+	u64 sub_read, sub_read_next, sub_read_start_fn, sub_read_end_fn;
 	u8 nlist;
 	u8 nintervals;
 	/* Working state of attribute_intervals(), kept here rather than in registers: values
@@ -208,6 +212,32 @@ static __always_inline u8 range_mode(const struct mmu_notifier_range *range)
 	return blockable ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
 #endif
 }
+
+#if CORE_KFUNC || CB_KFUNC
+/*
+ * fentry/fexit programs get the kernel's pointers typed by BTF: a field is read by a
+ * plain load that the verifier checks against BTF (a faulting load reads 0), not by a
+ * bpf_probe_read_kernel() call, which costs about a hundred instructions
+ * (copy_from_kernel_nofault; bench/profile.py). The kprobe flavour reads the same
+ * fields with the helper. The pointer must come from the program's arguments, field by
+ * field: one loaded from a map is a plain number to the verifier.
+ */
+static __always_inline void read_range_btf(const struct mmu_notifier_range *range, struct range_facts *f)
+{
+	u8 event = range->event;
+
+	f->mm = (u64)range->mm;
+	f->start = range->start;
+	f->end = range->end;
+	f->mode = (range->flags & MMU_NOTIFIER_RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+	f->event = event < NR_EVENTS_TYPES ? event : NR_EVENTS_TYPES - 1;
+}
+
+static __always_inline u8 range_mode_btf(const struct mmu_notifier_range *range)
+{
+	return (range->flags & MMU_NOTIFIER_RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+}
+#endif
 
 static __always_inline u8 classify_int(int ret)
 {

@@ -149,7 +149,22 @@ static __always_inline void name_blocker(struct reap_inflight *reap, u64 ip)
 	}
 }
 
-static __always_inline void cb_exit(void *ctx, u8 kind, u8 res)
+/*
+ * At a list callback's fexit: what the start's return will read of its subscription,
+ * read here by BTF (see read_range_btf()). sub_btf: the callback's first argument.
+ */
+static __always_inline void note_list_sub(struct core_inflight *core, const struct mmu_notifier *sub_btf)
+{
+	const struct mmu_notifier_ops *ops = sub_btf->ops;
+
+	core->sub_read = (u64)sub_btf;
+	core->sub_read_next = (u64)sub_btf->hlist.next;
+	core->sub_read_start_fn = ops ? (u64)ops->invalidate_range_start : 0;
+	core->sub_read_end_fn = ops ? (u64)ops->invalidate_range_end : 0;
+}
+
+/* sub_btf: a list callback's subscription by BTF (its fexit program), else NULL. */
+static __always_inline void cb_exit(void *ctx, u8 kind, u8 res, const struct mmu_notifier *sub_btf)
 {
 	struct core_inflight *core;
 	struct cb_inflight *c;
@@ -171,6 +186,10 @@ static __always_inline void cb_exit(void *ctx, u8 kind, u8 res)
 		/* Inside a core start: its return counts what no probe saw (attribute.bpf.c). */
 		mark_seen(core, c->sub);
 		if (kind == KIND_LIST) {
+#if CB_KFUNC
+			if (sub_btf)
+				note_list_sub(core, sub_btf);
+#endif
 			core->list_called = 1;
 			if (res != RESULT_OK)
 				core->list_failed = 1;
@@ -245,7 +264,7 @@ int cb_list_entry(struct pt_regs *ctx)
 
 int cb_list_return(struct pt_regs *ctx)
 {
-	cb_exit(ctx, KIND_LIST, classify_int((int)PT_REGS_RC(ctx)));
+	cb_exit(ctx, KIND_LIST, classify_int((int)PT_REGS_RC(ctx)), NULL);
 	return 0;
 }
 
@@ -258,7 +277,7 @@ int cb_interval_entry(struct pt_regs *ctx)
 int cb_interval_return(struct pt_regs *ctx)
 {
 	/* bool invalidate(): false means it would have blocked */
-	cb_exit(ctx, KIND_INTERVAL, (PT_REGS_RC(ctx) & 0xff) ? RESULT_OK : RESULT_EAGAIN);
+	cb_exit(ctx, KIND_INTERVAL, (PT_REGS_RC(ctx) & 0xff) ? RESULT_OK : RESULT_EAGAIN, NULL);
 	return 0;
 }
 
@@ -278,34 +297,34 @@ int cb_list_end(struct pt_regs *ctx)
  */
 int cbf_list_entry(u64 *ctx)
 {
-	cb_enter(CB_IP_PLACEHOLDER, ctx[0], range_mode((void *)ctx[1]));
+	cb_enter(CB_IP_PLACEHOLDER, ctx[0], range_mode_btf((void *)ctx[1]));
 	return 0;
 }
 
 /* int invalidate_range_start(struct mmu_notifier *, const struct mmu_notifier_range *) */
 int cbf_list_return2(u64 *ctx)
 {
-	cb_exit(ctx, KIND_LIST, classify_int((int)ctx[2]));
+	cb_exit(ctx, KIND_LIST, classify_int((int)ctx[2]), (const struct mmu_notifier *)ctx[0]);
 	return 0;
 }
 
 int cbf_interval_entry(u64 *ctx)
 {
-	cb_enter(CB_IP_PLACEHOLDER, ctx[0], range_mode((void *)ctx[1]));
+	cb_enter(CB_IP_PLACEHOLDER, ctx[0], range_mode_btf((void *)ctx[1]));
 	return 0;
 }
 
 /* bool invalidate(struct mmu_interval_notifier *, const struct mmu_notifier_range *, unsigned long) */
 int cbf_interval_return3(u64 *ctx)
 {
-	cb_exit(ctx, KIND_INTERVAL, (ctx[3] & 0xff) ? RESULT_OK : RESULT_EAGAIN);
+	cb_exit(ctx, KIND_INTERVAL, (ctx[3] & 0xff) ? RESULT_OK : RESULT_EAGAIN, NULL);
 	return 0;
 }
 
 /* 7.1's bool invalidate_start(..., unsigned long cur_seq, <finish out-parameter>) */
 int cbf_interval_return4(u64 *ctx)
 {
-	cb_exit(ctx, KIND_INTERVAL, (ctx[4] & 0xff) ? RESULT_OK : RESULT_EAGAIN);
+	cb_exit(ctx, KIND_INTERVAL, (ctx[4] & 0xff) ? RESULT_OK : RESULT_EAGAIN, NULL);
 	return 0;
 }
 
