@@ -74,6 +74,7 @@ demo: setup-test fixture
 # against the plugin API header of the installed QEMU's source, one vCPU (one counter).
 PLUGIN  := build/bench/plugin/libinsncount.so
 INSNS   := $(CURDIR)/build/bench/insns.log
+PROFILE := $(CURDIR)/build/bench/profile.log
 
 build/bench/plugin/qemu-plugin.h:
 	bench/plugin/fetch-header.sh build/bench/plugin
@@ -82,12 +83,11 @@ $(PLUGIN): bench/plugin/insncount.c build/bench/plugin/qemu-plugin.h
 	gcc -O2 -Wall -Wextra -Wno-unused-parameter -Werror -shared -fPIC -Ibuild/bench/plugin -o $@ $<
 
 bench: setup-test fixture $(PLUGIN)
-	rm -f $(INSNS)
-	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS) -- \
-		$(PY) -m bench --insns $(INSNS) $(BENCH_ARGS)
+	rm -f $(INSNS) $(PROFILE)
+	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS),profile=$(PROFILE) -- \
+		$(PY) -m bench --insns $(INSNS) --profile $(PROFILE) $(BENCH_ARGS)
 
 # Where the bench's instructions go, per kernel function and BPF program (bench/profile.py).
-PROFILE := $(CURDIR)/build/bench/profile.log
 bench-profile: setup-test fixture $(PLUGIN)
 	rm -f $(INSNS) $(PROFILE)
 	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS),profile=$(PROFILE) -- \

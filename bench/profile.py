@@ -12,7 +12,6 @@ for the first.
 """
 import argparse
 import bisect
-import contextlib
 import sys
 import time
 from collections import defaultdict
@@ -110,13 +109,75 @@ def run(mode, iterations, counter, prof):
     return by_symbol(prof.one(), syms, r.iterations), total
 
 
+def states(mon, mode, iterations, counter, prof):
+    """({state: {symbol: instructions per invalidation}}, {state: instructions per
+    invalidation}) of mode's loop in each of bench.overhead's states, for a started
+    Monitor whose callbacks for mode are attached. Leaves every probe attached."""
+    toggle = Toggle(mon)
+    per_state, totals = {}, {}
+    try:
+        for state, groups in STATES.items():
+            with watchdog.limit(f"profile {mode}: attaching {state}", 120):
+                toggle.set(groups)
+            time.sleep(SETTLE_S)
+            with watchdog.limit(f"profile {mode} {state}", 120):
+                per_state[state], totals[state] = run(mode, iterations, counter, prof)
+    finally:
+        toggle.set(STATES["full"])
+    return per_state, totals
+
+
+# What the kernel runs around and for a BPF program, by what it is for: the
+# categories the added instructions are summed into (by symbol name prefix).
+CATEGORIES = (
+    ("BPF programs' own code", ("bpf:",)),
+    ("trampolines and program entry/exit (per program run)",
+     ("bpf_trampoline_", "__bpf_tramp_", "__bpf_prog_enter", "__bpf_prog_exit", "migrate_enable",
+      "migrate_disable", "__rcu_read_lock", "__rcu_read_unlock", "update_prog_stats")),
+    ("kprobes (int3/ftrace, kretprobe return)",
+     ("kprobe", "kretprobe", "aggr_pre_handler", "ftrace_", "rethook", "arch_rethook", "trace_call_bpf",
+      "pre_handler_kretprobe", "opt_pre_handler", "optimized_callback")),
+    ("task-local storage (the start's record)", ("bpf_task_storage", "bpf_local_storage", "bpf_get_current_task")),
+    ("hash maps (per-notifier counts)", ("jhash", "htab_", "lookup_nulls_elem", "lookup_elem_raw", "memcmp",
+                                         "__htab", "pcpu_")),
+    ("array maps (core counts)", ("percpu_array_map", "array_map")),
+    ("clock reads", ("ktime_get", "read_tsc", "bpf_ktime")),
+    ("helper reads of kernel memory", ("copy_from_kernel_nofault", "bpf_probe_read")),
+)
+
+
+def category(name):
+    for cat, prefixes in CATEGORIES:
+        if name.startswith(prefixes):
+            return cat
+    return "the rest (the kernel's own work varies a little: page faults, timers)"
+
+
+def categories(per_state, totals):
+    """[(category, instructions added per invalidation, last state against the first)],
+    largest first, and the total added."""
+    states = list(per_state)
+    first, last = per_state[states[0]], per_state[states[-1]]
+    out = defaultdict(float)
+    for name in set(first) | set(last):
+        out[category(name)] += last.get(name, 0) - first.get(name, 0)
+    return sorted(out.items(), key=lambda kv: -kv[1]), totals[states[-1]] - totals[states[0]]
+
+
+def describe(per_state, totals):
+    cats, added = categories(per_state, totals)
+    return "\n".join([f"{'added per invalidation, by what it is for':<70} {added:+9.0f}"] +
+                      [f"  {cat:<68} {n:+9.0f}" for cat, n in cats])
+
+
 def table(per_state, totals, top):
     states = list(per_state)
     names = set().union(*(d.keys() for d in per_state.values()))
     added = lambda n: per_state[states[-1]].get(n, 0) - per_state[states[0]].get(n, 0)
     rows = sorted(names, key=lambda n: -abs(added(n)))[:top]
-    w = max(len(n) for n in rows) if rows else 10
-    lines = [f"{'instructions per invalidation':<{w}} " + " ".join(f"{s:>9}" for s in states) + "     added"]
+    header = "instructions per invalidation"
+    w = max([len(header)] + [len(n) for n in rows])
+    lines = [f"{header:<{w}} " + " ".join(f"{s:>9}" for s in states) + "     added"]
     lines.append(f"{'(total)':<{w}} " + " ".join(f"{totals[s]:9.0f}" for s in states) +
                  f" {totals[states[-1]] - totals[states[0]]:+9.0f}")
     for n in rows:
@@ -149,17 +210,13 @@ def main(argv=None):
             mon = Monitor.start(**start)
         try:
             discover(mon, [args.mode])
-            toggle = Toggle(mon)
-            per_state, totals = {}, {}
-            for state, groups in STATES.items():
-                toggle.set(groups)
-                time.sleep(SETTLE_S)
-                per_state[state], totals[state] = run(args.mode, args.iterations, counter, prof)
-            toggle.set(STATES["full"])
+            per_state, totals = states(mon, args.mode, args.iterations, counter, prof)
         finally:
             mon.close()
     print(f"{args.mode}, core by {mon.statuses['invalidate_range_start'].method}"
           f"{', lean' if args.lean else ''}: {args.iterations} invalidations per state")
+    print(describe(per_state, totals))
+    print()
     print(table(per_state, totals, args.top))
     return 0
 
