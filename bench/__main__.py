@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import churn, cpus, footprint, hotspots, insns, profile, report, scrape, watchdog
+from bench import churn, cpus, footprint, hotspots, insns, report, scrape, watchdog
 from bench.report import PEER, Row, us, verdict
 from monitor import memory
 
@@ -204,13 +204,6 @@ def kernel_rows(args, details, figures):
         log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}: "
             f"{args.reps} x {len(overhead.STATES)} states x {modes}, {args.iterations} iterations each")
         results = overhead.measure(mon, modes, args.reps, args.iterations, log, counter)
-        if args.profile and counter and "kvm" in modes:
-            log("profile: where one-page KVM invalidations' instructions go, per symbol...")
-            per_state, totals = profile.states(mon, "kvm", args.iterations, counter, profile.Profile(args.profile))
-            details.append(f"profile, one-page KVM invalidations, core by "
-                           f"{mon.statuses['invalidate_range_start'].method} (python -m bench.profile):")
-            details += profile.describe(per_state, totals).splitlines()
-            details += profile.table(per_state, totals, 30).splitlines()
     finally:
         scraper.close()
         mon.close()
@@ -272,8 +265,6 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=3000, help="invalidations per overhead run")
     ap.add_argument("--insns", default="", help="the insncount QEMU plugin's output file: count guest "
                     "instructions per invalidation (make bench passes it)")
-    ap.add_argument("--profile", default="", help="the insncount plugin's profile= file: where one-page KVM "
-                    "invalidations' instructions go, per symbol (make bench passes it)")
     ap.add_argument("--million", type=int, default=1_000_000, help="invalidations of the exactness run")
     ap.add_argument("--idle-windows", type=int, default=3,
                     help="idle CPU windows of 15 s (a scrape, 3 refreshes); the median counts")

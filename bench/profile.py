@@ -1,7 +1,7 @@
 """Where an invalidation's instructions go, per kernel function, BPF program and
 trampoline: without mnmon, with the core probes, with every probe, in one boot.
 
-    make bench-profile [PROFILE_ARGS="--mode list --lean"]
+    make bench-profile [PROFILE_ARGS="--modes kvm,list --lean"]
 
 The QEMU plugin (bench/plugin/insncount.c, profile=) writes, per churn loop, how many
 instructions each translated block executed; this names the blocks from the guest's
@@ -190,13 +190,18 @@ def main(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--insns", required=True, help="the plugin's out= file")
     ap.add_argument("--profile", required=True, help="the plugin's profile= file")
-    ap.add_argument("--mode", default="kvm", help="churn mode: kvm, list, interval, kvm64 ... (default kvm)")
+    ap.add_argument("--modes", default="kvm", help="churn modes, comma-separated: kvm, list, interval, kvm:64 "
+                    "(default kvm)")
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--top", type=int, default=45)
     ap.add_argument("--lean", action="store_true", help="the lean configuration")
     ap.add_argument("--kprobe-callbacks", action="store_true", help="probes.callbacks: kprobe")
     args = ap.parse_args(argv)
 
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in churn.MODES]
+    if unknown:
+        raise SystemExit(f"bench.profile: unknown mode {unknown[0]!r}: one of {', '.join(churn.MODES)}")
     from monitor.probes import Monitor
 
     counter, prof = insns.Counter(args.insns), Profile(args.profile)
@@ -209,15 +214,17 @@ def main(argv=None):
         with watchdog.limit("Monitor.start", 300):
             mon = Monitor.start(**start)
         try:
-            discover(mon, [args.mode])
-            per_state, totals = states(mon, args.mode, args.iterations, counter, prof)
+            discover(mon, modes)
+            for mode in modes:
+                per_state, totals = states(mon, mode, args.iterations, counter, prof)
+                print(f"{mode}, core by {mon.statuses['invalidate_range_start'].method}"
+                      f"{', lean' if args.lean else ''}: {args.iterations} invalidations per state")
+                print(describe(per_state, totals))
+                print()
+                print(table(per_state, totals, args.top))
+                print(flush=True)
         finally:
             mon.close()
-    print(f"{args.mode}, core by {mon.statuses['invalidate_range_start'].method}"
-          f"{', lean' if args.lean else ''}: {args.iterations} invalidations per state")
-    print(describe(per_state, totals))
-    print()
-    print(table(per_state, totals, args.top))
     return 0
 
 
