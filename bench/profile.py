@@ -204,6 +204,7 @@ def main(argv=None):
         raise SystemExit(f"bench.profile: unknown mode {unknown[0]!r}: one of {', '.join(churn.MODES)}")
     from monitor.probes import Monitor
 
+    churn.build()
     counter, prof = insns.Counter(args.insns), Profile(args.profile)
     with cpus.only_cpu0():
         start = {}
