@@ -26,25 +26,36 @@ def parse(text):
     return counts
 
 
-class Counter:
-    """The plugin's output file, read from where the last take() stopped."""
+class PluginFile:
+    """A file the plugin appends to, read from where the last read stopped, in whole
+    records: the plugin writes and flushes a record before the guest goes on."""
 
-    def __init__(self, path):
+    def __init__(self, path, missing):
         self.path = Path(path)
         if not self.path.exists():
-            raise InsnsError(f"{self.path}: no such file: is the guest running under QEMU with "
-                             f"-plugin libinsncount.so,out={self.path}? (make bench does that)")
+            raise InsnsError(f"{self.path}: no such file: {missing}")
         self.offset = self.path.stat().st_size
 
-    def take(self):
-        """The counts of the loops that ran since the last take(), oldest first."""
+    def read_new(self, end):
+        """The whole records (each ending with end) appended since the last read."""
         with open(self.path, "rb") as f:
             f.seek(self.offset)
             data = f.read()
-        # The plugin writes and flushes whole lines before the guest goes on.
-        data = data[:data.rfind(b"\n") + 1]
+        data = data[:data.rfind(end) + len(end)] if end in data else b""
         self.offset += len(data)
-        return parse(data.decode())
+        return data.decode()
+
+
+class Counter(PluginFile):
+    """The plugin's output file, read from where the last take() stopped."""
+
+    def __init__(self, path):
+        super().__init__(path, f"is the guest running under QEMU with -plugin libinsncount.so,out={path}? "
+                               "(make bench does that)")
+
+    def take(self):
+        """The counts of the loops that ran since the last take(), oldest first."""
+        return parse(self.read_new(b"\n"))
 
     def one(self):
         """The count of the one loop that ran since the last take()."""

@@ -57,25 +57,16 @@ def short(name):
     return name
 
 
-class Profile:
+class Profile(insns.PluginFile):
     """The plugin's profile file, read from where the last take() stopped."""
 
     def __init__(self, path):
-        self.path = Path(path)
-        if not self.path.exists():
-            raise insns.InsnsError(f"{self.path}: no such file: run under QEMU with the plugin's profile= "
-                                   "(make bench-profile)")
-        self.offset = self.path.stat().st_size
+        super().__init__(path, "run under QEMU with the plugin's profile= (make bench-profile)")
 
     def take(self):
         """[{pc: instructions}] of the loops since the last take()."""
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        data = data[:data.rfind(b"end\n") + 4] if b"end\n" in data else b""
-        self.offset += len(data)
         loops, cur = [], {}
-        for line in data.decode().splitlines():
+        for line in self.read_new(b"end\n").splitlines():
             if line == "end":
                 loops.append(cur)
                 cur = {}
@@ -156,12 +147,12 @@ def category(name):
 def categories(per_state, totals):
     """[(category, instructions added per invalidation, last state against the first)],
     largest first, and the total added."""
-    states = list(per_state)
-    first, last = per_state[states[0]], per_state[states[-1]]
+    order = list(per_state)
+    first, last = per_state[order[0]], per_state[order[-1]]
     out = defaultdict(float)
     for name in set(first) | set(last):
         out[category(name)] += last.get(name, 0) - first.get(name, 0)
-    return sorted(out.items(), key=lambda kv: -kv[1]), totals[states[-1]] - totals[states[0]]
+    return sorted(out.items(), key=lambda kv: -kv[1]), totals[order[-1]] - totals[order[0]]
 
 
 def describe(per_state, totals):
@@ -171,17 +162,17 @@ def describe(per_state, totals):
 
 
 def table(per_state, totals, top):
-    states = list(per_state)
+    order = list(per_state)
     names = set().union(*(d.keys() for d in per_state.values()))
-    added = lambda n: per_state[states[-1]].get(n, 0) - per_state[states[0]].get(n, 0)
+    added = lambda n: per_state[order[-1]].get(n, 0) - per_state[order[0]].get(n, 0)
     rows = sorted(names, key=lambda n: -abs(added(n)))[:top]
     header = "instructions per invalidation"
     w = max([len(header)] + [len(n) for n in rows])
-    lines = [f"{header:<{w}} " + " ".join(f"{s:>9}" for s in states) + "     added"]
-    lines.append(f"{'(total)':<{w}} " + " ".join(f"{totals[s]:9.0f}" for s in states) +
-                 f" {totals[states[-1]] - totals[states[0]]:+9.0f}")
+    lines = [f"{header:<{w}} " + " ".join(f"{s:>9}" for s in order) + "     added"]
+    lines.append(f"{'(total)':<{w}} " + " ".join(f"{totals[s]:9.0f}" for s in order) +
+                 f" {totals[order[-1]] - totals[order[0]]:+9.0f}")
     for n in rows:
-        lines.append(f"{n:<{w}} " + " ".join(f"{per_state[s].get(n, 0):9.1f}" for s in states) + f" {added(n):+9.1f}")
+        lines.append(f"{n:<{w}} " + " ".join(f"{per_state[s].get(n, 0):9.1f}" for s in order) + f" {added(n):+9.1f}")
     return "\n".join(lines)
 
 

@@ -48,7 +48,8 @@ static FILE *out;
  * Every block adds to its address's slot as it runs (inline, no callback); the start
  * marker zeroes the counts, so the stop marker's dump is the window's alone.
  */
-#define PROF_SLOTS (1u << 20)
+#define PROF_BITS 20
+#define PROF_SLOTS (1u << PROF_BITS)
 struct prof_slot {
 	uint64_t pc;
 	uint64_t insns;
@@ -58,7 +59,7 @@ static FILE *prof_out;
 
 static struct prof_slot *prof_slot_of(uint64_t pc)
 {
-	uint64_t h = (pc * 0x9e3779b97f4a7c15ull) >> 44;
+	uint64_t h = (pc * 0x9e3779b97f4a7c15ull) >> (64 - PROF_BITS);	/* Fibonacci hashing */
 
 	for (uint32_t i = 0; i < PROF_SLOTS; i++) {
 		struct prof_slot *s = &prof[(h + i) & (PROF_SLOTS - 1)];
