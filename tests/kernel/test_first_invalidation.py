@@ -117,7 +117,10 @@ def _late_driver_counts_equal_the_fixture(mon, iterations, handover=False, btf=F
             pause_at=iterations // 2 if handover else -1, at_pause=attached_meanwhile)
     lst, itv = fixture[info["slots"]["list"]], fixture[info["slots"]["interval"]]
     d = lambda snap, f, *a, **k: f(snap, *a, **k) - f(before, *a, **k)
-    assert lst.blockable_ok == itv.blockable_ok == iterations
+    # The interval notifier covers the churned range only; the list notifier sees every
+    # invalidation of the process, the interpreter's own munmaps too, so the fixture's count
+    # (not the iterations) is its ground truth.
+    assert itv.blockable_ok == iterations and lst.blockable_ok >= iterations, (lst, itv)
     assert d(during, calls, LIST_START, B, "ok") == lst.blockable_ok
     assert d(during, ends, LIST_END) == lst.blockable_ends + lst.nonblockable_ends
     assert d(during, calls, INTERVAL, B, "ok", kind="interval") == itv.blockable_ok
@@ -134,19 +137,19 @@ def _late_driver_counts_equal_the_fixture(mon, iterations, handover=False, btf=F
            for r in ("ok", "eagain", "error", "unobserved")}
     lost = d(after, lambda snap: snap.get("mnmon_events_lost_total") or 0)
     assert got[(B, "ok")] == itv.blockable_ok, (got, itv, f"lost {lost}")
-    return info, during
+    return info, during, lst.blockable_ok
 
 
 def test_a_driver_loaded_after_mnmon_is_counted_from_its_first_call(mon):
     n = 3000
-    info, during = _late_driver_counts_equal_the_fixture(mon, n, handover=True)
+    info, during, listed = _late_driver_counts_equal_the_fixture(mon, n, handover=True)
     # Both sides counted: the core probes before the hand-over, the callback probes after
     # (only their calls have a time). The hand-over neither lost nor doubled a call.
     assert attached(mon, LIST_START) and attached(mon, INTERVAL)
-    assert 0 < timed(during, LIST_START, B) < n, timed(during, LIST_START, B)
+    assert 0 < timed(during, LIST_START, B) < listed, timed(during, LIST_START, B)
     found = {p.callback.symbol: p.callback.found for p in mon.callbacks.values()}
     assert found[LIST_START] in ("registration", "invalidation") and found[INTERVAL] in ("registration", "invalidation")
-    print(f"late driver: list {n} == fixture {n}, interval {n} == fixture {n}; "
+    print(f"late driver: list {listed} == fixture {listed}, interval {n} == fixture {n}; "
           f"{timed(during, LIST_START, B)} of the list's calls timed by its own probes")
 
 
@@ -154,8 +157,8 @@ def test_unloaded_and_reloaded_driver_counts_continue(mon):
     _late_driver_counts_equal_the_fixture(mon, 500)
     total = mon.snapshot()
     # A second load: new module, new addresses; the first load's counts stay its notifier's.
-    info, during = _late_driver_counts_equal_the_fixture(mon, 700)
-    assert calls(during, LIST_START, B, "ok") - calls(total, LIST_START, B, "ok") == 700
+    info, during, listed = _late_driver_counts_equal_the_fixture(mon, 700)
+    assert calls(during, LIST_START, B, "ok") - calls(total, LIST_START, B, "ok") == listed
     assert calls(mon.snapshot(), "unknown", B, "ok", kind="list") == 0
 
 
@@ -241,9 +244,9 @@ def test_a_late_driver_with_btf_is_counted_from_its_first_call(mon):
     if not late_driver.has_btf_section(late_driver.FIXTURE_KO):
         pytest.skip("the fixture was built without BTF for this kernel (no module BTF before 5.11, or no pahole)")
     n = 3000
-    _, during = _late_driver_counts_equal_the_fixture(mon, n, handover=True, btf=True)
+    _, during, listed = _late_driver_counts_equal_the_fixture(mon, n, handover=True, btf=True)
     assert attached(mon, LIST_START) and attached(mon, INTERVAL)
-    assert 0 < timed(during, LIST_START, B) <= n, timed(during, LIST_START, B)
+    assert 0 < timed(during, LIST_START, B) <= listed, timed(during, LIST_START, B)
     found = {p.callback.symbol: p.callback.found for p in mon.callbacks.values()}
-    print(f"late driver with BTF: list {n} == fixture {n}, interval {n} == fixture {n}; found by "
+    print(f"late driver with BTF: list {listed} == fixture {listed}, interval {n} == fixture {n}; found by "
           f"{found[LIST_START]}/{found[INTERVAL]}, {timed(during, LIST_START, B)} timed")
