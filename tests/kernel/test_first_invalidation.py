@@ -18,6 +18,7 @@ from tests.kernel import kernel_facts, late_driver, scenarios
 from tests.kernel.evidence import KernelLog, TraceInstance, kvm_invalidations
 from tests.kernel.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS
+from tests.kernel.test_probes import drain
 
 NB, B = "nonblockable", "blockable"
 LIST_START, LIST_END = "mnmon_fx_list_never_fail_start", "mnmon_fx_list_never_fail_end"
@@ -67,13 +68,6 @@ class Refresher:
         self.thread.join()
         if self.error:
             raise self.error
-
-
-def drain(mon):
-    before = -1
-    while before != len(mon.received):
-        before = len(mon.received)
-        mon.poll_events(100)
 
 
 def calls(snap, symbol, mode, result, kind="list"):
