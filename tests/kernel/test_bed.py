@@ -49,9 +49,11 @@ def test_sleeping_notifier_sleeps_what_it_was_told(fixture_module):
     child = scenarios.run_churn(kind="interval", behaviour="sleep", sleep_us=1500, iterations=40)
     s = child.at_done[child.info["slot"]]
     assert s.blockable_ok == 40
-    # 1.5 ms lies in log2 slot 20: [2^20, 2^21) ns = [1.05, 2.10) ms.
+    # 1.5 ms lies in log2 slot 20: [2^20, 2^21) ns = [1.05, 2.10) ms. usleep_range() never wakes
+    # early, so no call may land below it; how late it wakes is the emulated host's noise, so the
+    # tail above is not bounded beyond slot 20 being where most calls land.
+    assert sum(s.hist_log2_ns[:20]) == 0
     assert s.hist_log2_ns.index(max(s.hist_log2_ns)) == 20
-    assert s.hist_log2_ns[20] >= 36
 
 
 def test_kvm_notifier_fires_for_guest_memory_churn():
