@@ -3,7 +3,7 @@
 PY      := .venv/bin/python
 PYTEST  := $(PY) -m pytest
 # Stock Debian kernel the real-kernel bed boots (newest installed with headers).
-# Any other pinned stock kernel (tests/kernel/kernels.py) is fetched into build/kernels/:
+# Any other pinned stock kernel (bed/kernels.py) is fetched into build/kernels/:
 #   make test-kernel KVER=5.10.0-46-amd64
 KVER    ?= $(shell ls -1 /lib/modules 2>/dev/null | grep -- '-amd64$$' | sort -V | tail -n 1)
 # An installed kernel's headers, else a fetched one's (kernels.py builds modules for those).
@@ -27,10 +27,11 @@ run: setup
 	.venv/bin/mnmon serve $(ARGS)
 
 # Unit tests first (no root, no BPF), then what this host's kernel allows, then the real
-# kernel: the whole tier on the installed one, the probe and OOM tests on every other.
+# kernel: the whole tier on the installed one, the system tier, and the probe and OOM
+# tests on every other pinned kernel, each in its own guest, one guest per core (bed/lanes.py).
 test: setup-test
-	$(MAKE) --no-print-directory test-unit test-host test-kernel test-system
-	$(MAKE) --no-print-directory test-matrix MATRIX_ARGS=--skip=$(KVER)
+	$(MAKE) --no-print-directory test-unit test-host
+	$(PY) -m bed.lanes --kernel $(KVER); rc=$$?; $(PY) -m bed.matrix_table; exit $$rc
 
 test-unit:
 	$(PYTEST) -q tests/unit
@@ -45,30 +46,30 @@ test-system:
 
 fixture: $(FIXTURE)
 
-$(FIXTURE): tests/kernel/fixture/mnmon_fixture.c tests/kernel/fixture/mnmon_fixture.h
+$(FIXTURE): bed/fixture/mnmon_fixture.c bed/fixture/mnmon_fixture.h
 	@mkdir -p $(@D)
-	cp tests/kernel/fixture/mnmon_fixture.[ch] tests/kernel/fixture/Kbuild $(@D)/
-	$(if $(KROOT),$(PY) -m tests.kernel.kernels build-module $(KVER) $(@D),\
+	cp bed/fixture/mnmon_fixture.[ch] bed/fixture/Kbuild $(@D)/
+	$(if $(KROOT),$(PY) -m bed.kernels build-module $(KVER) $(@D),\
 		$(MAKE) -s -C $(KDIR) M=$(CURDIR)/$(@D) CC=$(KCC) modules)
 
 # One boot runs the whole pytest session inside the guest: one vCPU, since attaching
 # probes on two emulated vCPUs froze the guest now and then (bench/cpus.py); 30 minutes
 # at most (the tier takes about 8), so a frozen guest fails the run instead of eating it.
 test-kernel: fixture
-	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --timeout 1800 -- \
+	$(PY) -m bed.vm --kernel $(KVER) --cpus 1 --timeout 1800 -- \
 		$(PYTEST) -q -p no:cacheprovider $(KTESTS) $(PYTEST_ARGS)
 
-# The probe and OOM tests on every pinned stock kernel (tests/kernel/kernels.py), one boot
+# The probe and OOM tests on every pinned stock kernel (bed/kernels.py), one boot
 # each; build/matrix/<release>/ keeps each leg's log. MATRIX_ARGS=--kernels=5.10.0-46-amd64
 test-matrix:
-	$(PY) -m tests.kernel.matrix $(MATRIX_ARGS); rc=$$?; $(PY) -m tests.kernel.matrix_table; exit $$rc
+	$(PY) -m bed.matrix $(MATRIX_ARGS); rc=$$?; $(PY) -m bed.matrix_table; exit $$rc
 
 # The README's support table, from the last matrix run.
 matrix-table:
-	$(PY) -m tests.kernel.matrix_table --write
+	$(PY) -m bed.matrix_table --write
 
 demo: setup-test fixture
-	$(PY) -m tests.kernel.vm --kernel $(KVER) -- $(PY) -m tests.kernel.demo
+	$(PY) -m bed.vm --kernel $(KVER) -- $(PY) -m bed.demo
 
 # The bench guest counts its own instructions: a QEMU TCG plugin (bench/plugin/) built
 # against the plugin API header of the installed QEMU's source, one vCPU (one counter).
@@ -84,14 +85,14 @@ $(PLUGIN): bench/plugin/insncount.c build/bench/plugin/qemu-plugin.h
 
 bench: setup-test fixture $(PLUGIN)
 	rm -f $(INSNS)
-	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS) -- \
+	$(PY) -m bed.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS) -- \
 		$(PY) -m bench --insns $(INSNS) $(BENCH_ARGS)
 
 # Where the bench's instructions go, per kernel function and BPF program (bench/profile.py).
 # Its own boot: counting per block slows the emulation by a third, which make bench cannot afford.
 bench-profile: setup-test fixture $(PLUGIN)
 	rm -f $(INSNS) $(PROFILE)
-	$(PY) -m tests.kernel.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS),profile=$(PROFILE) -- \
+	$(PY) -m bed.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS),profile=$(PROFILE) -- \
 		$(PY) -m bench.profile --insns $(INSNS) --profile $(PROFILE) $(PROFILE_ARGS)
 
 clean:

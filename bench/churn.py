@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "bench" / "churn.c"
-HEADER_DIR = REPO / "tests" / "kernel" / "fixture"
+HEADER_DIR = REPO / "bed" / "fixture"
 BINARY = REPO / "build" / "bench" / "churn"
 # A mode is a notifier, and ":PAGES" for invalidations of more than one page at a time.
 MODES = ("kvm", "list", "interval", "kvm:64")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from bench import churn, footprint
 from bench.overhead import CALLBACKS, wait_attached
-from tests.kernel.fixture_dev import read_stats
+from bed.fixture_dev import read_stats
 
 SYMBOL = CALLBACKS["interval"][0]
 

@@ -16,7 +16,7 @@ METHOD = """\
 ## How it was measured
 
 `make bench` boots Debian's stock kernel under QEMU software emulation (TCG,
-`tests/kernel/vm.py`: one vCPU, 2 GiB, the host's filesystem as root) with the fixture
+`bed/vm.py`: one vCPU, 2 GiB, the host's filesystem as root) with the fixture
 module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
 
 0. **Guest instructions per invalidation.** QEMU runs with a TCG plugin,

@@ -14,7 +14,7 @@ runtime="python3 python3-venv python3-bpfcc bpfcc-tools kmod make"
 testpkgs="linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static udev
           prometheus openssl gcc make
           dwarves mmdebstrap umoci e2fsprogs openssh-client"
-# The kernel matrix (tests/kernel/kernels.py): pahole (dwarves) writes module BTF on
+# The kernel matrix (bed/kernels.py): pahole (dwarves) writes module BTF on
 # 6.12+; 7.x modules build only in a sid root made with mmdebstrap. The system tier
 # (tests/system/) makes fresh Debian 12 roots with mmdebstrap and the image with umoci,
 # the booted host's disk with mke2fs -d (e2fsprogs), and reaches that host with ssh

@@ -11,11 +11,11 @@ version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' monitor/__init__.py)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The checkout as git sees it, less the tests and benchmarks (as .containerignore
+# The checkout as git sees it, less the tests, the test bed and benchmarks (as .containerignore
 # says): no virtualenv, no build outputs. tests/system/oci_image.py rebuilds the
 # image when these files change, so keep the two lists alike.
 mkdir "$work/src"
-git ls-files -co --exclude-standard -z -- . ':!tests' ':!bench' | xargs -0 cp --parents -t "$work/src"
+git ls-files -co --exclude-standard -z -- . ':!tests' ':!bench' ':!bed' | xargs -0 cp --parents -t "$work/src"
 
 # The build host's CA bundle is lent to pip for the build only (a TLS-inspecting
 # proxy on the way to PyPI) and removed with /tmp by setup-image.sh.

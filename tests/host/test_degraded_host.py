@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cgroups import remove_when_empty
+from bed.cgroups import remove_when_empty
 from tests.support.mnmon_proc import Serve, run, value
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="attaching BPF needs root")

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tests.host.test_degraded_host import HOG, _memcg
-from tests.support.cgroups import remove_when_empty
+from bed.cgroups import remove_when_empty
 from tests.support.mnmon_proc import MNMON, REPO, Serve, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="attaching BPF needs root")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel import fixture_dev
+from bed import fixture_dev
 
 
 def pytest_collection_modifyitems(config, items):

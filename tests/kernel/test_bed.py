@@ -4,9 +4,10 @@ import re
 
 import pytest
 
-from tests.kernel import kernel_facts, scenarios
-from tests.kernel.evidence import KernelLog, TraceInstance, kvm_invalidations
-from tests.kernel.fixture_dev import Fixture, read_stats
+from bed import scenarios
+from tests.kernel import kernel_facts
+from bed.evidence import KernelLog, TraceInstance, kvm_invalidations
+from bed.fixture_dev import Fixture, read_stats
 
 OOM_EVENTS = ["oom/mark_victim", "oom/wake_reaper", "oom/start_task_reaping",
               "oom/finish_task_reaping", "oom/skip_task_reaping"]

@@ -14,9 +14,10 @@ import time
 import pytest
 
 from monitor.attach_plan import HASH, TASK_STORAGE
-from tests.kernel import kernel_facts, late_driver, scenarios
-from tests.kernel.evidence import KernelLog, TraceInstance, kvm_invalidations
-from tests.kernel.fixture_dev import read_stats
+from bed import late_driver, scenarios
+from tests.kernel import kernel_facts
+from bed.evidence import KernelLog, TraceInstance, kvm_invalidations
+from bed.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS
 from tests.kernel.test_probes import drain
 

@@ -3,8 +3,9 @@ keeps (core counts, each notifier's non-blockable outcomes, who blocked the reap
 against ground truth: the fixture's own counts, the oom:* tracepoints."""
 import pytest
 
-from tests.kernel import kernel_facts, scenarios
-from tests.kernel.fixture_dev import read_stats
+from bed import scenarios
+from tests.kernel import kernel_facts
+from bed.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES
 from tests.kernel.test_probes import B, NB, _oom_scenario, drain, fdelta, value
 

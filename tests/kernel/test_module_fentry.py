@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from monitor.module_fentry import ModuleFentry, ModuleFentryError
-from tests.kernel import scenarios
-from tests.kernel.evidence import HitCounter
+from bed import scenarios
+from bed.evidence import HitCounter
 
 FUNCTION = "kvm_mmu_notifier_invalidate_range_start"
 SOURCE = r"""

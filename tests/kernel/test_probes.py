@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from monitor.attach_plan import HASH, TASK_STORAGE
-from tests.kernel import kernel_facts, matrix, scenarios
-from tests.kernel.evidence import KernelLog, TraceInstance, kvm_invalidations
-from tests.kernel.fixture_dev import read_stats
+from bed import matrix, scenarios
+from tests.kernel import kernel_facts
+from bed.evidence import KernelLog, TraceInstance, kvm_invalidations
+from bed.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS
 
 NB, B = "nonblockable", "blockable"

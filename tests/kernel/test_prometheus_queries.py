@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from monitor.metrics import FAMILIES
-from tests.kernel import scenarios
+from bed import scenarios
 from tests.support import dashboard_picture
 from tests.support.mnmon_proc import REPO, Serve
 from tests.support.promserver import JOB, Prometheus

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from tests.kernel import scenarios
-from tests.kernel.evidence import kvm_invalidations
-from tests.kernel.fixture_dev import read_stats
+from bed import scenarios
+from bed.evidence import kvm_invalidations
+from bed.fixture_dev import read_stats
 from tests.support.mnmon_proc import Serve, run, value
 
 NB = "nonblockable"

@@ -2,8 +2,9 @@
 start that handed back a finish): the attach plan claims them, the fixture proves it."""
 import pytest
 
-from tests.kernel import kernel_facts, scenarios
-from tests.kernel.fixture_dev import read_stats
+from bed import scenarios
+from tests.kernel import kernel_facts
+from bed.fixture_dev import read_stats
 from tests.kernel.test_probes import B, _oom_scenario, fdelta, mon, notifier, wait_attached  # noqa: F401
 
 pytestmark = pytest.mark.skipif(not kernel_facts.at_least(7, 1),

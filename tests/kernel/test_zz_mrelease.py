@@ -2,8 +2,9 @@
 reaper. Runs last in the tier (file name): it SIGKILLs a victim itself."""
 import pytest
 
-from tests.kernel import kernel_facts, scenarios
-from tests.kernel.fixture_dev import read_stats
+from bed import scenarios
+from tests.kernel import kernel_facts
+from bed.fixture_dev import read_stats
 from tests.kernel.test_probes import NB, mon, notifier, value, wait_attached  # noqa: F401 (mon: fixture)
 
 

@@ -17,9 +17,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from tests.kernel import scenarios
-from tests.kernel.evidence import KernelLog, TraceInstance
-from tests.kernel.fixture_dev import read_stats
+from bed import scenarios
+from bed.evidence import KernelLog, TraceInstance
+from bed.fixture_dev import read_stats
 
 # Built in the root for its own kernel (Makefile: build/fixture/<release>/).
 FIXTURE = Path("build/fixture") / os.uname().release / "mnmon_fixture.ko"
@@ -29,7 +29,7 @@ COUNTS = ("blockable_ok", "blockable_fail", "nonblockable_ok", "nonblockable_fai
 
 
 def ready():
-    """The fixture loaded, memory cgroups delegated: what tests/kernel/guest_setup.sh does."""
+    """The fixture loaded, memory cgroups delegated: what bed/guest_setup.sh does."""
     if "mnmon_fixture " not in Path("/proc/modules").read_text():
         subprocess.run(["insmod", str(FIXTURE)], check=True)
     ctl = Path("/sys/fs/cgroup/cgroup.subtree_control")

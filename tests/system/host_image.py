@@ -8,19 +8,18 @@ loop device), the guest boots it under QEMU (TCG, one vCPU, -cpu max) with syste
 as PID 1, and the host reaches it through QEMU's user network: a forwarded port
 for /metrics, another for ssh with a key made here.
 """
-import fcntl
 import os
 import shlex
 import subprocess
 import time
 from pathlib import Path
 
+from bed import slots
 from tests.support.mnmon_proc import free_port
 from tests.system import roots
 
 PACKAGES = ["systemd-sysv", "udev", "dbus", "linux-image-amd64", "openssh-server", "iproute2", "procps",
             "kmod", "podman", "crun", "ca-certificates"]
-LOCK = "/tmp/mnmon-vm.lock"         # one guest at a time on this host (tests/kernel/vm.py)
 NETWORK = """[Match]
 Name=en*
 [Network]
@@ -76,15 +75,14 @@ def ssh_key():
 
 
 class Guest:
-    """The booted host: QEMU holding the bed's lock for its whole life."""
+    """The booted host: QEMU holding a guest slot for its whole life."""
 
     def __init__(self, root, image, console):
         self.metrics_port, self.ssh_port = free_port(), free_port()
         self.console = console
-        self._lock = open(LOCK, "w")
-        # MNMON_VM_LOCK_HELD=1: a caller already holds the lock for a series of runs.
-        if os.environ.get("MNMON_VM_LOCK_HELD") != "1":
-            fcntl.flock(self._lock, fcntl.LOCK_EX)
+        # One guest per core (bed/slots.py), held for the guest's whole life.
+        self._slot = slots.slot()
+        self._slot.__enter__()
         argv = [
             "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "2G",
             "-kernel", str(root / "vmlinuz"), "-initrd", str(root / "initrd.img"),
@@ -161,4 +159,4 @@ class Guest:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
-        self._lock.close()
+        self._slot.__exit__(None, None, None)

@@ -42,7 +42,7 @@ def copy_into(root):
 def _checkout_digest():
     # The files build-oci.sh puts in the image: an edit to the tests does not rebuild it.
     files = subprocess.run(["git", "-C", str(roots.REPO), "ls-files", "-co", "--exclude-standard", "-z",
-                            "--", ".", ":!tests", ":!bench"],
+                            "--", ".", ":!tests", ":!bench", ":!bed"],
                            check=True, stdout=subprocess.PIPE).stdout.decode().split("\0")
     h = hashlib.sha256()
     for f in sorted(filter(None, files)):

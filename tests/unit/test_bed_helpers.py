@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel import fixture_dev, vm
-from tests.kernel.evidence import parse_hist_totals
+from bed import fixture_dev, vm
+from bed.evidence import parse_hist_totals
 
-HEADER = Path(__file__).resolve().parents[1] / "kernel" / "fixture" / "mnmon_fixture.h"
+HEADER = Path(__file__).resolve().parents[2] / "bed" / "fixture" / "mnmon_fixture.h"
 
 
 def _header_defines():

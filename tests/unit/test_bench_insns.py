@@ -91,7 +91,7 @@ def test_compare_finds_the_largest_difference_and_judges_it(tmp_path, capsys):
 
 
 def test_the_bed_boots_with_the_plugin_when_asked(monkeypatch):
-    from tests.kernel import vm
+    from bed import vm
     monkeypatch.setattr(vm.Path, "exists", lambda self: True)
     monkeypatch.setattr(vm.shutil, "which", lambda *a, **k: "/x/vng")
     argv = vm.vng_argv("6.1.0-57-amd64", ["true"], plugin="/b/libinsncount.so,out=/b/insns.log")

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel import kernel_facts, kernels, matrix_table
+from bed import kernels, matrix_table
+from tests.kernel import kernel_facts
 
 HEADERS_7 = """Package: linux-headers-7.2.13+deb14-amd64
 Version: 7.2.13-1

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tests.kernel import scenarios
+from bed import scenarios
 
 
 def main():

@@ -7,10 +7,10 @@ The bed boots root/boot/vmlinuz-<release> (virtme-ng finds the modules beside it
 under root/lib/modules/<release>), the fixture builds against
 root/lib/modules/<release>/build, and bcc in the guest follows the same links.
 
-    python -m tests.kernel.kernels fetch 5.10.0-46-amd64
-    python -m tests.kernel.kernels path 5.10.0-46-amd64    # the image, fetched if need be
-    python -m tests.kernel.kernels build-module 7.2.13+deb14-amd64 build/fixture/7.2.13+deb14-amd64
-    python -m tests.kernel.kernels list
+    python -m bed.kernels fetch 5.10.0-46-amd64
+    python -m bed.kernels path 5.10.0-46-amd64    # the image, fetched if need be
+    python -m bed.kernels build-module 7.2.13+deb14-amd64 build/fixture/7.2.13+deb14-amd64
+    python -m bed.kernels list
 """
 import argparse
 import json
@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / "build" / "kernels"
 ARCHIVE = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"

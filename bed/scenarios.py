@@ -1,7 +1,7 @@
 """Workloads that make the kernel invalidate, each run in a child process of its own.
 
 Parent side: run_kvm(), run_oom(), run_churn() return what the child did (its pid,
-the fixture slots it subscribed).  Child side: `python -m tests.kernel.scenarios
+the fixture slots it subscribed).  Child side: `python -m bed.scenarios
 kvm|victim|churn ...` prints one JSON line with its pid and slots, then works.
 
     1. KVM: a VM whose guest memory is churned with madvise(MADV_DONTNEED): KVM's
@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.kernel.fixture_dev import Fixture, read_stats
-from tests.support.cgroups import remove_when_empty
+from bed.fixture_dev import Fixture, read_stats
+from bed.cgroups import remove_when_empty
 
 PAGE = mmap.PAGESIZE
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -151,7 +151,7 @@ def _spawn(argv, timeout, at_done=None, on_ready=None):
     """Run a scenario child. on_ready(info) runs before the child starts its work;
     at_done() runs while a holding child waits after it, before it exits."""
     t0 = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-m", "tests.kernel.scenarios", *argv],
+    p = subprocess.Popen([sys.executable, "-m", "bed.scenarios", *argv],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline()
     result = None
@@ -215,7 +215,7 @@ def run_mrelease(lists, park_ms=8000, timeout=120, on_ready=None):
     """A victim with notifiers and a parked thread, SIGKILLed by us, its memory then
     released with process_mrelease(2). Returns (Child, the syscall's errno or 0)."""
     import signal
-    p = subprocess.Popen([sys.executable, "-m", "tests.kernel.scenarios", "victim", "--cgroup", "/sys/fs/cgroup",
+    p = subprocess.Popen([sys.executable, "-m", "bed.scenarios", "victim", "--cgroup", "/sys/fs/cgroup",
                           "--park-ms", str(park_ms), "--no-grow"]
                          + [a for name, b in lists for a in ("--list", f"{name}={b}")],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -241,7 +241,7 @@ def run_mrelease(lists, park_ms=8000, timeout=120, on_ready=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tests.kernel.scenarios")
+    ap = argparse.ArgumentParser(prog="python -m bed.scenarios")
     sub = ap.add_subparsers(dest="cmd", required=True)
     k = sub.add_parser("kvm")
     k.add_argument("--iterations", type=int, default=200)

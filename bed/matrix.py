@@ -1,12 +1,12 @@
 """The kernel matrix: the probe and OOM tests on every pinned stock kernel, one boot each.
 
-    python -m tests.kernel.matrix                       # every kernel in kernels.KERNELS
-    python -m tests.kernel.matrix --kernels 5.10.0-46-amd64,6.12.117+deb12-amd64
+    python -m bed.matrix                       # every kernel in kernels.KERNELS
+    python -m bed.matrix --kernels 5.10.0-46-amd64,6.12.117+deb12-amd64
 
 Each leg fetches its kernel (build/kernels/), builds the fixture for it, boots it and
 runs LEG_TESTS; what it found goes to build/matrix/<release>/: the log, pytest's
 junit.xml, the attach facts of each Monitor the tests started (facts-<store>.json) and
-leg.json (exit status, seconds). tests/kernel/matrix_table.py writes the README's
+leg.json (exit status, seconds). bed/matrix_table.py writes the README's
 support table from those files. Exit status: 0 when every leg passed.
 """
 import argparse
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.kernel import kernels
+from bed import kernels
 
 REPO = kernels.REPO
 OUT = REPO / "build" / "matrix"
@@ -73,7 +73,7 @@ def run_leg(release, out=OUT, tests=LEG_TESTS, select=LEG_SELECT, timeout=LEG_TI
             cmd = ["env", f"MNMON_MATRIX_OUT={d}", PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rsxX",
                    f"--junitxml={d / 'junit.xml'}", "-o", "junit_logging=system-out", "-k", select, *tests]
             log.flush()
-            rc = subprocess.run([PY, "-m", "tests.kernel.vm", "--kernel", release, "--cpus", "1",
+            rc = subprocess.run([PY, "-m", "bed.vm", "--kernel", release, "--cpus", "1",
                                  "--timeout", str(timeout), "--", *cmd],
                                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
     except kernels.KernelError as e:

@@ -1,6 +1,6 @@
 """The fixture module from user space: subscribe notifiers, park threads, read its counts.
 
-Numbers mirror tests/kernel/fixture/mnmon_fixture.h (tests/unit/test_fixture_dev.py
+Numbers mirror bed/fixture/mnmon_fixture.h (tests/unit/test_fixture_dev.py
 checks that they agree).
 """
 import ctypes

@@ -3,7 +3,7 @@ mnmon is ready (built without BTF, as DKMS builds on Debian are), and a process
 registers notifiers and works at once, without waiting for anyone to attach.
 
 Parent side: reload_fixture(), run_register_and_churn(). Child side:
-`python -m tests.kernel.late_driver churn ...` prints one JSON line with its pid and
+`python -m bed.late_driver churn ...` prints one JSON line with its pid and
 slots, then churns its memory at once and waits to be told to exit.
 """
 import argparse
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.kernel.fixture_dev import Fixture
+from bed.fixture_dev import Fixture
 
 # Built for the kernel the guest runs (Makefile: build/fixture/<release>/).
 FIXTURE_KO = Path("build/fixture", os.uname().release, "mnmon_fixture.ko")
@@ -78,7 +78,7 @@ def run_register_and_churn(iterations, list_behaviour="never_fail", interval_beh
                            at_done=None, timeout=600, pause_at=-1, at_pause=None):
     """Run the child; at_done() runs after its churn, before it exits. Returns (info, at_done's value).
     pause_at: the child stops after that many iterations until at_pause() has returned."""
-    p = subprocess.Popen([sys.executable, "-m", "tests.kernel.late_driver", "churn", "--iterations", str(iterations),
+    p = subprocess.Popen([sys.executable, "-m", "bed.late_driver", "churn", "--iterations", str(iterations),
                           "--list", list_behaviour, "--interval", interval_behaviour, "--pause-at", str(pause_at)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -102,7 +102,7 @@ def run_register_and_churn(iterations, list_behaviour="never_fail", interval_beh
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m tests.kernel.late_driver")
+    ap = argparse.ArgumentParser(prog="python -m bed.late_driver")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("churn")
     c.add_argument("--iterations", type=int, default=1000)

@@ -5,15 +5,14 @@ virtualenv and the kernel headers are all visible inside; the repository is
 mounted writable.  Booting costs ~20 s, so callers run a whole pytest session
 (or demo, or benchmark) per boot.
 
-    python -m tests.kernel.vm [--kernel 6.1.0-NN-amd64] -- COMMAND...
+    python -m bed.vm [--kernel 6.1.0-NN-amd64] -- COMMAND...
 
-A kernel not installed on the host but pinned in tests/kernel/kernels.py is
+A kernel not installed on the host but pinned in bed/kernels.py is
 fetched into build/kernels/ and booted from there.
 
 Exit status is the command's.
 """
 import argparse
-import fcntl
 import os
 import shlex
 import shutil
@@ -24,11 +23,10 @@ import threading
 import time
 from pathlib import Path
 
-from tests.kernel import kernels
+from bed import kernels, slots
 
-REPO = Path(__file__).resolve().parents[2]
-GUEST_SETUP = REPO / "tests" / "kernel" / "guest_setup.sh"
-LOCK = "/tmp/mnmon-vm.lock"
+REPO = Path(__file__).resolve().parents[1]
+GUEST_SETUP = REPO / "bed" / "guest_setup.sh"
 
 
 class BedError(Exception):
@@ -85,15 +83,18 @@ def vng_argv(kver, command, *, cpus=2, memory="2G", env=None, plugin=""):
     ]
 
 
-def run(kver, command, *, timeout=3600, **kw):
+def run(kver, command, *, timeout=3600, whole_machine=False, **kw):
     """Boot, run command, return its exit status. Output streams to ours.
 
-    One guest at a time per host: two emulated guests on a small machine would
-    time each other out and skew every figure either measures.
+    One guest per core (bed/slots.py); whole_machine (benchmarks) waits for every
+    slot, so no other guest skews its figures.
     """
     argv = vng_argv(kver, command, **kw)
-    lock = open(LOCK, "w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    with slots.slot(whole_machine):
+        return _run(kver, argv, timeout)
+
+
+def _run(kver, argv, timeout):
     started = time.monotonic()
     # vng calls its sibling virtme-run through PATH.
     env = dict(os.environ, PATH=f"{Path(argv[0]).parent}:{os.environ.get('PATH', '')}")
@@ -120,7 +121,6 @@ def run(kver, command, *, timeout=3600, **kw):
         if proc.poll() is None:      # interrupted: take the guest down with us
             _kill_group(proc)
             proc.wait()
-        lock.close()
     # Boot and command, without the wait for the lock: what a leg of the matrix costs.
     print(f"vm: {kver} booted and ran {time.monotonic() - started:.0f} s", file=sys.stderr)
     if expired.is_set():
@@ -146,7 +146,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         kver = args.kernel or newest_kernel()
-        return run(kver, args.command, timeout=args.timeout, cpus=args.cpus, plugin=args.plugin)
+        # A plugin counts instructions for a benchmark: it gets the machine to itself.
+        return run(kver, args.command, timeout=args.timeout, cpus=args.cpus, plugin=args.plugin,
+                   whole_machine=bool(args.plugin))
     except BedError as e:
         print(f"vm: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,8 @@
 """The README's kernel support table, written from the last matrix run (build/matrix/),
 never by hand.
 
-    python -m tests.kernel.matrix_table            # print it
-    python -m tests.kernel.matrix_table --write    # replace it in README.md
+    python -m bed.matrix_table            # print it
+    python -m bed.matrix_table --write    # replace it in README.md
 """
 import argparse
 import json
@@ -11,7 +11,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests.kernel import kernels
+from bed import kernels
 
 REPO = kernels.REPO
 OUT = REPO / "build" / "matrix"
