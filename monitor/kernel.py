@@ -4,6 +4,9 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
+
+from monitor import features
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -35,6 +38,9 @@ class KernelFacts:
     privileged: bool = True
     subscriptions: dict = field(default_factory=dict)  # layout of mmu_notifier_subscriptions (layout.py)
     unreadable: tuple = ()            # "PATH: reason" of what could not be read (no privileges)
+    # Probed features (monitor/features.py); None: not probed, the plan goes by the version.
+    ringbuf: Optional[bool] = None    # BPF ring buffer maps (5.8+)
+    module_btf: Optional[bool] = None  # modules carry BTF (5.11+)
 
 
 def parse_version(release):
@@ -180,4 +186,4 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
         bcc_task_storage=bcc_has_task_storage(bcc_version),
         symbols=frozenset(s for s in SYMBOLS_OF_INTEREST if s in symbols),
         tracepoints=frozenset(tps), mark_victim_fields=mv, privileged=privileged(),
-        unreadable=tuple(unreadable))
+        unreadable=tuple(unreadable), ringbuf=features.ring_buffer(), module_btf=features.module_btf())
