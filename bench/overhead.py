@@ -119,7 +119,7 @@ def discover(mon, modes):
     """Run each mode once under the monitor so its callbacks get discovered and attached."""
     for mode in modes:
         with churn.Held(mode, 100) as c:
-            if not mon.plan.lean:       # the lean configuration probes no callbacks
+            if not mon.coverage.callbacks:      # none attach (the lean configuration probes none)
                 wait_attached(mon, CALLBACKS[churn.notifier(mode)])
             c.go()
             c.wait_result()

@@ -12,18 +12,14 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from monitor import collector, exposition, readers
+from monitor import catalogue, collector, exposition, readers
 from monitor.config import Settings
 from monitor.metrics import MODES, RESULTS
 from monitor.web.server import Exporter
 
 BASE_IP = 0xFFFFFFFFC0000000
-# A probe status list like the plan's on a 6.1 kernel.
-CORE_PROBES = (("invalidate_range_start", "fentry"), ("invalidate_range_end", "fentry"),
-               ("notifier_register", "kprobe"), ("interval_notifier_insert", "kprobe"),
-               ("oom_reap_task_mm", "fentry"), ("oom_reaper_gave_up", "kprobe"),
-               ("oom:mark_victim", "tracepoint"), ("oom:start_task_reaping", "tracepoint"),
-               ("oom:skip_task_reaping", "tracepoint"))
+# A probe status list like the plan's on a kernel that has everything (each probe by its preferred method).
+CORE_PROBES = tuple(catalogue.first_methods())
 LAT_SLOTS = range(10, 34)          # every bucket of monitor.metrics.LATENCY_BUCKETS gets mass
 
 

@@ -4,23 +4,16 @@ bcc compiles for tens of seconds under emulation, so the benchmark loads the
 program once per attach method and toggles attachment between runs: a loaded,
 unattached BPF program costs the kernel nothing, so "detached" is "without mnmon".
 
-Groups:
+Groups (monitor/catalogue.py's, per probe):
     core        invalidate_range_start/_end (fentry/fexit or kprobes)
     callbacks   each notifier's callback probes (notifier:*), by fentry or kprobe as attached
     other       the rest: registration kprobes, the OOM probes and tracepoints
 """
-from monitor import attach, attach_plan
+from monitor import attach, attach_plan, catalogue
 
 GROUPS = ("core", "callbacks", "other")
 ALL = frozenset(GROUPS)
-
-
-def group_of(probe):
-    if probe in ("invalidate_range_start", "invalidate_range_end"):
-        return "core"
-    if probe.startswith("notifier:"):
-        return "callbacks"
-    return "other"
+group_of = catalogue.group
 
 
 class Toggle:

@@ -1,10 +1,14 @@
 """Attaching and detaching one probe: each planned probe with its ordered fallbacks and
 rollback, and the probes of notifier callbacks. Outcomes are ProbeStatus records;
 nothing here prints."""
+import ctypes
+import errno
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 from monitor import attach_plan
+from monitor.decisions import Off
 
 # kretprobe instances per callback: sleeping notifiers on many threads hold one each.
 MAXACTIVE = 256
@@ -15,21 +19,24 @@ class ProbeStatus:
     probe: str
     method: str          # what attached, or what was tried last
     attached: bool
-    reason: str = ""
-    disabled: bool = False      # switched off by configuration, not refused by the kernel
+    reason: str = ""            # for people: why not attached, or why a fallback attached
+    off: Optional[Off] = None   # why not attached, as a value (None: attached, or refused at attach)
+
+    @property
+    def disabled(self):
+        """Switched off by choice (configuration, the lean configuration), not refused."""
+        return self.off is not None and self.off.by_choice
 
 
 def disabled(probe):
-    return ProbeStatus(probe, "", False, "disabled by configuration", disabled=True)
+    return ProbeStatus(probe, "", False, "disabled by configuration", Off.CONFIG)
 
 
 def attach_spec(bpf, spec):
     """Attach one planned probe, trying its methods in order; a method that half
     attached is rolled back before the next is tried (no double counting)."""
-    if spec.off:
-        return ProbeStatus(spec.probe, "", False, spec.reason, disabled=True)
     if not spec.methods:
-        return ProbeStatus(spec.probe, "", False, spec.reason)
+        return ProbeStatus(spec.probe, "", False, spec.reason, spec.off)
     errors = []
     for method in spec.methods:
         if method == attach_plan.ATTEMPT_COUNT:
@@ -44,9 +51,10 @@ def attach_spec(bpf, spec):
                         done.append((method, target, fn, is_ret))
             return ProbeStatus(spec.probe, method, True)
         except Exception as e:      # noqa: BLE001 -- bcc raises bare Exception
+            err = ctypes.get_errno()    # bcc's, before detaching calls into it again
             for d in done:
                 detach(bpf, *d)
-            errors.append(f"{method}: {explain(e)}")
+            errors.append(f"{method}: {explain(e, err)}")
     return ProbeStatus(spec.probe, spec.methods[-1], False, "; ".join(errors))
 
 
@@ -152,9 +160,11 @@ def _b(text):
     return text.encode()
 
 
-def explain(exc):
-    msg = str(exc)
-    # bcc says this for any EPERM; as root it means the kernel refuses the attach itself.
-    if "super-user" in msg and os.geteuid() == 0:
+def explain(exc, err=0):
+    """Why an attach failed, for people. err: the errno bcc's failed call left (bcc's
+    library is loaded with use_errno)."""
+    # bcc says "Need super-user privileges" for any EPERM; as root it means the kernel
+    # refuses the attach itself.
+    if err == errno.EPERM and os.geteuid() == 0:
         return "refused by the kernel (EPERM) although running as root"
-    return msg
+    return str(exc)

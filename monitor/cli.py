@@ -108,6 +108,7 @@ def serve(config_file, log_level, **flags):
 
 def _attach_for_serve(settings):
     from monitor import collector, serve as daemon
+    from monitor.decisions import Off
     from monitor.probes import MonitorError, start_monitor
     _check_permissions()
     mon = start_monitor(disable=settings.disable, callbacks=None if settings.callbacks == "auto" else settings.callbacks,
@@ -118,7 +119,7 @@ def _attach_for_serve(settings):
         if st.attached:
             log.info("probe %s: attached (%s)", st.probe, st.method)
         elif st.disabled:
-            log.info("probe %s: off (%s)", st.probe, st.reason if st.reason.startswith("off in") else "probes.disable")
+            log.info("probe %s: off (%s)", st.probe, st.reason if st.off is Off.LEAN else "probes.disable")
         else:
             log.warning("probe %s: not attached: %s", st.probe, st.reason)
     if settings.strict and missing:
@@ -128,14 +129,10 @@ def _attach_for_serve(settings):
 
 
 def known_probes():
-    """Every probe name probes.disable may name: the attach plan's, on a kernel that has
-    everything (the names do not depend on what this host can attach)."""
-    from monitor import attach_plan, kernel
-    facts = kernel.KernelFacts(
-        release="99.0.0", version=(99, 0, 0), btf=True, headers="matching", kprobes=True, kfunc=True,
-        symbols=frozenset(kernel.SYMBOLS_OF_INTEREST), tracepoints=frozenset(kernel.TRACEPOINTS_OF_INTEREST),
-        mark_victim_fields={"comm": 12}, subscriptions={"has_itree": 8, "leftmost": 40})
-    return [p.probe for p in attach_plan.plan(facts).probes]
+    """Every probe name probes.disable may name: the catalogue's (the names do not depend
+    on what this host can attach)."""
+    from monitor import catalogue
+    return catalogue.names()
 
 
 def _check_permissions():
@@ -259,7 +256,7 @@ def doctor(lean):
         _check_permissions()
         mon = start_monitor(lean=lean)
         try:
-            return mon.all_statuses(), watch.counting_lines(mon.callbacks, mon.plan.walk, mon.started_at)
+            return mon.all_statuses(), watch.counting_lines(mon.callbacks, mon.coverage.walked, mon.started_at)
         finally:
             mon.close()
     facts, plan = inspect_host(lean=lean)

@@ -6,10 +6,9 @@ attach() compiles and attaches for real and returns (the ProbeStatus list, lines
 notifier callbacks found; raising MonitorError when it cannot); report() calls it only
 when this process may attach.
 """
+from monitor import catalogue, coverage
 from monitor.kernel import bcc_version
 from monitor.probes import MonitorError, ProbeStatus
-
-CORE = ("invalidate_range_start", "invalidate_range_end")
 
 
 def facts_lines(f, privileged_as):
@@ -27,9 +26,9 @@ def facts_lines(f, privileged_as):
     ] + [f"unreadable   {what}" for what in f.unreadable]
 
 
-def probe_lines(statuses, callbacks_reason, attempted, walk_reason="n/a", callback_fentry="n/a", lean=False):
-    """One line per probe: how it attached, or why not. attempted=False: the plan only.
-    callback_fentry: the plan's ("" when callbacks get fentry where their module has BTF)."""
+def probe_lines(statuses, cov, attempted):
+    """One line per probe: how it attached, or why not; then what is counted (cov, a
+    coverage.Coverage). attempted=False: the plan only."""
     out = [f"{'probe':<44} {'method':<14} state"]
     for st in statuses:
         if st.attached:
@@ -43,34 +42,34 @@ def probe_lines(statuses, callbacks_reason, attempted, walk_reason="n/a", callba
         out.append(f"{st.probe:<44} {st.method or '-':<14} {state}")
     out.append("")
     how = ("fentry where the module has BTF, which holds the module loaded while attached; else kprobe"
-           if not callback_fentry else f"kprobe; not fentry: {callback_fentry}")
-    if lean:
+           if cov.callback_fentry is None else f"kprobe; not fentry: {cov.callback_fentry.reason}")
+    if cov.lean:
         out.append("configuration: lean (one fexit per invalidation): core counts, each notifier's non-blockable "
                    "calls and outcomes, and who blocked the OOM reaper; no latency, ends, counts by event, or "
                    "blockable calls per notifier")
         return out
-    out.append("notifier callbacks: " + (f"not attachable: {callbacks_reason}" if callbacks_reason else
+    out.append("notifier callbacks: " + (f"not attachable: {cov.callbacks.reason}" if cov.callbacks else
                                          f"attachable ({how}), found in BTF, at registration and in "
                                          "mms' subscriptions"))
     out.append("notifier calls: " + ("each counted from its first invalidation (the core probes walk "
-                                     "each mm's subscriptions)" if not walk_reason else
-                                     f"counted from when a callback's probes attach: {walk_reason}"))
+                                     "each mm's subscriptions)" if cov.walk is None else
+                                     f"counted from when a callback's probes attach: {cov.walk.reason}"))
     return out
 
 
 def planned(plan):
     """What the plan would try, as statuses: shown when nothing could be tried."""
-    return [ProbeStatus(p.probe, p.methods[0] if p.methods else "", bool(p.methods), p.reason, disabled=p.off)
+    return [ProbeStatus(p.probe, p.methods[0] if p.methods else "", bool(p.methods), p.reason, p.off)
             for p in plan.probes]
 
 
-def verdict(statuses, callbacks_reason, attempted):
-    """(ok, the closing line): can per-notifier outcomes be counted here? Probes left off
-    by configuration do not count against it; only an attach that was tried counts for it."""
-    ok = attempted and core_ok(statuses, callbacks_reason)
-    if ok:
+def verdict(statuses, cov, attempted):
+    """(ok, the closing line): can per-notifier outcomes be counted here (cov.per_notifier)?
+    Probes left off by choice do not count against it; only an attach that was tried counts for it."""
+    if attempted and cov.per_notifier:
         return True, "per-notifier outcomes: countable here"
-    if attempted and any(s.attached for s in statuses if s.probe.startswith("oom:")):
+    tracepoint = lambda s: getattr(catalogue.BY_NAME.get(s.probe), "kind", None) == catalogue.TRACEPOINT
+    if attempted and any(s.attached for s in statuses if tracepoint(s)):
         return False, "per-notifier outcomes: NOT countable here; OOM tracepoint counters only"
     return False, "per-notifier outcomes: NOT countable here"
 
@@ -88,19 +87,12 @@ def report(facts, plan, tracefs_dir, attach):
             lines.append(f"attach failed: {e}")
     else:
         lines.append("not privileged or no headers: showing the plan only (run as root to try it)\n")
-    lines += probe_lines(statuses, plan.callbacks, attempted, plan.walk, plan.callback_fentry, plan.lean)
+    cov = coverage.of(plan, statuses)
+    lines += probe_lines(statuses, cov, attempted)
     if notes:
         lines += [""] + notes
-    ok, last = verdict(statuses, plan.callbacks, attempted)
+    ok, last = verdict(statuses, cov, attempted)
     return lines + ["", last], ok
-
-
-def core_ok(statuses, callbacks_reason):
-    """The exit status's question: can per-notifier outcomes be counted here?"""
-    by = {st.probe: st for st in statuses}
-    start, end = (by.get(p) for p in CORE)
-    # The lean configuration leaves the end off: outcomes are the start's (its fexit).
-    return bool(not callbacks_reason and start and start.attached and end and (end.attached or end.disabled))
 
 
 def tracefs_line(tfs, unreadable=()):

@@ -11,7 +11,7 @@ import re
 import tempfile
 import time
 
-from monitor import attach_plan, cgroups, events, kernel, layout, loader, memory, readers
+from monitor import attach_plan, cgroups, coverage, events, kernel, layout, loader, memory, readers
 from monitor.attach import ProbeStatus, attach_spec, disabled  # noqa: F401 -- ProbeStatus is public here
 from monitor.symbols import Symbols
 from monitor.watch import CallbackWatcher
@@ -34,8 +34,9 @@ class Monitor:
         self.bpf, self.facts, self.plan = bpf, facts, plan
         self.statuses = statuses                   # planned probe name -> ProbeStatus
         self.started_at = started_at               # when the core probes attached (time.time())
+        self.coverage = coverage.of(plan, statuses)   # what this run measures, decided once
         self.watcher = CallbackWatcher(bpf, symbols, probe_ends=plan.probe_ends,
-                                       fentry=not plan.callback_fentry) if bpf is not None else None
+                                       fentry=plan.callback_fentry_off is None) if bpf is not None else None
         self.cgroups = cgroups.CgroupNames()
         self._user_lost = 0
         self._refreshes = 0
@@ -97,7 +98,7 @@ class Monitor:
         self._refreshes += 1
         if self._refreshes % TRIM_EVERY == 0:
             memory.malloc_trim()
-        if self.plan.callbacks or self.plan.lean:     # lean: no callback probes, by design
+        if self.coverage.callbacks:     # none can attach here (or, lean, none by design)
             return []
         return self.watcher.refresh()
 
@@ -109,7 +110,7 @@ class Monitor:
     def snapshot(self):
         """The numbers now, as one Snapshot (monitor/readers.py lists the series)."""
         snap = readers.build_snapshot(readers.read_raw(self.bpf), self.watcher.resolve, self.watcher.attached(),
-                                      self.all_statuses(), self.cgroup_path)
+                                      self.all_statuses(), self.cgroup_path, self.coverage)
         snap.add("mnmon_events_lost_total", self._user_lost + self._kretprobe_misses())
         return snap
 

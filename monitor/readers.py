@@ -12,13 +12,16 @@ mnmon_oom_reaper_gave_up_total, mnmon_oom_reap_blocked_total{notifier,module},
 mnmon_oom_reap_duration_seconds, mnmon_probe_attached{probe,method}, mnmon_events_lost_total.
 """
 import ctypes
+from dataclasses import dataclass
+from typing import Callable
 
-from monitor import contract
+from monitor import contract, coverage
 from monitor.contract import KINDS, MMU_NOTIFY_EVENTS, MODES, NR_LAT_SLOTS, REAP_CALLERS, REAP_RESULTS, RESULTS
-from monitor.attach_plan import LEAN_FEXIT
+from monitor.coverage import Coverage
 from monitor.model import Snapshot, log2_histogram
 
 UNKNOWN = ("unknown", "unknown")
+END_KIND = KINDS[contract.DEFINES["KIND_LIST_END"]]     # counted, never timed
 
 ARRAYS = ("oom_victims", "oom_reap_attempts", "oom_reap_calls", "oom_reaper_gave_up", "oom_reap_latency",
           "oom_reap_latency_sum_ns", "events_lost")
@@ -41,11 +44,14 @@ def _total(leaf):
         return int(getattr(leaf, "value", leaf))
 
 
-def read_raw(bpf):
-    """Every counting map of the loaded program as plain Python: per-CPU values summed.
-    Maps the program was compiled without (HAVE_STRUCTS=0) are absent."""
+ALL_MAPS = ARRAYS + tuple(HASHES) + ("core_stats", "notifier_invalidations")
+
+
+def read_raw(bpf, maps=ALL_MAPS):
+    """The counting maps named (default: all) of the loaded program as plain Python: per-CPU
+    values summed. Maps the program was compiled without (HAVE_STRUCTS=0) are absent."""
     tables = {}
-    for name in ARRAYS + tuple(HASHES) + ("core_stats", "notifier_invalidations"):
+    for name in maps:
         try:
             tables[name] = bpf[name.encode()]   # bcc warns on str names
         except KeyError:
@@ -104,49 +110,75 @@ def _slots(values):
     return {s: n for s, n in enumerate(values[:NR_LAT_SLOTS]) if n}
 
 
-def build_snapshot(raw, resolve, attached_callbacks=(), statuses=(), cgroup_path=lambda cgroup_id: "unknown"):
-    """Snapshot of raw map contents.
+@dataclass(frozen=True)
+class Context:
+    """What turning maps into series needs besides the maps."""
+    resolve: Callable                       # ip -> (symbol, module)
+    attached_callbacks: tuple = ()          # (symbol, module, kind name) whose series exist at 0 from the start
+    coverage: Coverage = None               # what this run measures
+    cgroup_path: Callable = lambda cgroup_id: "unknown"     # cgroup v2 id -> its path
+    extra_lost: Callable = lambda: 0        # events lost outside the maps (perf buffer, kretprobes)
+
+
+def build_snapshot(raw, resolve, attached_callbacks=(), statuses=(), cgroup_path=lambda cgroup_id: "unknown",
+                   cov=None):
+    """Snapshot of raw map contents, every concern at once (each is also read alone: see
+    monitor/reading.py).
 
     resolve(ip) -> (symbol, module); attached_callbacks: [(symbol, module, kind name)]
     whose series exist at 0 from the start; statuses: ProbeStatus-like (probe, method, attached);
+    cov: the run's coverage.Coverage (default: measured from statuses);
     cgroup_path(cgroup v2 id) -> its path.
     """
     s = Snapshot()
-    core_on = any(st.attached for st in statuses if st.probe == "invalidate_range_start")
-    # The lean configuration (attach_plan.LEAN_FEXIT) measures no latency, events or ends:
-    # series it would hold at 0 forever (or an in-progress count that only grows) are left out.
-    lean = any(st.attached and st.method == LEAN_FEXIT for st in statuses if st.probe == "invalidate_range_start")
-    ends_on = any(st.attached for st in statuses if st.probe == "invalidate_range_end")
-    if "invalidate_starts" in raw and core_on:
-        starts = raw["invalidate_starts"]
-        for m, mode in enumerate(MODES):
-            for result in CORE_RESULTS:
-                s.set("mnmon_invalidate_range_start_total", contract.at(starts, mode, result), mode=mode, result=result)
-            if not lean:
-                s.set("mnmon_invalidate_range_start_duration_seconds",
-                      log2_histogram(contract.slots(raw["invalidate_start_latency"], mode),
-                                     raw["invalidate_start_latency_sum_ns"][m]), mode=mode)
-        for e, n in enumerate(raw["invalidations_by_event"] if not lean else ()):
-            if n or e < len(MMU_NOTIFY_EVENTS):
-                s.set("mnmon_invalidations_by_event_total", n,
-                      event=MMU_NOTIFY_EVENTS[e] if e < len(MMU_NOTIFY_EVENTS) else str(e))
-        if ends_on or not lean:
-            ends = raw["invalidate_ends"][0]
-            s.set("mnmon_invalidate_range_end_total", ends)
-            ok = sum(contract.at(starts, mode, "ok") for mode in MODES)
-            s.set("mnmon_invalidations_in_progress", max(0, ok - ends))
-        s.set("mnmon_unpaired_invalidate_starts_total", raw["unpaired_starts"][0])
-        _notifiers(s, raw, resolve, attached_callbacks)
-    _oom(s, raw, resolve, _measured(statuses), cgroup_path)
-    for st in statuses:
-        s.set("mnmon_probe_attached", 1 if st.attached else 0, probe=st.probe, method=st.method or "none")
-    s.set("mnmon_events_lost_total", raw.get("events_lost", [0])[0])
+    ctx = Context(resolve, tuple(attached_callbacks), cov or coverage.measure(statuses), cgroup_path)
+    for concern in CONCERNS.values():
+        concern.build(s, raw, ctx)
+    probes_attached(s, statuses)
     return s
 
 
-def _notifiers(s, raw, resolve, attached_callbacks):
+def probes_attached(s, statuses):
+    for st in statuses:
+        s.set("mnmon_probe_attached", 1 if st.attached else 0, probe=st.probe, method=st.method or "none")
+
+
+def _invalidations(s, raw, ctx):
+    cov = ctx.coverage
+    if "invalidate_starts" not in raw or not cov.counted:
+        return
+    starts = raw["invalidate_starts"]
+    for m, mode in enumerate(MODES):
+        for result in CORE_RESULTS:
+            s.set("mnmon_invalidate_range_start_total", contract.at(starts, mode, result), mode=mode, result=result)
+        if cov.measures("mnmon_invalidate_range_start_duration_seconds"):
+            s.set("mnmon_invalidate_range_start_duration_seconds",
+                  log2_histogram(contract.slots(raw["invalidate_start_latency"], mode),
+                                 raw["invalidate_start_latency_sum_ns"][m]), mode=mode)
+    if cov.measures("mnmon_invalidations_by_event_total"):
+        for e, n in enumerate(raw["invalidations_by_event"]):
+            if n or e < len(MMU_NOTIFY_EVENTS):
+                s.set("mnmon_invalidations_by_event_total", n,
+                      event=MMU_NOTIFY_EVENTS[e] if e < len(MMU_NOTIFY_EVENTS) else str(e))
+    # The lean configuration counts no ends: an in-progress count would only grow.
+    if cov.measures("mnmon_invalidate_range_end_total"):
+        ends = raw["invalidate_ends"][0]
+        s.set("mnmon_invalidate_range_end_total", ends)
+        ok = sum(contract.at(starts, mode, "ok") for mode in MODES)
+        s.set("mnmon_invalidations_in_progress", max(0, ok - ends))
+    s.set("mnmon_unpaired_invalidate_starts_total", raw["unpaired_starts"][0])
+
+
+def _events(s, raw, ctx):
+    s.set("mnmon_events_lost_total", raw.get("events_lost", [0])[0] + ctx.extra_lost())
+
+
+def _notifiers(s, raw, ctx):
+    if "unattributed_failures" not in raw or not ctx.coverage.measures("mnmon_notifier_invalidations_total"):
+        return
+    resolve, attached_callbacks = ctx.resolve, ctx.attached_callbacks
     for symbol, module, kind in attached_callbacks:
-        if kind == "list_end":
+        if kind == END_KIND:
             s.set("mnmon_notifier_invalidate_range_end_total", 0, notifier=symbol, module=module)
             continue
         for mode in MODES:
@@ -174,7 +206,7 @@ def _notifiers(s, raw, resolve, attached_callbacks):
     for (ip, mode), ns in raw.get("notifier_latency_sum_ns", {}).items():
         sums[(resolve(ip), mode)] = sums.get((resolve(ip), mode), 0) + ns
     for symbol, module, kind in attached_callbacks:
-        if kind != "list_end":
+        if kind != END_KIND:
             for m in range(len(MODES)):
                 slots.setdefault(((symbol, module), m), {})
     for ((name, module), mode), sl in slots.items():
@@ -182,27 +214,21 @@ def _notifiers(s, raw, resolve, attached_callbacks):
               notifier=name, module=module, mode=MODES[mode])
 
 
-def _measured(statuses):
-    """measured(probe): whether that probe's numbers are real. Without statuses (a caller
-    that only has maps), everything the maps hold is."""
-    attached = {st.probe for st in statuses if st.attached}
-    return (lambda probe: probe in attached) if statuses else (lambda probe: True)
-
-
-def _oom(s, raw, resolve, measured, cgroup_path):
-    # Each series only where the probe feeding it is attached: a 0 would say "never
-    # happened" where the truth is "not watched" (mnmon_probe_attached says why).
+def _reaper(s, raw, ctx):
+    # Each series only where a probe feeding it is attached (coverage): a 0 would say
+    # "never happened" where the truth is "not watched" (mnmon_probe_attached says why).
     if "oom_victims" not in raw:
         return
-    reap = measured("oom_reap_task_mm")             # __oom_reap_task_mm's entry and return
-    if measured("oom:mark_victim"):
+    measures, resolve = ctx.coverage.measures, ctx.resolve
+    if measures("mnmon_oom_victims_total"):
         s.set("mnmon_oom_victims_total", raw["oom_victims"][0])
+    if measures("mnmon_oom_victims_by_cgroup_total"):
         for cgroup_id, n in raw.get("oom_victims_by_cgroup", {}).items():
-            s.add("mnmon_oom_victims_by_cgroup_total", n, cgroup=cgroup_path(cgroup_id))
+            s.add("mnmon_oom_victims_by_cgroup_total", n, cgroup=ctx.cgroup_path(cgroup_id))
     for r, result in enumerate(REAP_RESULTS):
-        if measured("oom:skip_task_reaping") if result == "skipped" else reap:
+        if measures("mnmon_oom_reap_attempts_total", result):
             s.set("mnmon_oom_reap_attempts_total", raw["oom_reap_attempts"][r], result=result)
-    if reap:
+    if measures("mnmon_oom_reap_calls_total"):
         for c, caller in enumerate(REAP_CALLERS):
             for r, result in enumerate(REAP_RESULTS[:2]):       # a skip is not a call
                 s.set("mnmon_oom_reap_calls_total", raw["oom_reap_calls"][c * len(REAP_RESULTS) + r],
@@ -212,5 +238,21 @@ def _oom(s, raw, resolve, measured, cgroup_path):
             s.add("mnmon_oom_reap_blocked_total", n, notifier=name, module=module)
         s.set("mnmon_oom_reap_duration_seconds",
               log2_histogram(_slots(raw["oom_reap_latency"]), raw["oom_reap_latency_sum_ns"][0]))
-    if measured("oom_reaper_gave_up"):
+    if measures("mnmon_oom_reaper_gave_up_total"):
         s.set("mnmon_oom_reaper_gave_up_total", raw["oom_reaper_gave_up"][0])
+
+
+@dataclass(frozen=True)
+class Concern:
+    """One concern's maps and how they become series."""
+    maps: tuple
+    build: Callable         # (Snapshot, raw, Context) -> None
+
+
+# Each read alone (monitor/reading.py): a map that cannot be read costs its concern's families only.
+CONCERNS = {
+    "invalidations": Concern(("core_stats",), _invalidations),
+    "notifiers": Concern(("core_stats", "notifier_invalidations", "notifier_latency", "notifier_ends"), _notifiers),
+    "reaper": Concern(ARRAYS[:-1] + ("oom_reap_blocked", "oom_victims_by_cgroup"), _reaper),
+    "events": Concern(("events_lost",), _events),
+}

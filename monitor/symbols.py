@@ -44,13 +44,15 @@ class Symbols:
         with open(path) as f:
             return cls(parse_kallsyms(f.read()))
 
+    def find(self, addr):
+        """The Symbol of the function holding addr; None for 0 or out of range."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        return None if addr == 0 or i < 0 else self.symbols[i]
+
     def resolve(self, addr):
         """(name, module) of the function holding addr; UNKNOWN for 0 or out of range."""
-        i = bisect.bisect_right(self._addrs, addr) - 1
-        if addr == 0 or i < 0:
-            return UNKNOWN
-        s = self.symbols[i]
-        return s.name, s.module
+        s = self.find(addr)
+        return UNKNOWN if s is None else (s.name, s.module)
 
     def lookup(self, name):
         """The Symbol of a function name, or None (inlined, static and dropped, not built)."""

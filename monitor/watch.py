@@ -11,6 +11,7 @@ reason kept in its ProbeStatus. A module whose callbacks have fentry programs ca
 unloaded while they are attached (the kernel holds a reference for each trampoline);
 the plan's callbacks=kprobe keeps every module unloadable.
 """
+import ctypes
 import os
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from monitor.module_fentry import ModuleFentry, ModuleFentryError
 
 # The method of a callback whose calls the core probes count with no probe of its own.
 CORE = "core"
-from monitor.symbols import Symbols
+from monitor.symbols import UNKNOWN, Symbols
 
 
 @dataclass
@@ -48,7 +49,7 @@ class CallbackWatcher:
         self.scanner = scanner or discovery.BTFScanner()
         self.callbacks = {}
         self.probe_ends = probe_ends        # False: the core probes count every end (plan.probe_ends)
-        # fentry first where BTF allows (plan.callback_fentry == ""); the vmlinux BTF is the scanner's
+        # fentry first where BTF allows (plan.callback_fentry_off is None); the vmlinux BTF is the scanner's
         self.fentry = fentry
         self.mf = module_fentry or (ModuleFentry(vmlinux=self.scanner.base) if fentry else None)
         self._proc_modules = proc_modules
@@ -71,10 +72,10 @@ class CallbackWatcher:
 
     def resolve(self, ip):
         """(symbol, module) of a counted address, also of a module unloaded since."""
-        name, module = self.symbols.resolve(ip)
-        if name == "unknown" and ip in self._names:
-            return self._names[ip]
-        return name, module
+        sym = self.symbols.find(ip)
+        if sym is None:
+            return self._names.get(ip, UNKNOWN)
+        return sym.name, sym.module
 
     # ------------------------------------------------------------ discovery
     def refresh(self):
@@ -108,24 +109,25 @@ class CallbackWatcher:
         table, out = self.bpf[b"discovered"], []
         for k, v in table.items():
             ip = k.value
-            name, module = self.symbols.resolve(ip)
-            if name == "unknown" and ip not in self._unresolved:   # loaded after our kallsyms read?
+            sym = self.symbols.find(ip)
+            if sym is None and ip not in self._unresolved:   # loaded after our kallsyms read?
                 self.symbols = Symbols.load()
-                name, module = self.symbols.resolve(ip)
-                if name == "unknown":
+                sym = self.symbols.find(ip)
+                if sym is None:
                     self._unresolved.add(ip)
-            kind, how = discovery.decode_discovered(v.value)
-            out.append(discovery.Callback(name, module, kind, how))
             try:        # handled: the BPF side adds it again only while nothing probes it
                 del table[k]
             except KeyError:
                 pass
+            if sym is not None:         # a callback with no name cannot be probed
+                kind, how = discovery.decode_discovered(v.value)
+                out.append(discovery.Callback(sym.name, sym.module, kind, how))
         return out
 
     def attach_callback(self, cb):
         """Probe one callback; returns its ProbeStatus, or None if it already was."""
         key = (cb.symbol, cb.module)
-        if key in self.callbacks or cb.symbol == "unknown":
+        if key in self.callbacks:
             return None
         sym = self.symbols.lookup(cb.symbol)
         probe = f"notifier:{cb.symbol}"
@@ -157,7 +159,9 @@ class CallbackWatcher:
             attach.attach_callback(self.bpf, cb.kind_name, cb.symbol)
             return attach.ProbeStatus(probe, KPROBE, True, why), time.time(), ()
         except Exception as e:      # noqa: BLE001 -- bcc raises bare Exception
-            return attach.ProbeStatus(probe, KPROBE, False, "; ".join(filter(None, (why, attach.explain(e))))), 0.0, ()
+            err = ctypes.get_errno()    # bcc's, as attach.explain wants it
+            return attach.ProbeStatus(probe, KPROBE, False,
+                                      "; ".join(filter(None, (why, attach.explain(e, err))))), 0.0, ()
 
     # ------------------------------------------------------------ module unloads
     def _drop_module(self, module):
@@ -209,15 +213,15 @@ def read_modules(path="/proc/modules", watched=None):
     return out
 
 
-def counting_lines(callbacks, walk_reason, started_at):
+def counting_lines(callbacks, walked, started_at):
     """`mnmon doctor`'s per-notifier lines: how each callback was found, since when its calls
-    are counted and since when timed. walk_reason: the plan's walk ("" when the core probes
-    count every notifier from its first call); started_at: when they attached."""
+    are counted and since when timed. walked: whether the core probes count every notifier
+    from its first call (coverage.walked); started_at: when they attached."""
     def when(t):
         return time.strftime("%H:%M:%S", time.localtime(t)) if t else "-"
     out = [f"{'notifier callback':<44} {'module':<16} {'kind':<9} {'found by':<13} {'counted since':<14} timed since"]
     for (symbol, module), p in sorted(callbacks.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        counted = started_at if not walk_reason else p.since
+        counted = started_at if walked else p.since
         timed = when(p.since) if p.status.attached else f"never: {p.status.reason}"
         out.append(f"{symbol:<44} {module:<16} {p.callback.kind_name:<9} {p.callback.found:<13} "
                    f"{when(counted):<14} {timed}")

@@ -8,6 +8,7 @@ from tests.kernel import kernel_facts
 from bed.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES
 from tests.kernel.test_probes import B, NB, _oom_scenario, drain, fdelta, value
+from monitor.decisions import Off
 
 pytestmark = pytest.mark.skipif(not kernel_facts.at_least(5, 6), reason="lean needs the subscription walk (5.6+)")
 
@@ -26,8 +27,9 @@ def test_lean_attaches_one_fexit_and_says_what_it_left_off(mon):
     st = mon.statuses
     assert (st["invalidate_range_start"].method, st["invalidate_range_start"].attached) == ("lean-fexit", True)
     for name in ("invalidate_range_end", "notifier_register", "interval_notifier_insert", "notifier_release"):
-        assert st[name].disabled and st[name].reason.startswith("off in the lean configuration"), st[name]
+        assert st[name].off is Off.LEAN and not st[name].attached, st[name]
     assert st["oom_reap_task_mm"].attached
+    assert mon.coverage.lean and not mon.coverage.ends and not mon.coverage.timed
     assert mon.refresh() == [] and mon.callbacks == {}
     snap = mon.snapshot()
     assert snap.get("mnmon_probe_attached", probe="invalidate_range_start", method="lean-fexit") == 1

@@ -7,6 +7,7 @@ import pytest
 
 from monitor.attach_plan import (ATTEMPT_COUNT, FENTRY, HASH, KPROBE, TASK_STORAGE, TRACEPOINT, api_generation,
                                  plan)
+from monitor.decisions import Off
 from monitor.kernel import KernelFacts, bcc_has_task_storage, parse_tracepoint_format, parse_version
 from tests.unit.test_kernel_facts import MARK_VICTIM_6_1, MARK_VICTIM_6_9
 
@@ -24,7 +25,8 @@ INTERVAL_SYMBOLS = frozenset({"mmu_interval_notifier_insert", "mmu_interval_noti
 
 
 def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=None, symbols=None,
-          tracepoints=None, mark_victim=MARK_VICTIM_6_1, bcc_task_storage=True, subscriptions=None):
+          tracepoints=None, mark_victim=MARK_VICTIM_6_1, bcc_task_storage=True, subscriptions=None,
+          ringbuf=None, module_btf=None):
     """A kernel as monitor.kernel.gather() would describe it; what exists follows its version."""
     version = parse_version(release)
     if symbols is None:
@@ -38,7 +40,13 @@ def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=
     return KernelFacts(release=release, version=version, btf=btf, headers=headers, headers_dir=headers_dir,
                        kprobes=kprobes, kfunc=kfunc, bcc_task_storage=bcc_task_storage,
                        symbols=frozenset(symbols), tracepoints=frozenset(tracepoints),
-                       mark_victim_fields=parse_tracepoint_format(mark_victim), subscriptions=subscriptions)
+                       mark_victim_fields=parse_tracepoint_format(mark_victim), subscriptions=subscriptions,
+                       ringbuf=ringbuf, module_btf=module_btf)
+
+
+def reason(block):
+    """A plan's Block as its reason; "" where nothing is blocked."""
+    return block.reason if block else ""
 
 
 def methods(p):
@@ -102,7 +110,7 @@ def test_plan_per_kernel(release, btf, kfunc, api, flags, expected):
     assert p.api == api
     assert p.cflags == flags
     assert methods(p) == expected
-    assert p.callbacks == (PREDATES if api == 0 else "")
+    assert reason(p.callbacks_off) == (PREDATES if api == 0 else "")
 
 
 def test_4_14_is_unsupported():
@@ -180,7 +188,7 @@ def test_sandbox_host(kfunc, reap, reap_kfunc):
                                              "and no fentry (needs 5.5+, BTF and BPF trampolines)")
     gave_up = by["oom_reaper_gave_up"]
     assert (gave_up.targets, gave_up.reason) == (("oom:start_task_reaping",), OTHER_HEADERS + NO_KPROBES_TOO)
-    assert p.callbacks == OTHER_HEADERS
+    assert reason(p.callbacks_off) == OTHER_HEADERS
 
 
 def test_no_headers():
@@ -188,7 +196,7 @@ def test_no_headers():
     by = by_name(p)
     assert by["invalidate_range_start"].reason == "no kernel headers for this kernel"
     assert by["oom_reap_task_mm"].methods == FK
-    assert p.callbacks == "no kernel headers for this kernel"
+    assert reason(p.callbacks_off) == "no kernel headers for this kernel"
     assert "-DHAVE_STRUCTS=0" in p.cflags and "-DCORE_KFUNC=0" in p.cflags
 
 
@@ -199,14 +207,14 @@ def test_no_kprobes_but_fentry():
     assert by["notifier_register"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     assert by["oom_reaper_gave_up"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     # callbacks: fentry where their module has BTF, so still probed without kprobes
-    assert (p.callbacks, p.callback_fentry) == ("", "")
+    assert (reason(p.callbacks_off), reason(p.callback_fentry_off)) == ("", "")
     assert p.cflags == cflags(505, 1, 1, 1, 0, 1, 1, walk=1, ends=1)
 
 
 def test_no_kprobes_and_no_module_btf_leaves_callbacks_unprobed():
     p = plan(facts("5.10.0-30-amd64", btf=True, kfunc=True, kprobes=False))
-    assert p.callback_fentry == "kernel 5.10.0-30-amd64 predates module BTF (5.11)"
-    assert p.callbacks == ("no kprobes on this kernel (CONFIG_KPROBES off), and no fentry on callbacks: "
+    assert reason(p.callback_fentry_off) == "kernel 5.10.0-30-amd64 predates module BTF (5.11)"
+    assert reason(p.callbacks_off) == ("no kprobes on this kernel (CONFIG_KPROBES off), and no fentry on callbacks: "
                            "kernel 5.10.0-30-amd64 predates module BTF (5.11)")
 
 
@@ -219,15 +227,15 @@ def test_no_kprobes_and_no_module_btf_leaves_callbacks_unprobed():
 ])
 def test_callbacks_by_fentry_where_module_btf_can_exist(release, btf, kfunc, why):
     p = plan(facts(release, btf=btf, kfunc=kfunc))
-    assert p.callback_fentry == why
+    assert reason(p.callback_fentry_off) == why
     assert f"-DCB_KFUNC={int(not why)}" in p.cflags
 
 
 def test_callbacks_pinned_to_kprobe_or_fentry():
     p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), callbacks="kprobe")
-    assert p.callback_fentry == "kprobe chosen by configuration (probes.callbacks)"
-    assert "-DCB_KFUNC=0" in p.cflags and p.callbacks == ""
-    assert plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), callbacks="fentry").callback_fentry == ""
+    assert reason(p.callback_fentry_off) == "kprobe chosen by configuration (probes.callbacks)"
+    assert "-DCB_KFUNC=0" in p.cflags and reason(p.callbacks_off) == ""
+    assert plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), callbacks="fentry").callback_fentry_off is None
     with pytest.raises(ValueError, match="fentry forced on notifier callbacks, but kernel 5.10.0-30-amd64 predates"):
         plan(facts("5.10.0-30-amd64", btf=True, kfunc=True), callbacks="fentry")
     with pytest.raises(ValueError, match="not uprobe"):
@@ -316,8 +324,32 @@ def test_interval_insert_only_from_5_5(release, has_interval):
 
 
 @pytest.mark.parametrize("release, ringbuf", [("5.7.19", 0), ("5.8.0", 1), ("5.8", 1)])
-def test_ring_buffer_from_5_8(release, ringbuf):
-    assert f"-DUSE_RINGBUF={ringbuf}" in plan(facts(release, btf=True, kfunc=True)).cflags
+def test_ring_buffer_from_5_8_where_not_probed(release, ringbuf):
+    p = plan(facts(release, btf=True, kfunc=True))
+    assert f"-DUSE_RINGBUF={ringbuf}" in p.cflags
+    assert p.facts["ring_buffer"] == "kernel version"
+
+
+@pytest.mark.parametrize("release, probed, ringbuf", [
+    ("5.4.0-150-generic", True, 1),     # a distribution kernel with the ring buffer backported
+    ("6.1.0-56-amd64", False, 0),       # a build without it
+    ("5.4.0-150-generic", None, 0),     # not probed (no privileges): by the version
+])
+def test_ring_buffer_as_probed(release, probed, ringbuf):
+    p = plan(facts(release, btf=True, kfunc=True, ringbuf=probed))
+    assert f"-DUSE_RINGBUF={ringbuf}" in p.cflags and p.ring_buffer is bool(ringbuf)
+    assert p.facts["ring_buffer"] == ("kernel version" if probed is None else "probed")
+
+
+@pytest.mark.parametrize("release, probed, why", [
+    ("5.10.0-46-amd64", True, ""),                  # module BTF backported
+    ("6.1.0-56-amd64", False, "kernel 6.1.0-56-amd64 has no module BTF (5.11+)"),   # built without it
+    ("5.10.0-46-amd64", None, "kernel 5.10.0-46-amd64 predates module BTF (5.11)"),
+])
+def test_callback_fentry_follows_probed_module_btf(release, probed, why):
+    p = plan(facts(release, btf=True, kfunc=True, module_btf=probed))
+    assert reason(p.callback_fentry_off) == why
+    assert p.facts["module_btf"] == ("kernel version" if probed is None else "probed")
 
 
 @pytest.mark.parametrize("version, api", [
@@ -349,7 +381,7 @@ def test_every_notifier_counted_from_its_first_call_where_the_walk_can_run(relea
     # and with the walk on a kernel that pairs ends itself (5.10+), no end callback needs a probe
     p = plan(facts(release, btf=btf, kfunc=True, headers=headers, subscriptions=layout,
                    headers_dir=SANDBOX_HEADERS if headers == "other" else None))
-    assert p.walk == why
+    assert reason(p.walk_off) == why
     assert f"-DMN_SUBS={int(not why)}" in p.cflags
     assert ("-DMN_SUBS_LEFTMOST_OFF=40" in p.cflags) is (not why)
     assert (by_name(p)["notifier_release"].methods != ()) is (not why)
@@ -401,10 +433,10 @@ def test_lean_is_one_fexit_on_the_core_start_and_says_what_it_leaves_off():
     assert (start.methods, start.programs["lean-fexit"]) == (("lean-fexit",),
                                                             (None, "kretfunc____mmu_notifier_invalidate_range_start"))
     for name in ("invalidate_range_end", "notifier_register", "interval_notifier_insert", "notifier_release"):
-        assert by[name].off and by[name].reason.startswith("off in the lean configuration: "), by[name]
+        assert by[name].off is Off.LEAN and by[name].reason.startswith("off in the lean configuration: "), by[name]
     # the reaper's probes stay: who blocked it is the mission's core
-    assert by["oom_reap_task_mm"].methods == FK and not by["oom_reap_task_mm"].off
-    assert p.lean and not p.probe_ends and p.callbacks == ""
+    assert by["oom_reap_task_mm"].methods == FK and by["oom_reap_task_mm"].off is None
+    assert p.lean and not p.probe_ends and reason(p.callbacks_off) == ""
     assert "-DLEAN=1" in p.cflags and "-DCB_KFUNC=0" in p.cflags and "-DMN_SUBS=1" in p.cflags
     assert "-DCORE_KFUNC=1" in p.cflags       # the fexit is a KRETFUNC_PROBE
     assert not plan(facts("6.1.0-56-amd64", btf=True, kfunc=True)).lean

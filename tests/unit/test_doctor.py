@@ -1,25 +1,40 @@
-"""doctor's verdict: pure, from statuses."""
-from monitor import doctor
+"""doctor's verdict: pure, from statuses and the coverage they give."""
+from monitor import coverage, doctor
+from monitor.decisions import Block, Off
 from monitor.probes import ProbeStatus
+
+NO_KPROBES = Block(Off.KERNEL, "no kprobes")
 
 
 def st(probe, attached, disabled=False):
     return ProbeStatus(probe, "kprobe" if attached else "", attached,
-                       "" if attached else "disabled by configuration" if disabled else "why", disabled=disabled)
+                       "" if attached else "disabled by configuration" if disabled else "why",
+                       Off.CONFIG if disabled else None if attached else Off.KERNEL)
+
+
+def cov(statuses, callbacks=None, callback_fentry=None, walk=None):
+    return coverage.measure(statuses, callbacks=callbacks, callback_fentry=callback_fentry, walk=walk)
+
+
+def verdict(statuses, attempted, callbacks=None):
+    return doctor.verdict(statuses, cov(statuses, callbacks), attempted)
 
 
 def test_verdict():
     core = [st("invalidate_range_start", True), st("invalidate_range_end", True)]
-    assert doctor.verdict(core, "", True) == (True, "per-notifier outcomes: countable here")
-    assert doctor.verdict(core, "", False)[0] is False              # only a real attach counts
-    assert doctor.verdict(core, "no kprobes", True)[0] is False
+    assert verdict(core, True) == (True, "per-notifier outcomes: countable here")
+    assert verdict(core, False)[0] is False              # only a real attach counts
+    assert verdict(core, True, NO_KPROBES)[0] is False
     tp_only = [st("invalidate_range_start", False), st("oom:mark_victim", True)]
-    assert doctor.verdict(tp_only, "", True) == \
+    assert verdict(tp_only, True) == \
         (False, "per-notifier outcomes: NOT countable here; OOM tracepoint counters only")
+    # an end left off by configuration does not count against it
+    assert verdict(core[:1] + [st("invalidate_range_end", False, disabled=True)], True)[0] is True
 
 
-def test_disabled_is_a_flag_not_a_reason():
-    lines = doctor.probe_lines([st("oom:mark_victim", False, disabled=True), st("oom_reap_task_mm", False)], "", True)
+def test_disabled_is_a_value_not_a_reason():
+    statuses = [st("oom:mark_victim", False, disabled=True), st("oom_reap_task_mm", False)]
+    lines = doctor.probe_lines(statuses, cov(statuses), True)
     assert any(l.startswith("oom:mark_victim") and l.endswith("off: disabled by configuration") for l in lines)
     assert any(l.startswith("oom_reap_task_mm") and l.endswith("unavailable: why") for l in lines)
 
@@ -28,7 +43,7 @@ def test_each_callback_says_its_method_and_why_a_fallback():
     statuses = [ProbeStatus("notifier:kvm_mmu_notifier_invalidate_range_start", "fentry", True),
                 ProbeStatus("notifier:fixture_interval_invalidate", "kprobe", True,
                             "fentry: mnmon_fixture:fixture_interval_invalidate: no BTF")]
-    lines = doctor.probe_lines(statuses, "", True, "", "")
+    lines = doctor.probe_lines(statuses, cov(statuses), True)
     kvm = next(l for l in lines if l.startswith("notifier:kvm_"))
     fix = next(l for l in lines if l.startswith("notifier:fixture_"))
     assert kvm.split()[1:] == ["fentry", "attached"]
@@ -36,7 +51,8 @@ def test_each_callback_says_its_method_and_why_a_fallback():
                                                                          "fixture_interval_invalidate: no BTF)")
     assert any(l.startswith("notifier callbacks: attachable (fentry where the module has BTF, which holds the "
                             "module loaded while attached; else kprobe)") for l in lines)
-    pinned = doctor.probe_lines(statuses, "", True, "", "kprobe chosen by configuration (probes.callbacks)")
+    pinned = doctor.probe_lines(statuses, cov(statuses, callback_fentry=Block(
+        Off.CONFIG, "kprobe chosen by configuration (probes.callbacks)")), True)
     assert any("attachable (kprobe; not fentry: kprobe chosen by configuration (probes.callbacks))" in l
                for l in pinned)
 
@@ -48,15 +64,16 @@ def test_lean_says_what_it_keeps_and_leaves_off_and_still_counts_outcomes():
     p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), lean=True)
     statuses = [ProbeStatus("invalidate_range_start", "lean-fexit", True)] + \
         [attach_spec(object(), s) for s in p.probes if s.off]
-    lines = doctor.probe_lines(statuses, p.callbacks, True, p.walk, p.callback_fentry, p.lean)
+    lines = doctor.probe_lines(statuses, coverage.of(p, statuses), True)
     assert next(l for l in lines if l.startswith("invalidate_range_start")).split()[1:] == ["lean-fexit", "attached"]
     assert next(l for l in lines if l.startswith("invalidate_range_end")).endswith(
         "off: off in the lean configuration: ends (and sections in progress) not counted")
     assert any(l.startswith("configuration: lean (one fexit per invalidation)") for l in lines)
-    assert doctor.verdict(statuses, p.callbacks, True) == (True, "per-notifier outcomes: countable here")
+    assert doctor.verdict(statuses, coverage.of(p, statuses), True) == (True, "per-notifier outcomes: countable here")
     # the plan alone (not privileged): off, not unavailable
+    planned = doctor.planned(p)
     assert any(l.startswith("notifier_register") and "off: off in the lean" in l
-               for l in doctor.probe_lines(doctor.planned(p), "", False, lean=True))
+               for l in doctor.probe_lines(planned, coverage.of(p, planned), False))
     # an end that could not attach (not left off) still fails the verdict
     failed = [ProbeStatus("invalidate_range_start", "fentry", True), ProbeStatus("invalidate_range_end", "", False, "x")]
-    assert doctor.verdict(failed, "", True)[0] is False
+    assert verdict(failed, True)[0] is False

@@ -51,11 +51,11 @@ def test_released_code_faults_back_in(tmp_path):
 def test_refresh_trims_the_heap_every_minute_even_where_callbacks_cannot_attach(monkeypatch):
     # The daemon's refresh timer is what gives scrapes' freed buffers back (RSS after an
     # hour of scrapes: 133 MB without, 96 MB trimmed, in the benchmark).
-    from types import SimpleNamespace
-    from monitor import memory, probes
+    from monitor import attach_plan, memory, probes
+    from monitor.decisions import Block, Off
     trims = []
     monkeypatch.setattr(memory, "malloc_trim", lambda: trims.append(1) or True)
-    plan = SimpleNamespace(callbacks="no kprobes on this kernel (CONFIG_KPROBES off)")
+    plan = attach_plan.Plan(505, [], [], callbacks_off=Block(Off.KERNEL, "no kprobes on this kernel"))
     mon = probes.Monitor(bpf=None, facts=None, plan=plan, symbols=None, statuses={})
     for _ in range(probes.TRIM_EVERY - 1):
         assert mon.refresh() == []

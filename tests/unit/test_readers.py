@@ -9,6 +9,7 @@ import pytest
 from monitor import contract, readers
 from monitor.metrics import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
 from monitor.model import log2_histogram
+from monitor import coverage
 from monitor.readers import build_snapshot
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -322,6 +323,7 @@ def test_maps_compiled_out_without_structs():
 
 def test_all_zero_maps():
     snap = build_snapshot(zeros(), resolve, [], [Status("invalidate_range_start", "kprobe", True),
+                                                 Status("invalidate_range_end", "kprobe", True),
                                                  Status("oom_reap_task_mm", "kprobe", True)])
     assert snap.get("mnmon_invalidations_in_progress") == 0
     assert len(snap.family("mnmon_invalidations_by_event_total")) == 8      # the named events, at 0
@@ -366,7 +368,7 @@ def test_lean_exports_what_it_measures_only():
     # one fexit on the core start: no latency, events or ends (an in-progress count would only grow)
     statuses = [Status("invalidate_range_start", "lean-fexit", True),
                 Status("invalidate_range_end", "", False), Status("oom_reap_task_mm", "fentry", True)]
-    snap = build_snapshot(raw_maps(), resolve, [], statuses)
+    snap = build_snapshot(raw_maps(), resolve, [], statuses, cov=coverage.measure(statuses, lean=True))
     got = families(snap)
     assert {"mnmon_invalidate_range_start_total", "mnmon_notifier_invalidations_total",
             "mnmon_unpaired_invalidate_starts_total"} <= got
@@ -378,6 +380,6 @@ def test_lean_exports_what_it_measures_only():
 def test_sample_report_of_lean_says_ends_are_not_counted():
     from monitor import render
     statuses = [Status("invalidate_range_start", "lean-fexit", True), Status("invalidate_range_end", "", False)]
-    text = render.table(build_snapshot(raw_maps(), resolve, [], statuses))
+    text = render.table(build_snapshot(raw_maps(), resolve, [], statuses, cov=coverage.measure(statuses, lean=True)))
     assert "invalidate_range_start: blockable ok 100" in text
     assert "invalidate_range_end: not counted (lean)   unpaired starts:" in text

@@ -1,0 +1,118 @@
+"""Every probe mnmon plans, as rows: what it attaches to, its programs per attach method,
+the metric families it feeds, and what it needs of the kernel.
+
+attach_plan.plan() filters these rows per kernel; doctor, the CLI (known probe names)
+and bench read them. A new probe is a row here and its programs in bpf/.
+"""
+from dataclasses import dataclass, field
+
+# Attach methods (mnmon_probe_attached{method}).
+FENTRY, KPROBE, TRACEPOINT, RAW_TRACEPOINT = "fentry", "kprobe", "tracepoint", "raw_tracepoint"
+ATTEMPT_COUNT = "attempt-count"     # gave-up counted from attempts per victim inside the oom tracepoints
+LEAN_FEXIT = "lean-fexit"           # the lean configuration's one program on the invalidation path
+
+# Kinds of row: a kernel function (fentry or kprobe), a tracepoint, a raw tracepoint.
+FUNCTION = "function"
+
+# What a row may need of the kernel beyond its targets (attach_plan computes each per kernel):
+STRUCTS = "structs"                 # reads kernel structs: this kernel's own headers
+NONBLOCK_API = "nonblock_api"       # 4.19+: a false __oom_reap_task_mm means a notifier failed
+INTERVAL_API = "interval_api"       # 5.5+: interval notifiers exist
+WALK = "walk"                       # the core probes walk mm's subscriptions (5.6+, vmlinux BTF)
+VICTIM_TASK = "victim_task"         # oom:mark_victim passes the victim's task (comm in its record)
+
+
+def feeds(*families, result=None):
+    """(family, result) pairs: the series a row measures; result None: all of the family."""
+    return tuple((f, result) for f in families)
+
+
+START_FAMILIES = ("mnmon_invalidate_range_start_total", "mnmon_unpaired_invalidate_starts_total",
+                  "mnmon_notifier_invalidations_total", "mnmon_notifier_invalidate_range_end_total",
+                  "mnmon_notifier_invalidation_duration_seconds")
+REAP_FAMILIES = ("mnmon_oom_reap_calls_total", "mnmon_oom_reap_blocked_total", "mnmon_oom_reap_duration_seconds")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str                       # mnmon_probe_attached{probe}, probes.disable
+    targets: tuple                  # functions, 'category:event' tracepoints, or a raw tracepoint
+    programs: dict = field(compare=False)   # method -> (entry, return), preferred method first
+    feeds: tuple = ()               # (family, result or None) it measures
+    kind: str = FUNCTION
+    needs: tuple = ()               # of the capabilities above
+    omit_without: tuple = ()        # needs whose absence leaves the row out of the plan altogether
+    core: bool = False              # needed for per-notifier outcomes (doctor's exit status)
+    group: str = "other"            # bench/toggle.py's attach groups: core | other
+    lean_off: str = ""              # off in the lean configuration, and what that costs
+    lean_programs: dict = field(default=None, compare=False)   # its programs in the lean configuration
+    lean_feeds: tuple = None        # what it measures there
+    fallback: tuple = ()            # (targets, method) standing in where no method can attach it
+
+
+ROWS = (
+    Row("invalidate_range_start", ("__mmu_notifier_invalidate_range_start",),
+        {FENTRY: ("kfunc____mmu_notifier_invalidate_range_start", "kretfunc____mmu_notifier_invalidate_range_start"),
+         KPROBE: ("core_start_entry", "core_start_return")},
+        feeds(*START_FAMILIES, "mnmon_invalidate_range_start_duration_seconds", "mnmon_invalidations_by_event_total"),
+        needs=(STRUCTS,), core=True, group="core",
+        lean_programs={LEAN_FEXIT: (None, "kretfunc____mmu_notifier_invalidate_range_start")},
+        lean_feeds=feeds(*START_FAMILIES)),
+    Row("invalidate_range_end", ("__mmu_notifier_invalidate_range_end",),
+        {FENTRY: ("kfunc____mmu_notifier_invalidate_range_end", None), KPROBE: ("core_end_entry", None)},
+        feeds("mnmon_invalidate_range_end_total", "mnmon_invalidations_in_progress"),
+        needs=(STRUCTS,), core=True, group="core",
+        lean_off="ends (and sections in progress) not counted"),
+    Row("notifier_register", ("__mmu_notifier_register",), {KPROBE: ("on_mmu_notifier_register", None)},
+        needs=(STRUCTS,), lean_off="no callback probes to discover for"),
+    Row("notifier_release", ("__mmu_notifier_release",),
+        {FENTRY: ("kfunc____mmu_notifier_release", None), KPROBE: ("on_notifier_release", None)},
+        needs=(WALK, STRUCTS), lean_off="each notifier's blockable calls not counted"),
+    Row("interval_notifier_insert", ("mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked"),
+        {KPROBE: ("on_interval_insert", None)}, needs=(INTERVAL_API, STRUCTS), omit_without=(INTERVAL_API,),
+        lean_off="no callback probes to discover for"),
+    Row("oom_reap_task_mm", ("__oom_reap_task_mm",),
+        {FENTRY: ("kfunc____oom_reap_task_mm", "kretfunc____oom_reap_task_mm"), KPROBE: ("reap_entry", "reap_return")},
+        feeds(*REAP_FAMILIES) + feeds("mnmon_oom_reap_attempts_total", result="reaped")
+        + feeds("mnmon_oom_reap_attempts_total", result="notifier_blocked"),
+        # Before 4.19 (93065ac753e4) its false never meant a notifier failure: it meant a contended
+        # mmap_sem, a skip oom:skip_task_reaping already reports. Counted, it would blame notifiers.
+        needs=(NONBLOCK_API,)),
+    Row("oom_reaper_gave_up", ("sched_show_task",), {KPROBE: ("on_sched_show_task", None)},
+        feeds("mnmon_oom_reaper_gave_up_total"), needs=(STRUCTS,),
+        # Counting attempts per victim from oom:start/skip_task_reaping stands in.
+        fallback=(("oom:start_task_reaping",), ATTEMPT_COUNT)),
+    Row("oom:mark_victim", ("oom:mark_victim",), {TRACEPOINT: ("on_mark_victim", None)},
+        feeds("mnmon_oom_victims_total", "mnmon_oom_victims_by_cgroup_total"), kind=TRACEPOINT),
+    Row("oom:start_task_reaping", ("oom:start_task_reaping",), {TRACEPOINT: ("on_start_task_reaping", None)},
+        kind=TRACEPOINT),
+    Row("oom:skip_task_reaping", ("oom:skip_task_reaping",), {TRACEPOINT: ("on_skip_task_reaping", None)},
+        feeds("mnmon_oom_reap_attempts_total", result="skipped"), kind=TRACEPOINT),
+    # Whose cgroup a victim is in: its task, where oom:mark_victim passes it (its record then has
+    # comm), else the cgroup of the task that ran into the limit (bpf/oom.bpf.c).
+    Row("oom_victim_cgroup", ("mark_victim",), {RAW_TRACEPOINT: ("on_mark_victim_task", None)},
+        kind=RAW_TRACEPOINT, needs=(VICTIM_TASK,), omit_without=(VICTIM_TASK,)),
+)
+
+BY_NAME = {r.name: r for r in ROWS}
+
+
+def names():
+    """Every probe name probes.disable may name (a kernel may plan fewer)."""
+    return [r.name for r in ROWS]
+
+
+def core_names():
+    """The probes per-notifier outcomes need."""
+    return [r.name for r in ROWS if r.core]
+
+
+def group(probe):
+    """bench/toggle.py's attach group of a probe: core, callbacks (notifier:*) or other."""
+    row = BY_NAME.get(probe)
+    return row.group if row else "callbacks"
+
+
+def first_methods():
+    """(probe, its preferred method) of every row: the plan of a kernel that has everything."""
+    return [(r.name, next(iter(r.programs))) for r in ROWS]
