@@ -2,8 +2,8 @@
 
 synthetic_raw(n) is what read_raw() would return with n notifiers that have seen
 every label set: both modes, every result, every latency bucket, ends, reap
-blockers. The rendering is the exporter's own path: monitor.readers.build_snapshot,
-then monitor.exposition's OpenMetrics text, gzip and HTTP: a /metrics request to the
+blockers. The rendering is the exporter's own path: monitor.reading.collect (each
+concern's maps read on their own), then monitor.exposition's OpenMetrics text, gzip and HTTP: a /metrics request to the
 exporter's own server, with the headers Prometheus sends.
 """
 import gzip
@@ -12,7 +12,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from monitor import catalogue, collector, exposition, readers
+from monitor import catalogue, collector, coverage, exposition, reading, readers
 from monitor.config import Settings
 from monitor.metrics import MODES, RESULTS
 from monitor.web.server import Exporter
@@ -70,15 +70,34 @@ def synthetic(n=100):
 
 
 class SyntheticMonitor:
-    """Quacks like monitor.probes.Monitor for the collector: snapshot() from synthetic maps."""
+    """Quacks like monitor.probes.Monitor for the collector: snapshot() from synthetic maps,
+    read per concern as the monitor reads its maps. broken: maps whose read fails."""
 
-    def __init__(self, n=100):
+    def __init__(self, n=100, broken=(), failures=None):
         self.raw, self.resolve, self.cbs, self.statuses = synthetic(n)
+        self.broken = set(broken)
+        self.failures = failures or reading.Failures()
+        self.ctx = readers.Context(self.resolve, tuple(self.cbs), coverage.measure(self.statuses))
+
+    def read(self, maps):
+        if bad := self.broken & set(maps):
+            raise OSError(f"cannot read {', '.join(sorted(bad))}")
+        return {k: v for k, v in self.raw.items() if k in _fields_of(maps)}
 
     def snapshot(self):
-        s = readers.build_snapshot(self.raw, self.resolve, self.cbs, self.statuses)
-        s.add("mnmon_events_lost_total", 0)
+        s = reading.collect(self.read, self.ctx, self.failures)
+        readers.probes_attached(s, self.statuses)
         return s
+
+
+def _fields_of(maps):
+    """The raw keys read_raw() gives for maps (core_stats is a record of several)."""
+    out = set(maps)
+    if "core_stats" in maps:
+        out |= set(readers.CORE_STATS)
+    if "notifier_invalidations" in maps:
+        out.add("notifier_latency_sum_ns")
+    return out
 
 
 # What Prometheus 2.x/3.x sends when it scrapes: OpenMetrics first, gzip.

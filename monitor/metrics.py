@@ -67,4 +67,9 @@ FAMILIES = {f.name: f for f in [
     _f("mnmon_build_info", "gauge", "mnmon's version, the bcc it runs on and the kernel.",
        "version", "bcc_version", "kernel"),
     _f("mnmon_scrape_duration_seconds", "gauge", "Time the last collection of BPF maps took."),
+    _f("mnmon_scrape_collector_success", "gauge",
+       "Whether a concern's maps were read at the last collection (1) or not (0: its series are left out).",
+       "collector"),
+    _f("mnmon_scrape_collector_duration_seconds", "gauge",
+       "Time reading a concern's maps took at the last collection.", "collector"),
 ]}

@@ -11,7 +11,7 @@ import re
 import tempfile
 import time
 
-from monitor import attach_plan, cgroups, coverage, events, kernel, layout, loader, memory, readers
+from monitor import attach_plan, cgroups, coverage, events, kernel, layout, loader, memory, reading, readers
 from monitor.attach import ProbeStatus, attach_spec, disabled  # noqa: F401 -- ProbeStatus is public here
 from monitor.symbols import Symbols
 from monitor.watch import CallbackWatcher
@@ -38,6 +38,7 @@ class Monitor:
         self.watcher = CallbackWatcher(bpf, symbols, probe_ends=plan.probe_ends,
                                        fentry=plan.callback_fentry_off is None) if bpf is not None else None
         self.cgroups = cgroups.CgroupNames()
+        self.failures = reading.Failures()
         self._user_lost = 0
         self._refreshes = 0
 
@@ -109,9 +110,10 @@ class Monitor:
     # ------------------------------------------------------------ reading
     def snapshot(self):
         """The numbers now, as one Snapshot (monitor/readers.py lists the series)."""
-        snap = readers.build_snapshot(readers.read_raw(self.bpf), self.watcher.resolve, self.watcher.attached(),
-                                      self.all_statuses(), self.cgroup_path, self.coverage)
-        snap.add("mnmon_events_lost_total", self._user_lost + self._kretprobe_misses())
+        ctx = readers.Context(self.watcher.resolve, tuple(self.watcher.attached()), self.coverage, self.cgroup_path,
+                              extra_lost=lambda: self._user_lost + self._kretprobe_misses())
+        snap = reading.collect(lambda maps: readers.read_raw(self.bpf, maps), ctx, self.failures)
+        readers.probes_attached(snap, self.all_statuses())
         return snap
 
     def open_events(self, callback):

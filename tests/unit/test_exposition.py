@@ -41,6 +41,8 @@ def awkward():
     s.set("mnmon_notifier_invalidation_duration_seconds", log2_histogram({11: 4}, 9e9),
           notifier="a", module="kvm", mode="nonblockable")
     s.set("mnmon_build_info", 1, version="0.1", bcc_version="0.26.0", kernel="6.1.0-56-amd64")
+    s.set("mnmon_scrape_collector_success", 0, collector="notifiers")       # a concern that failed
+    s.set("mnmon_scrape_collector_duration_seconds", 1.5e-05, collector="notifiers")
     return s
 
 
