@@ -205,12 +205,16 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
 
 def _lean(probes, walk, api):
     """probes as the lean configuration has them (see plan())."""
-    by = {p.probe: p for p in probes}
-    start = by["invalidate_range_start"]
-    why = ("" if FENTRY in start.methods else f"no fentry on {start.targets[0] if start.targets else 'it'}: "
-           f"{start.reason or 'kprobes only here'}") or (walk.reason if walk else "") or \
-        ("" if api >= 502 else "range->flags (5.2+) needed")
-    if why:
+    start = next(p for p in probes if p.probe == "invalidate_range_start")
+    if FENTRY not in start.methods:
+        why = f"no fentry on {start.targets[0] if start.targets else 'it'}: {start.reason or 'kprobes only here'}"
+    elif walk is not None:
+        why = walk.reason
+    elif api < 502:
+        why = "range->flags (5.2+) needed"
+    else:
+        why = None
+    if why is not None:
         raise ValueError(f"the lean configuration cannot run here: {why}")
     out = []
     for p in probes:
