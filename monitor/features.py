@@ -40,22 +40,18 @@ def ring_buffer(create=_create_map):
     if fd >= 0:
         os.close(fd)
         return True
-    if err in (errno.EPERM, errno.EACCES, errno.ENOSYS):
-        return None
-    return False        # EINVAL: an unknown map type
+    # EINVAL: a map type this kernel does not know. Anything else (EPERM without
+    # privileges, ENOMEM under a memlock limit) says nothing of the map type.
+    return False if err == errno.EINVAL else None
 
 
 def module_btf(btf_dir=Path("/sys/kernel/btf"), proc_modules=Path("/proc/modules")):
-    """Whether modules carry BTF (/sys/kernel/btf/<module>, CONFIG_DEBUG_INFO_BTF_MODULES,
-    5.11+): told by the loaded modules; None when no module is loaded to tell by (or the
-    directory cannot be read)."""
+    """True where a loaded module carries BTF (/sys/kernel/btf/<module>, 5.11+ with
+    CONFIG_DEBUG_INFO_BTF_MODULES); else None, not False: the modules loaded may all be
+    out-of-tree builds without BTF on a kernel that gives it to its own."""
     try:
-        modules = [line.split()[0] for line in proc_modules.read_text().splitlines() if line.split()]
-        if not btf_dir.is_dir():
-            return False if modules else None
-        have = set(os.listdir(btf_dir))
+        modules = {line.split()[0] for line in proc_modules.read_text().splitlines() if line.split()}
+        have = set(os.listdir(btf_dir)) if btf_dir.is_dir() else set()
     except OSError:
         return None
-    if not modules:
-        return None
-    return any(m in have for m in modules)
+    return True if modules & have else None

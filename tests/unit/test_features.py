@@ -16,6 +16,7 @@ def test_ring_buffer_is_what_creating_one_says(tmp_path):
     assert asked[0][:3] == (features.BPF_MAP_TYPE_RINGBUF, 0, 0)
     assert features.ring_buffer(lambda *a: (-1, errno.EINVAL)) is False       # a map type it does not know
     assert features.ring_buffer(lambda *a: (-1, errno.EPERM)) is None         # not allowed to ask
+    assert features.ring_buffer(lambda *a: (-1, errno.ENOMEM)) is None        # memlock limit: says nothing
 
 
 def test_module_btf_is_told_by_the_loaded_modules(tmp_path):
@@ -23,7 +24,8 @@ def test_module_btf_is_told_by_the_loaded_modules(tmp_path):
     btf.mkdir()
     (btf / "vmlinux").write_text("")
     mods.write_text("kvm 1 0 - Live 0x0\nkvm_amd 1 0 - Live 0x0\n")
-    assert features.module_btf(btf, mods) is False
+    # none of them has BTF: maybe out-of-tree builds on a kernel that has it; the version decides
+    assert features.module_btf(btf, mods) is None
     (btf / "kvm").write_text("")
     assert features.module_btf(btf, mods) is True
     mods.write_text("")
