@@ -11,6 +11,11 @@ from monitor.kernel import bcc_version
 from monitor.probes import MonitorError, ProbeStatus
 
 
+def probed(answer):
+    """A probed feature as doctor shows it (monitor/features.py)."""
+    return {True: "yes (probed)", False: "no (probed)", None: "not probed (the version decides)"}[answer]
+
+
 def facts_lines(f, privileged_as):
     yn = lambda b: "yes" if b else "no"
     return [
@@ -21,6 +26,7 @@ def facts_lines(f, privileged_as):
         f"headers      {f.headers}" + (f": {f.headers_dir}" if f.headers_dir else "") +
         ("" if f.headers == "matching" else "  (struct-reading probes stay off)"),
         f"tracepoints  {len(f.tracepoints)} of interest: {', '.join(sorted(f.tracepoints)) or 'none'}",
+        f"features     ring buffer {probed(f.ringbuf)}, module BTF {probed(f.module_btf)}",
         f"bcc          {bcc_version()}",
         f"privileges   {privileged_as}",
     ] + [f"unreadable   {what}" for what in f.unreadable]

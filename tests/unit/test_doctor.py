@@ -77,3 +77,9 @@ def test_lean_says_what_it_keeps_and_leaves_off_and_still_counts_outcomes():
     # an end that could not attach (not left off) still fails the verdict
     failed = [ProbeStatus("invalidate_range_start", "fentry", True), ProbeStatus("invalidate_range_end", "", False, "x")]
     assert verdict(failed, True)[0] is False
+
+
+def test_facts_say_which_features_were_probed():
+    from tests.unit.test_attach_plan import facts
+    lines = doctor.facts_lines(facts("5.4.0-150-generic", btf=True, kfunc=True, ringbuf=True), "root")
+    assert "features     ring buffer yes (probed), module BTF not probed (the version decides)" in lines
