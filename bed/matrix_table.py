@@ -12,12 +12,13 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from bed import kernels
+from monitor import catalogue
 
 REPO = kernels.REPO
 OUT = REPO / "build" / "matrix"
 BEGIN, END = "<!-- matrix-table:begin -->", "<!-- matrix-table:end -->"
 FIGURES_BEGIN, FIGURES_END = "<!-- matrix-figures:begin -->", "<!-- matrix-figures:end -->"
-CORE = ("invalidate_range_start", "invalidate_range_end")
+CORE = tuple(catalogue.core_names())
 OOM = ("oom_reap_task_mm", "oom_reaper_gave_up")
 FIXTURE_KINDS = (("mnmon_fx_list_", "list"), ("mnmon_fx_interval_", "interval"), ("mnmon_fx_two_pass_", "two-pass"))
 

@@ -5,6 +5,7 @@ Series are exported only where measured: a 0 would say "never happened" where th
 is "not watched" (mnmon_probe_attached says why).
 """
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 from monitor import catalogue
@@ -40,20 +41,24 @@ def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callbac
     """Coverage from statuses alone (specs: the plan's ProbeSpecs, else the catalogue's rows).
     No statuses at all (a caller with maps only, no attach): every OOM family, no core one."""
     statuses = list(statuses)
-    feeds_of = {s.probe: s.feeds for s in specs} if specs is not None else {
-        r.name: (r.lean_feeds if lean and r.lean_feeds is not None else r.feeds) for r in catalogue.ROWS}
+    if specs is None:       # the catalogue's rows as a plan would have them
+        specs = [SimpleNamespace(probe=r.name, core=r.core, feeds=r.lean_feeds if lean and r.lean_feeds else r.feeds)
+                 for r in catalogue.ROWS]
+    feeds_of = {s.probe: s.feeds for s in specs}
     if not statuses:
         attached = {r.name for r in catalogue.ROWS if not r.core}
     else:
         attached = {st.probe for st in statuses if st.attached}
+    feeds = frozenset(f for p in attached for f in feeds_of.get(p, ()))
     by = {st.probe: st for st in statuses}
-    counted = "invalidate_range_start" in attached
-    end = by.get("invalidate_range_end")
-    end_ok = end is not None and (end.attached or getattr(end, "disabled", False))   # left off by choice
+    counted = ("mnmon_invalidate_range_start_total", None) in feeds
+    # Per-notifier outcomes need every core probe: attached, or left off by choice (the
+    # lean configuration's end: outcomes are then the start's own).
+    core = all(s.probe in by and (by[s.probe].attached or getattr(by[s.probe], "disabled", False))
+               for s in specs if s.core)
     return Coverage(
-        counted=counted, timed=counted and not lean, ends="invalidate_range_end" in attached,
+        counted=counted, timed=counted and not lean, ends=("mnmon_invalidate_range_end_total", None) in feeds,
         walked=counted and walk is None, lean=bool(lean),
-        per_notifier=counted and end_ok and callbacks is None,
+        per_notifier=counted and core and callbacks is None,
         callbacks=Block(Off.LEAN, "the lean configuration has no callback probes") if lean else callbacks,
-        callback_fentry=callback_fentry, walk=walk,
-        feeds=frozenset(f for p in attached for f in feeds_of.get(p, ())))
+        callback_fentry=callback_fentry, walk=walk, feeds=feeds)
