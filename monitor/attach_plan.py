@@ -44,7 +44,7 @@ class Plan:
     # why notifier callbacks are not probed by fentry/fexit where their module has BTF (kprobes only)
     callback_fentry_off: Optional[Block] = None
     lean: bool = False                      # the lean configuration (see plan())
-    facts: dict = field(default_factory=dict)   # what was probed on the kernel, and what was assumed
+    facts: dict = field(default_factory=dict)   # feature -> "probed" or "kernel version": how it was known
 
 
 def api_generation(version):
@@ -101,7 +101,7 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
     if not structs and not facts.kprobes and cb_fentry:
         callbacks_off = Block(Off.KERNEL, f"no kprobes on this kernel (CONFIG_KPROBES off), and no fentry on "
                                           f"callbacks: {cb_fentry}")
-    ring_buffer, ring_how = _feature(facts.ringbuf, facts.version >= (5, 8))   # BPF ring buffer: 5.8 (457f44363a88)
+    ring_buffer, _ = _feature(facts.ringbuf, facts.version >= (5, 8))   # BPF ring buffer: 5.8 (457f44363a88)
     ends_paired = facts.version >= (5, 10)
     # The walk counts every end; an end probe is then needed only to check pairing, which
     # kernels with c2655835fd8c guarantee.
@@ -110,9 +110,13 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
     if lean:
         cb_fentry = Block(Off.LEAN, "the lean configuration has no callback probes")
     return Plan(api, _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, lean), probes,
-                callbacks_off, inflight, walk, ring_buffer, probe_ends, cb_fentry, bool(lean),
-                facts={"ring_buffer": ring_how, "module_btf": _feature(facts.module_btf, facts.version >= (5, 11))[1],
-                       "task_storage": "kernel version (5.12+)"})
+                callbacks_off, inflight, walk, ring_buffer, probe_ends, cb_fentry, bool(lean), _known_by(facts))
+
+
+def _known_by(facts):
+    """How each version-sensitive feature was known: probed on the kernel, or its version."""
+    return {"ring_buffer": _feature(facts.ringbuf, None)[1], "module_btf": _feature(facts.module_btf, None)[1],
+            "task_storage": "kernel version"}     # see _inflight: only loading a tracing program could tell
 
 
 def capabilities(facts, api):
