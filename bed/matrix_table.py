@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from bed import kernels
-from monitor import catalogue
+from monitor.plan import catalogue
 
 REPO = kernels.REPO
 OUT = REPO / "build" / "matrix"

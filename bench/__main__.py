@@ -18,7 +18,8 @@ from pathlib import Path
 
 from bench import churn, cpus, footprint, hotspots, insns, report, scrape, watchdog
 from bench.report import PEER, Row, us, verdict
-from monitor import catalogue, memory
+from monitor.plan import catalogue
+from monitor.attach import memory
 
 RESULTS = churn.REPO / "build" / "bench" / "RESULTS.md"
 # The core probes and the reaper's, each by kprobe: what fentry saves, measured on one kernel.
@@ -140,7 +141,7 @@ def insn_figures(builds):
 def overhead_of_another_build(args, modes, what, counter=None, **start):
     """The overhead runs with the monitor compiled and attached as Monitor.start(**start) does."""
     from bench import overhead
-    from monitor.probes import Monitor
+    from monitor.attach.session import Monitor
 
     log(f"Monitor.start({what})...")
     with watchdog.limit(f"Monitor.start({what})", 300):
@@ -157,8 +158,8 @@ def overhead_of_another_build(args, modes, what, counter=None, **start):
 def kernel_rows(args, details, figures):
     """The kernel benchmarks' rows; figures gets insn_figures()."""
     from bench import exactness, overhead
-    from monitor.attach_plan import HASH
-    from monitor.probes import Monitor, MonitorError
+    from monitor.plan.attach_plan import HASH
+    from monitor.attach.session import Monitor, MonitorError
 
     rows = []
     churn.build()

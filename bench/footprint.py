@@ -8,7 +8,7 @@ import select
 import time
 from dataclasses import dataclass
 
-from monitor.memory import status_kb
+from monitor.attach.memory import status_kb
 
 REFRESH_S = 5.0
 SCRAPE_S = 15.0

@@ -193,7 +193,7 @@ def main(argv=None):
     unknown = [m for m in modes if m not in churn.MODES]
     if unknown:
         raise SystemExit(f"bench.profile: unknown mode {unknown[0]!r}: one of {', '.join(churn.MODES)}")
-    from monitor.probes import Monitor
+    from monitor.attach.session import Monitor
 
     churn.build()
     counter, prof = insns.Counter(args.insns), Profile(args.profile)

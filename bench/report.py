@@ -86,7 +86,7 @@ module and kvm_amd loaded, and runs `python -m bench` in it, as root. One run:
    thread waits for a host CPU.
 4. **Scrape cost.** A synthetic map dump with 100 notifiers (half list with an end
    callback, half interval), every mode and result, every latency bucket, reap blockers,
-   through `monitor.reading.collect`, `monitor.exposition` and the exporter's
+   through `monitor.read.reading.collect`, `monitor.export.exposition` and the exporter's
    HTTP server, requested as Prometheus does (OpenMetrics, gzip; the exporter's own
    path, without reading maps). Median of 30 requests. It needs no BPF: `python -m bench --only scrape` runs it
    on the host, on real hardware.

@@ -2,8 +2,8 @@
 
 synthetic_raw(n) is what read_raw() would return with n notifiers that have seen
 every label set: both modes, every result, every latency bucket, ends, reap
-blockers. The rendering is the exporter's own path: monitor.reading.collect (each
-concern's maps read on their own), then monitor.exposition's OpenMetrics text, gzip and HTTP: a /metrics request to the
+blockers. The rendering is the exporter's own path: monitor.read.reading.collect (each
+concern's maps read on their own), then monitor.export.exposition's OpenMetrics text, gzip and HTTP: a /metrics request to the
 exporter's own server, with the headers Prometheus sends.
 """
 import gzip
@@ -12,15 +12,20 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from monitor import catalogue, collector, coverage, exposition, reading, readers
-from monitor.config import Settings
-from monitor.metrics import MODES, RESULTS
+from monitor.plan import catalogue
+from monitor.export import collector
+from monitor.plan import coverage
+from monitor.export import exposition
+from monitor.read import reading
+from monitor.read import readers
+from monitor.settings.config import Settings
+from monitor.export.metrics import MODES, RESULTS
 from monitor.web.server import Exporter
 
 BASE_IP = 0xFFFFFFFFC0000000
 # A probe status list like the plan's on a kernel that has everything (each probe by its preferred method).
 CORE_PROBES = tuple(catalogue.first_methods())
-LAT_SLOTS = range(10, 34)          # every bucket of monitor.metrics.LATENCY_BUCKETS gets mass
+LAT_SLOTS = range(10, 34)          # every bucket of monitor.export.metrics.LATENCY_BUCKETS gets mass
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ def synthetic(n=100):
 
 
 class SyntheticMonitor:
-    """Quacks like monitor.probes.Monitor for the collector: snapshot() from synthetic maps,
+    """Quacks like monitor.attach.session.Monitor for the collector: snapshot() from synthetic maps,
     read per concern as the monitor reads its maps. broken: maps whose read fails."""
 
     def __init__(self, n=100, broken=(), failures=None):

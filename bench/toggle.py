@@ -4,12 +4,14 @@ bcc compiles for tens of seconds under emulation, so the benchmark loads the
 program once per attach method and toggles attachment between runs: a loaded,
 unattached BPF program costs the kernel nothing, so "detached" is "without mnmon".
 
-Groups (monitor/catalogue.py's, per probe):
+Groups (monitor/plan/catalogue.py's, per probe):
     core        invalidate_range_start/_end (fentry/fexit or kprobes)
     callbacks   each notifier's callback probes (notifier:*), by fentry or kprobe as attached
     other       the rest: registration kprobes, the OOM probes and tracepoints
 """
-from monitor import attach, attach_plan, catalogue
+from monitor.attach import probe as attach
+from monitor.plan import attach_plan
+from monitor.plan import catalogue
 
 GROUPS = ("core", "callbacks", "other")
 ALL = frozenset(GROUPS)

@@ -9,7 +9,7 @@
  *                     discovery of callbacks at registration
  *   oom.bpf.c         the OOM reaper: victims, attempts, who blocked them, give-ups
  *
- * Knobs, chosen per kernel by monitor/attach_plan.py and passed as -D cflags:
+ * Knobs, chosen per kernel by monitor/plan/attach_plan.py and passed as -D cflags:
  *   MN_API        the kernel's notifier API generation (see KERNEL_NOTES):
  *                 419: blockable is an argument (4.19-4.20)
  *                 500: range->blockable (5.0-5.1)
@@ -19,7 +19,7 @@
  *   LEAN          1: the lean configuration: one fexit on the core start, nothing else on
  *                 the invalidation path (invalidate.bpf.c; needs CORE_KFUNC, MN_API >= 502)
  *   CB_KFUNC      1: fentry/fexit programs for notifier callbacks, loaded per callback
- *                 against its module's BTF (notifiers.bpf.c, monitor/module_fentry.py)
+ *                 against its module's BTF (notifiers.bpf.c, monitor/attach/module_fentry.py)
  *   REAP_KFUNC    1: fentry/fexit on __oom_reap_task_mm
  *   USE_RINGBUF   1: BPF ring buffer (5.8+), else a perf buffer
  *   TASK_STORAGE  1: a thread's in-flight invalidation lives in task-local storage

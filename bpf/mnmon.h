@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * The contract between mnmon's BPF programs and its Python side: every constant,
- * index and record both sides read. monitor/contract.py takes them from this file
+ * index and record both sides read. monitor/read/contract.py takes them from this file
  * (names, values, struct layouts); tests/unit/test_contract.py compiles it with gcc
  * and fails when the two disagree. A new result, kind or event is an edit here.
  *
@@ -54,7 +54,7 @@
 /*
  * fentry programs on notifier callbacks are loaded once per callback, and the callback's
  * address is written into each loaded copy in place of this constant (a 64-bit immediate:
- * monitor/module_fentry.py). Older kernels have no bpf_get_func_ip() (5.15), and a
+ * monitor/attach/module_fentry.py). Older kernels have no bpf_get_func_ip() (5.15), and a
  * constant costs nothing at run time.
  */
 #define CB_IP_PLACEHOLDER	0x6d6e6d6f6e2d6970	/* "mnmon-ip" */

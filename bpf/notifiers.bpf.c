@@ -290,7 +290,7 @@ int cb_list_end(struct pt_regs *ctx)
 #if CB_KFUNC
 /*
  * fentry/fexit flavour, on module functions (5.11+ module BTF): loaded per callback by
- * monitor/module_fentry.py, which writes the callback's address over CB_IP_PLACEHOLDER.
+ * monitor/attach/module_fentry.py, which writes the callback's address over CB_IP_PLACEHOLDER.
  * ctx[i] is argument i; an fexit program finds the return value after the arguments,
  * so there is one per arity (the callback's BTF prototype picks it). A trampoline costs
  * less than half a kprobe's int3 per hit (README, benchmarks).

@@ -7,7 +7,7 @@ def run():
     # the BPF compile) must not kill the process: SIGHUP's default action is to terminate.
     # Set here, before the CLI's imports (tens of ms, more while .pyc files are written).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    from monitor.cli import main
+    from monitor.cli.commands import main
     main(prog_name="mnmon")
 
 

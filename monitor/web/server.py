@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client.exposition import gzip_accepted
 
 from monitor import __version__
-from monitor import exposition
+from monitor.export import exposition
 from monitor.web import webconfig
 
 # A client gets this long to finish its TLS handshake, then this long per read or write.

@@ -36,8 +36,8 @@ from typing import Optional
 
 import bcrypt
 
-from monitor import yamlfile
-from monitor.yamlfile import ConfigError, short
+from monitor.settings import yamlfile
+from monitor.settings.yamlfile import ConfigError, short
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,

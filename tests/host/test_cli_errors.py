@@ -65,7 +65,7 @@ def test_not_privileged():
 
 @root
 def test_strict_fails_when_a_probe_cannot_attach():
-    from monitor.probes import inspect_host
+    from monitor.attach.session import inspect_host
     facts, _ = inspect_host()
     if facts.headers == "matching" and facts.kprobes:
         pytest.skip("every probe may attach on this host")

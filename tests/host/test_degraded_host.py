@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="attaching BPF needs r
 
 @pytest.fixture(scope="module")
 def facts():
-    from monitor.probes import inspect_host
+    from monitor.attach.session import inspect_host
     f, plan = inspect_host()
     if f.headers == "matching" and f.kprobes:
         pytest.skip("this host is not degraded: the real-kernel tier covers full attach")

@@ -18,9 +18,9 @@ import time
 import pytest
 import yaml
 
-from monitor import config
+from monitor.settings import config
 from monitor.web import webconfig
-from monitor.yamlfile import ConfigError
+from monitor.settings.yamlfile import ConfigError
 from tests.support.mnmon_proc import MNMON, REPO, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="attaching BPF needs root")

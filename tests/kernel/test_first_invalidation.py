@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from monitor.attach_plan import HASH, TASK_STORAGE
+from monitor.plan.attach_plan import HASH, TASK_STORAGE
 from bed import late_driver, scenarios
 from tests.kernel import kernel_facts
 from bed.evidence import KernelLog, TraceInstance, kvm_invalidations
@@ -29,7 +29,7 @@ FX = "mnmon_fixture"
 
 @pytest.fixture(scope="module", params=[TASK_STORAGE, HASH])
 def mon(request):
-    from monitor.probes import Monitor
+    from monitor.attach.session import Monitor
     if request.param == TASK_STORAGE and not kernel_facts.at_least(5, 12):
         pytest.skip("task storage for tracing programs needs 5.12+ (4cf1bc1f1045); this kernel has the hash")
     # The driver as these tests meet it: built without BTF. (Where it has BTF, fentry on its

@@ -8,14 +8,14 @@ from tests.kernel import kernel_facts
 from bed.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES
 from tests.kernel.test_probes import B, NB, _oom_scenario, drain, fdelta, value
-from monitor.decisions import Off
+from monitor.plan.decisions import Off
 
 pytestmark = pytest.mark.skipif(not kernel_facts.at_least(5, 6), reason="lean needs the subscription walk (5.6+)")
 
 
 @pytest.fixture(scope="module")
 def mon():
-    from monitor.probes import Monitor
+    from monitor.attach.session import Monitor
     m = Monitor.start(lean=True)
     m.received = []
     m.open_events(m.received.append)

@@ -1,4 +1,4 @@
-"""monitor.module_fentry on a real module: fentry and fexit on kvm.ko's
+"""monitor.attach.module_fentry on a real module: fentry and fexit on kvm.ko's
 kvm_mmu_notifier_invalidate_range_start count what the kernel's own trace event,
 kvm:kvm_unmap_hva_range (emitted once at the top of that function), counts."""
 import os
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.module_fentry import ModuleFentry, ModuleFentryError
+from monitor.attach.module_fentry import ModuleFentry, ModuleFentryError
 from bed import scenarios
 from bed.evidence import HitCounter
 

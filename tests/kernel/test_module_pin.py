@@ -22,7 +22,7 @@ def rmmod(*modules):
 
 
 def test_fentry_holds_the_module_loaded_until_mnmon_lets_go():
-    from monitor.probes import Monitor
+    from monitor.attach.session import Monitor
     before = refcnt("kvm")
     mon = Monitor.start()
     try:
@@ -45,7 +45,7 @@ def test_fentry_holds_the_module_loaded_until_mnmon_lets_go():
 def test_module_reloaded_under_kprobes_is_picked_up():
     # probes.callbacks=kprobe: kvm reloaded under a running monitor, its callbacks come back
     # from the new BTF
-    from monitor.probes import Monitor
+    from monitor.attach.session import Monitor
     mon = Monitor.start(callbacks="kprobe")
     try:
         assert mon.callbacks[KVM_START].status.method == "kprobe"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.attach_plan import HASH, TASK_STORAGE
+from monitor.plan.attach_plan import HASH, TASK_STORAGE
 from bed import matrix, scenarios
 from tests.kernel import kernel_facts
 from bed.evidence import KernelLog, TraceInstance, kvm_invalidations
@@ -36,7 +36,7 @@ REAP_CALLS = kernel_facts.oom_reap_calls_per_victim(retries=MAX_OOM_REAP_RETRIES
 def mon(request):
     """Every test runs with in-flight invalidations in task storage (6.1's default) and
     in the hash kernels before 5.12 use."""
-    from monitor.probes import Monitor
+    from monitor.attach.session import Monitor
     if request.param == TASK_STORAGE and not kernel_facts.at_least(5, 12):
         pytest.skip("task storage for tracing programs needs 5.12+ (4cf1bc1f1045); this kernel has the hash")
     m = Monitor.start(inflight=request.param)

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from monitor.metrics import FAMILIES
+from monitor.export.metrics import FAMILIES
 from bed import scenarios
 from tests.support import dashboard_picture
 from tests.support.mnmon_proc import REPO, Serve

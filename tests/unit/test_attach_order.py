@@ -1,6 +1,6 @@
-"""Which half of an entry/return probe pair attaches first (monitor.attach.attach_spec)."""
-from monitor import attach
-from monitor.attach_plan import FENTRY, KPROBE, ProbeSpec
+"""Which half of an entry/return probe pair attaches first (monitor.attach.probe.attach_spec)."""
+from monitor.attach import probe as attach
+from monitor.plan.attach_plan import FENTRY, KPROBE, ProbeSpec
 
 
 class RecordingBPF:

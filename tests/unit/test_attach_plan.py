@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.attach_plan import (ATTEMPT_COUNT, FENTRY, HASH, KPROBE, TASK_STORAGE, TRACEPOINT, api_generation,
+from monitor.plan.attach_plan import (ATTEMPT_COUNT, FENTRY, HASH, KPROBE, TASK_STORAGE, TRACEPOINT, api_generation,
                                  plan)
-from monitor.decisions import Off
-from monitor.kernel import KernelFacts, bcc_has_task_storage, parse_tracepoint_format, parse_version
+from monitor.plan.decisions import Off
+from monitor.kernel.facts import KernelFacts, bcc_has_task_storage, parse_tracepoint_format, parse_version
 from tests.unit.test_kernel_facts import MARK_VICTIM_6_1, MARK_VICTIM_6_9
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
@@ -27,7 +27,7 @@ INTERVAL_SYMBOLS = frozenset({"mmu_interval_notifier_insert", "mmu_interval_noti
 def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=None, symbols=None,
           tracepoints=None, mark_victim=MARK_VICTIM_6_1, bcc_task_storage=True, subscriptions=None,
           ringbuf=None, module_btf=None):
-    """A kernel as monitor.kernel.gather() would describe it; what exists follows its version."""
+    """A kernel as monitor.kernel.facts.gather() would describe it; what exists follows its version."""
     version = parse_version(release)
     if symbols is None:
         symbols = CORE_SYMBOLS | (INTERVAL_SYMBOLS if version >= (5, 5) else frozenset())
@@ -453,7 +453,7 @@ def test_lean_refused_where_it_cannot_run(release, btf, kfunc, why):
 
 
 def test_a_probe_off_by_configuration_is_reported_as_such():
-    from monitor.attach import attach_spec
+    from monitor.attach.probe import attach_spec
     by = by_name(plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), lean=True))
     st = attach_spec(object(), by["invalidate_range_end"])
     assert (st.attached, st.disabled, st.method) == (False, True, "")

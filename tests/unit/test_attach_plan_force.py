@@ -2,9 +2,9 @@
 compare kprobe with fentry on one kernel)."""
 import pytest
 
-from monitor import attach_plan
-from monitor.attach_plan import FENTRY, KPROBE
-from monitor.kernel import SYMBOLS_OF_INTEREST, TRACEPOINTS_OF_INTEREST, KernelFacts
+from monitor.plan import attach_plan
+from monitor.plan.attach_plan import FENTRY, KPROBE
+from monitor.kernel.facts import SYMBOLS_OF_INTEREST, TRACEPOINTS_OF_INTEREST, KernelFacts
 
 
 def facts(**kw):

@@ -1,13 +1,13 @@
-"""monitor.btf on blobs written here with struct.pack (Documentation/bpf/btf.rst), and
+"""monitor.kernel.btf on blobs written here with struct.pack (Documentation/bpf/btf.rst), and
 on this machine's /sys/kernel/btf/vmlinux where it has one."""
 import struct
 from pathlib import Path
 
 import pytest
 
-from monitor import btf as B
-from monitor.btf import BTF, BTFError
-from monitor.discovery import LIST, LIST_END, callbacks_in
+from monitor.kernel import btf as B
+from monitor.kernel.btf import BTF, BTFError
+from monitor.attach.discovery import LIST, LIST_END, callbacks_in
 
 HDR = struct.Struct("<HBBIIIII")
 

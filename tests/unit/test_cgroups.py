@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from monitor.cgroups import CgroupNames, workload
+from monitor.read.cgroups import CgroupNames, workload
 
 CID = "0123456789abcdef" * 4
 UID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"

@@ -1,4 +1,4 @@
-from monitor.compile_error import summarize
+from monitor.attach.compile_error import summarize
 
 HEADER_DUMP = """\
 In file included from /virtual/main.c:2:

@@ -4,8 +4,8 @@ import os
 import pytest
 import yaml
 
-from monitor import config
-from monitor.config import ConfigError, Settings, parse, parse_duration, parse_listen_address
+from monitor.settings import config
+from monitor.settings.config import ConfigError, Settings, parse, parse_duration, parse_listen_address
 
 
 @pytest.mark.parametrize("text, seconds", [
@@ -234,14 +234,14 @@ def test_check_probe_names():
 
 def test_flags_table_names_the_real_flags():
     """Every row's flag is an option of `mnmon serve`, spelled the same (issue: --config.strict vs --strict)."""
-    from monitor.cli import serve
+    from monitor.cli.commands import serve
     opts = {o for p in serve.params for o in p.opts}
     assert {row.flag for row in config.SETTINGS} <= opts
     assert set(config.FLAGS) <= {p.name for p in serve.params}
 
 
 def test_probe_names_checked_for_file_and_flag(tmp_path):
-    from monitor.cli import known_probes
+    from monitor.cli.commands import known_probes
     path = tmp_path / "c.yaml"
     path.write_text("probes:\n  disable: [oom_reapr]\n")
     with pytest.raises(ConfigError, match=r"c\.yaml: probes\.disable: unknown probe 'oom_reapr' \(known: .*oom_reaper_gave_up"):

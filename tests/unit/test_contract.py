@@ -1,4 +1,4 @@
-"""monitor/contract.py against bpf/mnmon.h as gcc reads it: every constant, and every
+"""monitor/read/contract.py against bpf/mnmon.h as gcc reads it: every constant, and every
 shared struct's size and field offsets. A change on one side only fails here."""
 import ctypes
 import re
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from monitor import contract
+from monitor.read import contract
 
 STRUCTS = {"mnmon_event": contract.Event, "core_stats": contract.CoreStats, "notifier_key": contract.NotifierKey,
            "notifier_calls": contract.NotifierCalls, "notifier_lat_key": contract.NotifierLatKey,

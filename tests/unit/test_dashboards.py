@@ -1,4 +1,4 @@
-"""dashboards/ and deploy/prometheus/ against each other and against monitor.metrics.
+"""dashboards/ and deploy/prometheus/ against each other and against monitor.export.metrics.
 
 Grafana JSON structure (ids, grid, data source, variables) and the metric contract:
 every series a panel or rule reads is one that mnmon exports, with labels it has,
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.metrics import FAMILIES
+from monitor.export.metrics import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "dashboards").glob("*.json"))
@@ -181,7 +181,7 @@ def test_queries_read_only_exported_series_and_labels(where, expr):
     names = metric_names(expr)
     exposed = exposed_names()
     unknown = names - set(exposed)
-    assert not unknown, f"not exported by mnmon (monitor.metrics.FAMILIES): {sorted(unknown)}"
+    assert not unknown, f"not exported by mnmon (monitor.export.metrics.FAMILIES): {sorted(unknown)}"
     for name, label in selector_labels(expr):
         assert label in _labels_of(name), f"{name} has no label {label!r}"
     known = set().union(TARGET_LABELS, *(_labels_of(n) for n in names))

@@ -2,8 +2,8 @@
 memory of what it has already reported."""
 import pytest
 
-from monitor.discovery import INTERVAL, LIST, LIST_END, BTFScanner, Callback, callbacks_in, classify
-from monitor.btf import BTF
+from monitor.attach.discovery import INTERVAL, LIST, LIST_END, BTFScanner, Callback, callbacks_in, classify
+from monitor.kernel.btf import BTF
 from tests.unit.test_btf import Blob, vmlinux_like
 
 MN = "struct mmu_notifier *"

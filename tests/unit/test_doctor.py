@@ -1,7 +1,8 @@
 """doctor's verdict: pure, from statuses and the coverage they give."""
-from monitor import coverage, doctor
-from monitor.decisions import Block, Off
-from monitor.probes import ProbeStatus
+from monitor.plan import coverage
+from monitor.cli import doctor
+from monitor.plan.decisions import Block, Off
+from monitor.attach.session import ProbeStatus
 
 NO_KPROBES = Block(Off.KERNEL, "no kprobes")
 
@@ -58,8 +59,8 @@ def test_each_callback_says_its_method_and_why_a_fallback():
 
 
 def test_lean_says_what_it_keeps_and_leaves_off_and_still_counts_outcomes():
-    from monitor.attach import attach_spec
-    from monitor.attach_plan import plan
+    from monitor.attach.probe import attach_spec
+    from monitor.plan.attach_plan import plan
     from tests.unit.test_attach_plan import facts
     p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), lean=True)
     statuses = [ProbeStatus("invalidate_range_start", "lean-fexit", True)] + \

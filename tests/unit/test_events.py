@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.events import Event, RawEvent, decode
+from monitor.read.events import Event, RawEvent, decode
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 FIELDS = [name for name, _ in RawEvent._fields_]

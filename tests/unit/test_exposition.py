@@ -1,4 +1,4 @@
-"""monitor.exposition writes what prometheus_client writes for the same Snapshot, byte for byte."""
+"""monitor.export.exposition writes what prometheus_client writes for the same Snapshot, byte for byte."""
 import gzip
 
 import pytest
@@ -9,8 +9,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families as text_parse
 
 from bench.scrape import SyntheticMonitor
-from monitor import collector, exposition
-from monitor.model import Snapshot, log2_histogram
+from monitor.export import collector
+from monitor.export import exposition
+from monitor.export.model import Snapshot, log2_histogram
 
 OM = "application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
 

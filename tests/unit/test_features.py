@@ -1,8 +1,8 @@
-"""monitor.features: what the kernel is asked, and what its answers mean."""
+"""monitor.kernel.features: what the kernel is asked, and what its answers mean."""
 import errno
 import os
 
-from monitor import features
+from monitor.kernel import features
 
 
 def test_ring_buffer_is_what_creating_one_says(tmp_path):

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from monitor.headers import HeadersError, merge_tree, usable_headers
+from monitor.kernel.headers import HeadersError, merge_tree, usable_headers
 
 REL = "6.1.0-56"
 

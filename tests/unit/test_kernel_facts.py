@@ -1,11 +1,11 @@
-"""Pure parts of monitor.kernel: release strings, tracepoint formats, finding headers."""
+"""Pure parts of monitor.kernel.facts: release strings, tracepoint formats, finding headers."""
 import os
 from pathlib import Path
 
 import pytest
 
-from monitor import kernel
-from monitor.kernel import find_headers, parse_tracepoint_format, parse_version
+from monitor.kernel import facts as kernel
+from monitor.kernel.facts import find_headers, parse_tracepoint_format, parse_version
 
 
 @pytest.mark.parametrize("release, version", [

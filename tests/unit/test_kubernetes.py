@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from monitor import config
+from monitor.settings import config
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"

@@ -1,5 +1,5 @@
 """Which mappings release_compiler_memory() may unmap: compiler code only, never data."""
-from monitor.memory import compiler_text
+from monitor.attach.memory import compiler_text
 
 MAPS = """\
 55d0c0a00000-55d0c0a6b000 r--p 00000000 08:01 1311 /usr/bin/python3.11
@@ -32,7 +32,7 @@ def test_released_code_faults_back_in(tmp_path):
         pytest.skip("no libLLVM on this machine (bcc's dependency)")
     child = textwrap.dedent(f"""
         import ctypes
-        from monitor.memory import compiler_text, release_compiler_memory
+        from monitor.attach.memory import compiler_text, release_compiler_memory
         from pathlib import Path
         llvm = ctypes.CDLL({lib!r})
         llvm.LLVMContextCreate.restype = ctypes.c_void_p
@@ -51,8 +51,10 @@ def test_released_code_faults_back_in(tmp_path):
 def test_refresh_trims_the_heap_every_minute_even_where_callbacks_cannot_attach(monkeypatch):
     # The daemon's refresh timer is what gives scrapes' freed buffers back (RSS after an
     # hour of scrapes: 133 MB without, 96 MB trimmed, in the benchmark).
-    from monitor import attach_plan, memory, probes
-    from monitor.decisions import Block, Off
+    from monitor.plan import attach_plan
+    from monitor.attach import memory
+    from monitor.attach import session as probes
+    from monitor.plan.decisions import Block, Off
     trims = []
     monkeypatch.setattr(memory, "malloc_trim", lambda: trims.append(1) or True)
     plan = attach_plan.Plan(505, [], [], callbacks_off=Block(Off.KERNEL, "no kprobes on this kernel"))

@@ -6,8 +6,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.utils import floatToGoString
 
-from monitor.metrics import LATENCY_BUCKETS
-from monitor.model import Histogram, ModelError, Snapshot, log2_histogram
+from monitor.export.metrics import LATENCY_BUCKETS
+from monitor.export.model import Histogram, ModelError, Snapshot, log2_histogram
 
 INF = float("inf")
 
@@ -70,7 +70,7 @@ def test_set_get_and_add():
 
 
 @pytest.mark.parametrize("name, value, labels, message", [
-    ("mnmon_no_such_family", 1, {}, "mnmon_no_such_family: not a family in monitor.metrics"),
+    ("mnmon_no_such_family", 1, {}, "mnmon_no_such_family: not a family in monitor.export.metrics"),
     ("mnmon_oom_victims_total", 1, {"pid": "1"}, r"labels \['pid'\] != \[\]"),
     ("mnmon_oom_reap_attempts_total", 1, {}, r"labels \[\] != \['result'\]"),
     ("mnmon_oom_reap_calls_total", 1, {"caller": "oom_reaper"}, r"labels \['caller'\] != \['caller', 'result'\]"),

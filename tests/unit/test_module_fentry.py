@@ -1,4 +1,4 @@
-"""monitor.module_fentry without a kernel: the bpf(2) calls it makes, on a fake syscall,
+"""monitor.attach.module_fentry without a kernel: the bpf(2) calls it makes, on a fake syscall,
 and the function's id in a module's split BTF (blobs from test_btf)."""
 import ctypes
 import errno
@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from monitor import module_fentry as M
-from monitor.btf import BTF
+from monitor.attach import module_fentry as M
+from monitor.kernel.btf import BTF
 from tests.unit.test_btf import Blob
 
 

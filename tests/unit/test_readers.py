@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from monitor import contract, readers
-from monitor.metrics import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
-from monitor.model import log2_histogram
-from monitor import coverage
-from monitor.readers import build_snapshot
+from monitor.read import contract
+from monitor.read import readers
+from monitor.export.metrics import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
+from monitor.export.model import log2_histogram
+from monitor.plan import coverage
+from monitor.read.readers import build_snapshot
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 
@@ -378,7 +379,7 @@ def test_lean_exports_what_it_measures_only():
 
 
 def test_sample_report_of_lean_says_ends_are_not_counted():
-    from monitor import render
+    from monitor.cli import table as render
     statuses = [Status("invalidate_range_start", "lean-fexit", True), Status("invalidate_range_end", "", False)]
     text = render.table(build_snapshot(raw_maps(), resolve, [], statuses, cov=coverage.measure(statuses, lean=True)))
     assert "invalidate_range_start: blockable ok 100" in text

@@ -4,7 +4,7 @@ import gzip
 import logging
 
 from bench.scrape import Scraper, SyntheticMonitor, registry_for
-from monitor import reading
+from monitor.read import reading
 
 NOTIFIER_FAMILIES = {"mnmon_notifier_invalidations_total", "mnmon_notifier_invalidate_range_end_total",
                      "mnmon_notifier_invalidation_duration_seconds"}

@@ -1,5 +1,5 @@
 """The daemon's conversation with systemd: sd_notify datagrams, the watchdog, and
-monitor.serve (start, SIGHUP reload, SIGTERM stop) heard through a real socket."""
+monitor.daemon.serve (start, SIGHUP reload, SIGTERM stop) heard through a real socket."""
 import http.client
 import io
 import logging
@@ -13,8 +13,9 @@ import uuid
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor import sdnotify, serve
-from monitor.config import Settings
+from monitor.daemon import sdnotify
+from monitor.daemon import serve
+from monitor.settings.config import Settings
 from monitor.web import server
 from monitor.web.server import ServeError
 
@@ -92,7 +93,7 @@ def test_watchdog_interval(env, want):
     assert sdnotify.watchdog_interval(env, pid=42) == want
 
 
-# monitor.serve ---------------------------------------------------------------------
+# monitor.daemon.serve ---------------------------------------------------------------------
 
 class FakeProbes:
     """What the CLI's make_registry returns, without BPF."""

@@ -15,7 +15,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from monitor.config import Settings
+from monitor.settings.config import Settings
 from monitor.web import server
 from monitor.web.server import Exporter, ServeError, san_allowed
 from monitor.web.webconfig import WebConfigError
@@ -542,7 +542,7 @@ def test_stop_finishes_requests_in_flight_then_returns(registry):
 
 def test_daemon_detaches_only_after_the_scrape_in_flight(registry):
     """SIGTERM's path (Daemon.stop): no scrape reads maps that close() has closed."""
-    from monitor import serve as daemon_mod
+    from monitor.daemon import serve as daemon_mod
     events, started, release = [], threading.Event(), threading.Event()
 
     class Maps:

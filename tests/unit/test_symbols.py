@@ -1,7 +1,7 @@
 """Kernel addresses to (function, module), from a literal /proc/kallsyms."""
 import pytest
 
-from monitor.symbols import UNKNOWN, Symbol, Symbols, parse_kallsyms
+from monitor.kernel.symbols import UNKNOWN, Symbol, Symbols, parse_kallsyms
 
 KALLSYMS = """\
 ffffffff81000000 T _stext
@@ -102,7 +102,7 @@ def test_lookup_of_a_name_listed_twice_is_the_first(tmp_path):
 
 def test_extents_of_process_mrelease_from_a_6_1_listing():
     # Debian 12's kallsyms around process_mrelease: __pfx_ padding symbols must not match.
-    from monitor.probes import MRELEASE_FUNCS
+    from monitor.attach.session import MRELEASE_FUNCS
     text = """\
 ffffffff815969d0 t __pfx___do_sys_process_mrelease
 ffffffff815969e0 t __do_sys_process_mrelease

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor import config
+from monitor.settings import config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 UNIT = DEPLOY / "mnmon.service"

@@ -1,6 +1,7 @@
 """Pure parts of keeping callbacks probed: /proc/modules as watch.py reads it, and the
 `discovered` map's values."""
-from monitor import discovery, watch
+from monitor.attach import discovery
+from monitor.attach import callback_watch as watch
 
 PROC_MODULES = """kvm_amd 155648 0 - Live 0xffffffffc0b40000
 kvm 1134592 1 kvm_amd, Live 0xffffffffc09a0000
@@ -39,7 +40,7 @@ def test_discovered_values_carry_kind_and_how_found():
 
 
 def _probed(symbol, module, kind, found, attached, since, reason=""):
-    from monitor import attach
+    from monitor.attach import probe as attach
     return watch.Probed(discovery.Callback(symbol, module, kind, found), 0x1000 if attached else 0,
                         attach.ProbeStatus(f"notifier:{symbol}", "kprobe", attached, reason), since)
 
@@ -90,7 +91,7 @@ class FakeModuleFentry:
         self.btf, self.attached, self.detached, self.forgotten, self._next = btf, [], [], [], 100
 
     def function(self, module, function):
-        from monitor.module_fentry import ModuleFentryError
+        from monitor.attach.module_fentry import ModuleFentryError
         if module not in self.btf:
             raise ModuleFentryError(f"{module}:{function}: no BTF (/sys/kernel/btf/{module}): module not loaded, "
                                     "built without BTF, or a kernel before 5.11")
@@ -110,7 +111,7 @@ class FakeModuleFentry:
 
 
 def _watcher(bpf, mf, fentry=True):
-    from monitor.symbols import Symbol, Symbols
+    from monitor.kernel.symbols import Symbol, Symbols
     syms = Symbols([Symbol(0xa000, "kvm_mmu_notifier_invalidate_range_start", "kvm"),
                     Symbol(0xb000, "fixture_interval_invalidate", "mnmon_fixture"),
                     Symbol(0xc000, "odd_interval_invalidate", "odd")])
@@ -119,7 +120,7 @@ def _watcher(bpf, mf, fentry=True):
 
 
 def test_callbacks_get_fentry_where_their_module_has_btf_and_kprobes_elsewhere():
-    from monitor.contract import DEFINES
+    from monitor.read.contract import DEFINES
     bpf = FakeBPF()
     mf = FakeModuleFentry({"kvm": {"kvm_mmu_notifier_invalidate_range_start": 2}, "odd": {"odd_interval_invalidate": 5}})
     w = _watcher(bpf, mf)

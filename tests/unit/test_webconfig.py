@@ -12,7 +12,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from monitor.config import ConfigError
+from monitor.settings.config import ConfigError
 from monitor.web import webconfig
 from monitor.web.webconfig import BasicAuth, WebConfigError, parse, parse_basic
 

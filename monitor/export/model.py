@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.utils import floatToGoString
 
-from monitor.metrics import FAMILIES, LATENCY_BUCKETS
+from monitor.export.metrics import FAMILIES, LATENCY_BUCKETS
 
 
 class ModelError(ValueError):
@@ -52,7 +52,7 @@ class Snapshot:
     def set(self, name, value, **labels):
         fam = FAMILIES.get(name)
         if fam is None:
-            raise ModelError(f"{name}: not a family in monitor.metrics")
+            raise ModelError(f"{name}: not a family in monitor.export.metrics")
         if set(labels) != set(fam.labels):
             raise ModelError(f"{name}: labels {sorted(labels)} != {sorted(fam.labels)}")
         if (fam.type == "histogram") != isinstance(value, Histogram):

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from monitor import attach_plan
-from monitor.decisions import Off
+from monitor.plan import attach_plan
+from monitor.plan.decisions import Off
 
 # kretprobe instances per callback: sleeping notifiers on many threads hold one each.
 MAXACTIVE = 256
@@ -112,8 +112,8 @@ def attach_callback_fentry(mf, bpf, kind, symbol, module, addr):
     """fentry (and fexit) on one callback through mf (a module_fentry.ModuleFentry), its
     address addr written into the entry program; the links, return first. Raises
     ModuleFentryError, with nothing left attached."""
-    from monitor.contract import DEFINES
-    from monitor.module_fentry import ModuleFentryError
+    from monitor.read.contract import DEFINES
+    from monitor.attach.module_fentry import ModuleFentryError
 
     entry, returns = CALLBACK_FENTRY[kind]
     _type_id, nargs = mf.function(module, symbol)

@@ -2,16 +2,16 @@
 
 plan(facts) is pure, so the kernel generations this project cannot boot are
 covered by tests of it (tests/unit/test_attach_plan.py). The probes themselves are
-rows of monitor/catalogue.py; plan() keeps the rows this kernel has and says, for
+rows of monitor/plan/catalogue.py; plan() keeps the rows this kernel has and says, for
 each, how it attaches or why not (decisions.Off, with a reason to read).
 """
 from dataclasses import dataclass, field
 from typing import Optional
 
-from monitor import catalogue
-from monitor.catalogue import (ATTEMPT_COUNT, FENTRY, FUNCTION, INTERVAL_API, KPROBE, LEAN_FEXIT,  # noqa: F401
+from monitor.plan import catalogue
+from monitor.plan.catalogue import (ATTEMPT_COUNT, FENTRY, FUNCTION, INTERVAL_API, KPROBE, LEAN_FEXIT,  # noqa: F401
                                NONBLOCK_API, RAW_TRACEPOINT, STRUCTS, TRACEPOINT, VICTIM_TASK, WALK)
-from monitor.decisions import Block, Off
+from monitor.plan.decisions import Block, Off
 
 # Where a thread's in-flight invalidation is kept (bpf/mnmon.bpf.c, TASK_STORAGE).
 TASK_STORAGE, HASH = "task-storage", "hash"
@@ -63,7 +63,7 @@ def api_generation(version):
 
 
 def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
-    """The probes to attach on a kernel described by facts (monitor.kernel.KernelFacts).
+    """The probes to attach on a kernel described by facts (monitor.kernel.facts.KernelFacts).
 
     force: {probe: method} pins function probes to one method, with no fallback
     (benchmarks compare kprobe with fentry on one kernel). A forced method the
@@ -236,7 +236,7 @@ def _callback_fentry(facts, api, fentry_ok, pinned, structs):
     """None if notifier callbacks get fentry/fexit where their BTF allows, else the Block.
 
     A module function's BTF is the module's split BTF (5.11, /sys/kernel/btf/<module>);
-    bcc 0.26 cannot load against it, monitor/module_fentry.py does. While attached, the
+    bcc 0.26 cannot load against it, monitor/attach/module_fentry.py does. While attached, the
     kernel holds a reference on the module (its trampoline's): `rmmod` of that module is
     refused until mnmon lets go, which kprobes do not do; callbacks=kprobe keeps every
     module unloadable."""

@@ -2,9 +2,9 @@
 import ctypes
 from dataclasses import dataclass
 
-from monitor.contract import EVENT_TYPES as TYPES
-from monitor.contract import KINDS, MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
-from monitor.contract import Event as RawEvent      # struct mnmon_event of bpf/mnmon.h
+from monitor.read.contract import EVENT_TYPES as TYPES
+from monitor.read.contract import KINDS, MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
+from monitor.read.contract import Event as RawEvent      # struct mnmon_event of bpf/mnmon.h
 
 
 def _name(names, i):

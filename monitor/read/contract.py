@@ -13,7 +13,7 @@ import ctypes
 import re
 from pathlib import Path
 
-HEADER = Path(__file__).resolve().parent.parent / "bpf" / "mnmon.h"
+HEADER = Path(__file__).resolve().parents[2] / "bpf" / "mnmon.h"
 
 _C_TYPES = {"unsigned long long": ctypes.c_uint64, "unsigned int": ctypes.c_uint32, "int": ctypes.c_int32,
             "unsigned char": ctypes.c_uint8, "char": ctypes.c_char}

@@ -11,10 +11,19 @@ import re
 import tempfile
 import time
 
-from monitor import attach_plan, cgroups, coverage, events, kernel, layout, loader, memory, reading, readers
-from monitor.attach import ProbeStatus, attach_spec, disabled  # noqa: F401 -- ProbeStatus is public here
-from monitor.symbols import Symbols
-from monitor.watch import CallbackWatcher
+from monitor.plan import attach_plan
+from monitor.read import cgroups
+from monitor.plan import coverage
+from monitor.read import events
+from monitor.kernel import facts as kernel
+from monitor.kernel import layout
+from monitor.attach import loader
+from monitor.attach import memory
+from monitor.read import reading
+from monitor.read import readers
+from monitor.attach.probe import ProbeStatus, attach_spec, disabled  # noqa: F401 -- ProbeStatus is public here
+from monitor.kernel.symbols import Symbols
+from monitor.attach.callback_watch import CallbackWatcher
 
 # refresh() hands malloc's free heap back every this many calls (a minute at 5 s).
 TRIM_EVERY = 12
@@ -109,7 +118,7 @@ class Monitor:
 
     # ------------------------------------------------------------ reading
     def snapshot(self):
-        """The numbers now, as one Snapshot (monitor/readers.py lists the series)."""
+        """The numbers now, as one Snapshot (monitor/read/readers.py lists the series)."""
         ctx = readers.Context(self.watcher.resolve, tuple(self.watcher.attached()), self.coverage, self.cgroup_path,
                               extra_lost=lambda: self._user_lost + self._kretprobe_misses())
         snap = reading.collect(lambda maps: readers.read_raw(self.bpf, maps), ctx, self.failures)
@@ -117,7 +126,7 @@ class Monitor:
         return snap
 
     def open_events(self, callback):
-        """Deliver rare events (monitor.events.Event) to callback from poll_events()."""
+        """Deliver rare events (monitor.read.events.Event) to callback from poll_events()."""
         def raw(_ctx, data, size):
             callback(events.decode(data, size))
         if self.plan.ring_buffer:

@@ -1,7 +1,7 @@
 """BPF maps -> Snapshot. read_raw() is the only part that touches bcc; build_snapshot()
 is pure and takes plain lists and dicts (unit-tested on literals).
 
-Series emitted (see monitor/metrics.py): mnmon_invalidate_range_start_total{mode,result},
+Series emitted (see monitor/export/metrics.py): mnmon_invalidate_range_start_total{mode,result},
 mnmon_invalidations_by_event_total{event}, mnmon_invalidate_range_end_total,
 mnmon_invalidate_range_start_duration_seconds{mode}, mnmon_invalidations_in_progress,
 mnmon_unpaired_invalidate_starts_total, mnmon_notifier_invalidations_total{notifier,module,kind,mode,result},
@@ -15,10 +15,11 @@ import ctypes
 from dataclasses import dataclass
 from typing import Callable
 
-from monitor import contract, coverage
-from monitor.contract import KINDS, MMU_NOTIFY_EVENTS, MODES, NR_LAT_SLOTS, REAP_CALLERS, REAP_RESULTS, RESULTS
-from monitor.coverage import Coverage
-from monitor.model import Snapshot, log2_histogram
+from monitor.read import contract
+from monitor.plan import coverage
+from monitor.read.contract import KINDS, MMU_NOTIFY_EVENTS, MODES, NR_LAT_SLOTS, REAP_CALLERS, REAP_RESULTS, RESULTS
+from monitor.plan.coverage import Coverage
+from monitor.export.model import Snapshot, log2_histogram
 
 UNKNOWN = ("unknown", "unknown")
 END_KIND = KINDS[contract.DEFINES["KIND_LIST_END"]]     # counted, never timed
@@ -123,7 +124,7 @@ class Context:
 def build_snapshot(raw, resolve, attached_callbacks=(), statuses=(), cgroup_path=lambda cgroup_id: "unknown",
                    cov=None):
     """Snapshot of raw map contents, every concern at once (each is also read alone: see
-    monitor/reading.py).
+    monitor/read/reading.py).
 
     resolve(ip) -> (symbol, module); attached_callbacks: [(symbol, module, kind name)]
     whose series exist at 0 from the start; statuses: ProbeStatus-like (probe, method, attached);
@@ -249,7 +250,7 @@ class Concern:
     build: Callable         # (Snapshot, raw, Context) -> None
 
 
-# Each read alone (monitor/reading.py): a map that cannot be read costs its concern's families only.
+# Each read alone (monitor/read/reading.py): a map that cannot be read costs its concern's families only.
 CONCERNS = {
     "invalidations": Concern(("core_stats",), _invalidations),
     "notifiers": Concern(("core_stats", "notifier_invalidations", "notifier_latency", "notifier_ends"), _notifiers),

@@ -29,7 +29,7 @@ import os
 import struct
 from pathlib import Path
 
-from monitor.btf import BTF, FUNC, FUNC_PROTO, BTFError
+from monitor.kernel.btf import BTF, FUNC, FUNC_PROTO, BTFError
 
 BTF_DIR = Path("/sys/kernel/btf")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from monitor import features
+from monitor.kernel import features
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -38,7 +38,7 @@ class KernelFacts:
     privileged: bool = True
     subscriptions: dict = field(default_factory=dict)  # layout of mmu_notifier_subscriptions (layout.py)
     unreadable: tuple = ()            # "PATH: reason" of what could not be read (no privileges)
-    # Probed features (monitor/features.py); None: not probed, the plan goes by the version.
+    # Probed features (monitor/kernel/features.py); None: not probed, the plan goes by the version.
     ringbuf: Optional[bool] = None    # BPF ring buffer maps (5.8+)
     module_btf: Optional[bool] = None  # modules carry BTF (5.11+)
 
@@ -163,7 +163,7 @@ def bcc_has_task_storage(version):
 
 
 def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
-    """Read the facts from this host. symbols: a monitor.symbols.Symbols; bcc_version:
+    """Read the facts from this host. symbols: a monitor.kernel.symbols.Symbols; bcc_version:
     bcc.__version__."""
     release = os.uname().release
     headers, hdir = find_headers(release)

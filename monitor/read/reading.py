@@ -8,8 +8,8 @@ that cannot be read costs that concern's families and the scrape still answers.
 import logging
 import time
 
-from monitor.model import Snapshot
-from monitor.readers import CONCERNS
+from monitor.export.model import Snapshot
+from monitor.read.readers import CONCERNS
 
 
 class Failures:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Optional
 
-from monitor import catalogue
-from monitor.decisions import Block, Off
+from monitor.plan import catalogue
+from monitor.plan.decisions import Block, Off
 
 
 @dataclass(frozen=True)

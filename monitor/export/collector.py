@@ -1,10 +1,10 @@
 """The Prometheus side of the one model: a collector that reads the BPF maps at
 scrape time (no timers of its own).
 
-    mnmon_* families of monitor/metrics.py, plus mnmon_build_info and
+    mnmon_* families of monitor/export/metrics.py, plus mnmon_build_info and
     mnmon_scrape_duration_seconds, plus the default process metrics.
 
-The exporter writes the Snapshot itself (monitor.exposition); families() gives the
+The exporter writes the Snapshot itself (monitor.export.exposition); families() gives the
 same numbers as prometheus_client metric families for everything else.
 """
 import platform
@@ -15,9 +15,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from monitor import __version__
-from monitor.exposition import Registry
-from monitor.kernel import bcc_version
-from monitor.metrics import FAMILIES
+from monitor.export.exposition import Registry
+from monitor.kernel.facts import bcc_version
+from monitor.export.metrics import FAMILIES
 
 
 def complete(snapshot, started):

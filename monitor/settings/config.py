@@ -32,8 +32,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from monitor import yamlfile
-from monitor.yamlfile import ConfigError, short
+from monitor.settings import yamlfile
+from monitor.settings.yamlfile import ConfigError, short
 
 DEFAULT_PATH = "/etc/mnmon/config.yaml"
 

@@ -5,7 +5,7 @@ do not have it; vmlinux BTF does (its offsets move with config, e.g. a debug spi
 """
 from pathlib import Path
 
-from monitor.btf import BTF, BTFError
+from monitor.kernel.btf import BTF, BTFError
 
 
 def subscriptions(btf_path="/sys/kernel/btf/vmlinux"):

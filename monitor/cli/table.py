@@ -1,7 +1,7 @@
 """The CLI's renderings of a Snapshot: JSON series and terminal tables."""
 import json
 
-from monitor.metrics import MODES, RESULTS
+from monitor.export.metrics import MODES, RESULTS
 
 
 def to_json(snapshot):

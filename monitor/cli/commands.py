@@ -11,7 +11,7 @@ import time
 import click
 
 from monitor import __version__
-from monitor.config import ConfigError, parse_duration
+from monitor.settings.config import ConfigError, parse_duration
 
 EXIT_FAIL, EXIT_INPUT, EXIT_ATTACH = 1, 2, 3
 
@@ -20,8 +20,8 @@ def _errors(fn):
     """Turn mnmon's errors into one line on stderr and an exit status."""
     @functools.wraps(fn)
     def wrapper(*a, **kw):
-        from monitor.headers import HeadersError
-        from monitor.probes import MonitorError
+        from monitor.kernel.headers import HeadersError
+        from monitor.attach.session import MonitorError
         from monitor.web.server import ServeError
         try:
             return fn(*a, **kw)
@@ -44,7 +44,7 @@ def _die(msg, code):
 
 def _setting_options(fn):
     """One option per row of config.SETTINGS, in its order; yes/no rows get --x/--no-x."""
-    from monitor.config import SETTINGS
+    from monitor.settings.config import SETTINGS
     for row in reversed(SETTINGS):
         if row.metavar:
             option = click.option(row.flag, row.keyword, metavar=row.metavar, help=row.help)
@@ -98,7 +98,8 @@ def serve(config_file, log_level, **flags):
     systemd: Type=notify; SIGHUP reloads the config, SIGTERM lets requests in flight finish,
     then detaches (deploy/systemd/).
     """
-    from monitor import config, serve as daemon
+    from monitor.settings import config
+    from monitor.daemon import serve as daemon
     settings = config.load(config_file).with_overrides(**flags)
     config.check_probe_names(settings, known_probes())
     log = logging.getLogger("mnmon")
@@ -107,9 +108,10 @@ def serve(config_file, log_level, **flags):
 
 
 def _attach_for_serve(settings):
-    from monitor import collector, serve as daemon
-    from monitor.decisions import Off
-    from monitor.probes import MonitorError, start_monitor
+    from monitor.export import collector
+    from monitor.daemon import serve as daemon
+    from monitor.plan.decisions import Off
+    from monitor.attach.session import MonitorError, start_monitor
     _check_permissions()
     mon = start_monitor(disable=settings.disable, callbacks=None if settings.callbacks == "auto" else settings.callbacks,
                         lean=settings.lean)
@@ -131,14 +133,14 @@ def _attach_for_serve(settings):
 def known_probes():
     """Every probe name probes.disable may name: the catalogue's (the names do not depend
     on what this host can attach)."""
-    from monitor import catalogue
+    from monitor.plan import catalogue
     return catalogue.names()
 
 
 def _check_permissions():
     """MonitorError naming what is missing, before bcc fails on it in its own words."""
-    from monitor import kernel
-    from monitor.probes import MonitorError
+    from monitor.kernel import facts as kernel
+    from monitor.attach.session import MonitorError
     problem = kernel.permission_problem()
     if problem:
         raise MonitorError(problem)
@@ -158,8 +160,9 @@ def sample(duration, as_json, no_histograms):
       mnmon sample                       10 s, a table per notifier with p50/p99 latency
       mnmon sample --duration 1m --json  the same series /metrics would show
     """
-    from monitor import collector, render
-    from monitor.probes import start_monitor
+    from monitor.export import collector
+    from monitor.cli import table as render
+    from monitor.attach.session import start_monitor
     _check_permissions()
     mon = start_monitor()
     click.echo(f"attached; sampling for {duration:g} s", err=True)
@@ -187,7 +190,7 @@ def watch(as_json):
       mnmon watch
       mnmon watch --json | jq 'select(.event == "reaper_gave_up")'
     """
-    from monitor.probes import start_monitor
+    from monitor.attach.session import start_monitor
     _check_permissions()
     mon = start_monitor()
     stop = []
@@ -249,8 +252,10 @@ def doctor(lean):
       mnmon doctor
       mnmon doctor --lean
     """
-    from monitor import doctor as doc, kernel, watch
-    from monitor.probes import inspect_host, start_monitor
+    from monitor.cli import doctor as doc
+    from monitor.kernel import facts as kernel
+    from monitor.attach import callback_watch as watch
+    from monitor.attach.session import inspect_host, start_monitor
 
     def attach():
         _check_permissions()
@@ -280,8 +285,8 @@ def notifiers(as_json):
       mnmon notifiers
       mnmon notifiers --json
     """
-    from monitor.discovery import BTFScanner
-    from monitor.symbols import Symbols
+    from monitor.attach.discovery import BTFScanner
+    from monitor.kernel.symbols import Symbols
     scanner = BTFScanner()
     if not scanner.available():
         _die("no /sys/kernel/btf/vmlinux: this kernel has no BTF to find callbacks in", EXIT_ATTACH)
@@ -318,6 +323,6 @@ def config_check(file):
     Example:
       mnmon config check /etc/mnmon/config.yaml
     """
-    from monitor import config
+    from monitor.settings import config
     config.check(file, known_probes())
     click.echo(f"{file}: ok")

@@ -7,9 +7,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from monitor import compile_error, headers
+from monitor.attach import compile_error
+from monitor.kernel import headers
 
-BPF_DIR = Path(os.environ.get("MNMON_BPF_DIR", Path(__file__).resolve().parent.parent / "bpf")).resolve()
+BPF_DIR = Path(os.environ.get("MNMON_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf")).resolve()
 
 
 class LoadError(Exception):

@@ -17,13 +17,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from monitor import attach, discovery, readers
-from monitor.attach_plan import FENTRY, KPROBE
-from monitor.module_fentry import ModuleFentry, ModuleFentryError
+from monitor.attach import probe as attach
+from monitor.attach import discovery
+from monitor.read import readers
+from monitor.plan.attach_plan import FENTRY, KPROBE
+from monitor.attach.module_fentry import ModuleFentry, ModuleFentryError
 
 # The method of a callback whose calls the core probes count with no probe of its own.
 CORE = "core"
-from monitor.symbols import UNKNOWN, Symbols
+from monitor.kernel.symbols import UNKNOWN, Symbols
 
 
 @dataclass

@@ -11,9 +11,9 @@ ops add a 'finish' out-parameter to invalidate_start.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.btf import BTF, BTFError
+from monitor.kernel.btf import BTF, BTFError
 
-from monitor.contract import FOUND, KINDS
+from monitor.read.contract import FOUND, KINDS
 
 LIST, INTERVAL, LIST_END = (KINDS.index(k) for k in ("list", "interval", "list_end"))
 

@@ -6,13 +6,14 @@ attach() compiles and attaches for real and returns (the ProbeStatus list, lines
 notifier callbacks found; raising MonitorError when it cannot); report() calls it only
 when this process may attach.
 """
-from monitor import catalogue, coverage
-from monitor.kernel import bcc_version
-from monitor.probes import MonitorError, ProbeStatus
+from monitor.plan import catalogue
+from monitor.plan import coverage
+from monitor.kernel.facts import bcc_version
+from monitor.attach.session import MonitorError, ProbeStatus
 
 
 def probed(answer):
-    """A probed feature as doctor shows it (monitor/features.py)."""
+    """A probed feature as doctor shows it (monitor/kernel/features.py)."""
     return {True: "yes (probed)", False: "no (probed)", None: "not probed (the version decides)"}[answer]
 
 

@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
-from monitor import sdnotify
-from monitor.config import ConfigError, format_duration
+from monitor.daemon import sdnotify
+from monitor.settings.config import ConfigError, format_duration
 from monitor.web.server import Exporter, ServeError
 
 # Probe settings are read once, at attach time; a reload cannot change them.

@@ -5,8 +5,8 @@ names, types, help texts and label names from here.
 """
 from dataclasses import dataclass
 
-# Label values come from the BPF side's header (monitor/contract.py).
-from monitor.contract import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS  # noqa: F401 -- re-exported
+# Label values come from the BPF side's header (monitor/read/contract.py).
+from monitor.read.contract import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS  # noqa: F401 -- re-exported
 
 # log2 latency buckets, in seconds: 1 us .. ~8.4 s (powers of two of nanoseconds).
 LATENCY_BUCKETS = tuple((1 << s) / 1e9 for s in range(10, 34))

@@ -1,0 +1,1 @@
+"""`mnmon serve`'s process: attach, serve, reload, detach; systemd's notify protocol."""

@@ -1,0 +1,1 @@
+"""One model of the numbers, and its Prometheus renderings."""

@@ -1,0 +1,1 @@
+"""Reading the BPF maps and events into numbers, per concern."""

@@ -1,0 +1,1 @@
+"""mnmon's settings: the YAML file and its safe reading."""
