@@ -308,7 +308,8 @@ def config_group():
 
 
 @config_group.command("check")
-@click.argument("file", type=click.Path(dir_okay=False))
+# Not click.Path(dir_okay=False): its refusal is a usage screen; config.check says it in one line.
+@click.argument("file")
 @_errors
 def config_check(file):
     """Validate a config file (and the web config file it names).
