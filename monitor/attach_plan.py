@@ -67,6 +67,8 @@ def _function_probe(name, targets, facts, *, struct_reads, fentry_ok, programs, 
                     force=None):
     missing = [t for t in targets if t not in facts.symbols]
     if len(missing) == len(targets):
+        if not facts.kallsyms_readable:      # not known to be missing: not seen
+            return ProbeSpec(name, targets, reason="could not read /proc/kallsyms (needs root or CAP_SYSLOG)", core=core)
         return ProbeSpec(name, targets, reason=f"{', '.join(missing)} not in kallsyms (inlined, static or not built)", core=core)
     targets = tuple(t for t in targets if t not in missing)
     if struct_reads and why_not_struct:
@@ -171,7 +173,8 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
         if tp in facts.tracepoints:
             probes.append(ProbeSpec(tp, (tp,), (TRACEPOINT,), {TRACEPOINT: (prog, None)}))
         else:
-            probes.append(ProbeSpec(tp, (tp,), reason="tracepoint not in tracefs (kernel too old or tracefs not mounted)"))
+            probes.append(ProbeSpec(tp, (tp,), reason="could not read tracefs (root's)" if not facts.tracefs_readable
+                                    else "tracepoint not in tracefs (kernel too old or tracefs not mounted)"))
     # Whose cgroup a victim is in: its task, where oom:mark_victim passes it (its record then has
     # comm), else the cgroup of the task that ran into the limit (bpf/oom.bpf.c).
     victim_task = "comm" in facts.mark_victim_fields and not why_not_struct and "oom:mark_victim" in facts.tracepoints

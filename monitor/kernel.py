@@ -35,6 +35,9 @@ class KernelFacts:
     privileged: bool = True
     subscriptions: dict = field(default_factory=dict)  # layout of mmu_notifier_subscriptions (layout.py)
     unreadable: tuple = ()            # "PATH: reason" of what could not be read (no privileges)
+    # False when symbols / tracepoints are empty because they could not be read, not absent.
+    kallsyms_readable: bool = True
+    tracefs_readable: bool = True
 
 
 def parse_version(release):
@@ -163,6 +166,7 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
     headers, hdir = find_headers(release)
     unreadable = []
     tfs = tracefs(denied=unreadable)
+    tracefs_readable = tfs is not None or not unreadable
     tps, mv = set(), {}
     if tfs:
         for tp in TRACEPOINTS_OF_INTEREST:
@@ -172,7 +176,8 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
         if fmt.exists():
             mv = parse_tracepoint_format(fmt.read_text())
     kprobes = Path("/sys/bus/event_source/devices/kprobe").exists() or bool(tfs and (tfs / "kprobe_events").exists())
-    if not getattr(symbols, "symbols", True) and Path("/proc/kallsyms").exists():
+    kallsyms_readable = bool(getattr(symbols, "symbols", True)) or not Path("/proc/kallsyms").exists()
+    if not kallsyms_readable:
         unreadable.append("/proc/kallsyms: addresses hidden (needs root or CAP_SYSLOG)")
     return KernelFacts(
         release=release, version=parse_version(release), btf=Path("/sys/kernel/btf/vmlinux").exists(),
@@ -180,4 +185,4 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
         bcc_task_storage=bcc_has_task_storage(bcc_version),
         symbols=frozenset(s for s in SYMBOLS_OF_INTEREST if s in symbols),
         tracepoints=frozenset(tps), mark_victim_fields=mv, privileged=privileged(),
-        unreadable=tuple(unreadable))
+        unreadable=tuple(unreadable), kallsyms_readable=kallsyms_readable, tracefs_readable=tracefs_readable)
