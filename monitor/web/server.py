@@ -401,6 +401,15 @@ class _Handler(BaseHTTPRequestHandler):
         # The stock message quotes the bad request line back; the status phrase is enough.
         super().send_error(code)
 
+    def send_response_only(self, code, message=None):
+        # http.server answers a request line ending in "HTTP/0.9" (also one it refuses as bad
+        # syntax) with no status line and no headers: a bare body a client or proxy could take
+        # for anything (found by tests/host/fuzz_targets.py). Every reply gets its status line.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+            self.close_connection = True
+        super().send_response_only(code, message)
+
     def version_string(self):
         return self.server_version
 
@@ -410,6 +419,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def parse_request(self):
         if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(505)              # no HTTP/0.9: a status line, see send_response_only
             return False
         if self.rfile.eof:
             # The head ended at EOF, not at a blank line: the client hung up mid-head, or the

@@ -306,6 +306,14 @@ def test_a_get_with_a_body_is_refused_not_served_twice(registry):
         assert raw(ex.address, b"GET /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").startswith(b"HTTP/1.1 200")
 
 
+def test_an_http09_request_gets_a_status_line(registry):
+    # Found by the head fuzzer: an explicit HTTP/0.9 got a bare "501 Not Implemented" body.
+    with serving(registry) as ex:
+        for line, status in ((b"GET;X / HTTP/0.9\r\n\r\n", 505), (b"GET /metrics HTTP/0.9\r\n\r\n", 505),
+                             (b"GET /a /b HTTP/0.9\r\n\r\n", 400)):
+            assert raw(ex.address, line).startswith(b"HTTP/1.1 %d " % status), line
+
+
 def test_a_client_gone_mid_head_or_evicted_is_not_collected_for(monkeypatch):
     monkeypatch.setattr(server, "MAX_CONNECTIONS", 4)
     counting = Counting()
