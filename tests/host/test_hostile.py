@@ -165,6 +165,7 @@ def tls_files(tmp):
     from tests.unit.test_webconfig import make_pki
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is not installed")
+    (tmp / "pki").mkdir()
     return make_pki(tmp / "pki")
 
 
