@@ -74,6 +74,29 @@ def test_a_probe_name_typo_is_refused_by_reload_as_by_check_and_start(tmp_path, 
         daemon.stop()
 
 
+def test_a_reload_onto_a_special_config_file_keeps_the_old_settings(tmp_path, caplog):
+    path = tmp_path / "config.yaml"
+    path.write_text("web:\n  listen_address: 127.0.0.1:0\n  telemetry_path: /one\n")
+    daemon = serve.Daemon(Settings(source=str(path)).reload(), Maker(), logging.getLogger("mnmon.test"), {},
+                          lambda s: config.validate(s, KNOWN))
+    daemon.start()
+    try:
+        fifo = tmp_path / "fifo"
+        for special, target in ((fifo, None), (tmp_path / "zero", "/dev/zero"), (tmp_path / "dir", tmp_path)):
+            path.unlink()
+            if target is None:
+                os.mkfifo(special)
+            else:
+                special.symlink_to(target)
+            path.symlink_to(special)
+            with caplog.at_level(logging.ERROR, "mnmon.test"):
+                assert daemon.reload() is False          # returns: a FIFO does not block the main loop
+            assert daemon.settings.telemetry_path == "/one"
+        assert caplog.text.count("reload failed") == 3
+    finally:
+        daemon.stop()
+
+
 def test_the_cli_passes_the_same_validation_to_serve(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(serve, "setup_logging", lambda *a: logging.getLogger("mnmon.test"))
