@@ -101,10 +101,10 @@ def serve(config_file, log_level, **flags):
     from monitor.settings import config
     from monitor.daemon import serve as daemon
     settings = config.load(config_file).with_overrides(**flags)
-    config.check_probe_names(settings, known_probes())
+    known = known_probes()
     log = logging.getLogger("mnmon")
     daemon.setup_logging(log_level.upper(), sys.stderr, None)
-    sys.exit(daemon.run(settings, _attach_for_serve, log))
+    sys.exit(daemon.run(settings, _attach_for_serve, log, validate=lambda s: config.validate(s, known)))
 
 
 def _attach_for_serve(settings):
@@ -190,6 +190,7 @@ def watch(as_json):
       mnmon watch
       mnmon watch --json | jq 'select(.event == "reaper_gave_up")'
     """
+    from monitor.read import events
     from monitor.attach.session import start_monitor
     _check_permissions()
     mon = start_monitor()
@@ -204,12 +205,7 @@ def watch(as_json):
             return
         d = mon.describe(ev)
         try:
-            if as_json:
-                click.echo(json.dumps(d))
-            else:
-                ts = time.strftime("%H:%M:%S")
-                click.echo(f"{ts} {d.pop('event'):<16} " +
-                           " ".join(f"{k}={v}" for k, v in d.items() if k != "ts_ns"))
+            click.echo(events.json_line(d) if as_json else events.line(d, time.strftime("%H:%M:%S")))
             sys.stdout.flush()
         except OSError as e:
             if e.errno != errno.EPIPE:
@@ -314,7 +310,8 @@ def config_group():
 
 
 @config_group.command("check")
-@click.argument("file", type=click.Path(dir_okay=False))
+# Not click.Path(dir_okay=False): its refusal is a usage screen; config.check says it in one line.
+@click.argument("file")
 @_errors
 def config_check(file):
     """Validate a config file (and the web config file it names).

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
 from monitor.daemon import sdnotify
+from monitor.printable import printable
 from monitor.settings.config import ConfigError, format_duration
 from monitor.web.server import Exporter, ServeError
 
@@ -58,9 +59,12 @@ class Attached:
 class Daemon:
     """The daemon's steps without the signal loop, so tests can drive them one by one."""
 
-    def __init__(self, settings, make_registry, log, env=None):
+    def __init__(self, settings, make_registry, log, env=None, validate=None):
         self.settings = settings
         self.make_registry = make_registry
+        # validate(settings) raises ConfigError: the CLI's config.validate, the very check
+        # `config check` runs, so a start, a reload and the check accept the same files.
+        self.validate = validate or Exporter.check
         self.log = log
         self.env = os.environ if env is None else env
         self.attachment = None
@@ -78,7 +82,7 @@ class Daemon:
             interval = None
         self.watchdog_period = interval / 2 if interval else None
         # Every setting is checked before the slow part (the BPF compile: 27 s emulated).
-        Exporter.check(self.settings)
+        self.validate(self.settings)
         self.attachment = self.make_registry(self.settings)
         try:
             self.exporter = Exporter(self.attachment.registry, self.settings, self.log.getChild("web"))
@@ -95,6 +99,7 @@ class Daemon:
         self._notify(sdnotify.reloading)
         try:
             new = self.settings.reload()
+            self.validate(new)
             kept = {k: getattr(self.settings, k) for k in _RESTART_ONLY
                     if getattr(new, k) != getattr(self.settings, k)}
             for key in kept:
@@ -143,14 +148,14 @@ class Daemon:
             self.log.warning("%s", e)
 
 
-def run(settings, make_registry, log, env=None):
+def run(settings, make_registry, log, env=None, validate=None):
     """Run the daemon until SIGTERM or SIGINT; returns the exit status (0).
 
     Must be called from the main thread (signal handlers live there). Start-up
     errors are raised for the CLI to report (see Daemon.start).
     """
     _raise_open_file_limit()
-    daemon = Daemon(settings, make_registry, log, env)
+    daemon = Daemon(settings, make_registry, log, env, validate)
     # The C-level handler writes each signal's number to this socket, which wakes
     # select() whichever thread the kernel delivered the signal to.
     rsock, wsock = socket.socketpair()
@@ -202,7 +207,8 @@ def _loop(daemon, rsock):
                 timer[2] += timer[0]
                 if timer[2] <= now:          # fell behind (a slow refresh): no burst of catch-ups
                     timer[2] = now + timer[0]
-        timeout = max(0.0, min(t[2] for t in timers) - time.monotonic())
+        # Capped: select() refuses a timeout past ~2**31 s (a huge WATCHDOG_USEC).
+        timeout = min(3600.0, max(0.0, min(t[2] for t in timers) - time.monotonic()))
         readable, _, _ = select.select([rsock], [], [], timeout)
         for signum in rsock.recv(256) if readable else b"":
             if signum == signal.SIGHUP:
@@ -217,12 +223,19 @@ def _loop(daemon, rsock):
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
 
 
+def _escaped(record):
+    """A copy of record whose message has its control characters escaped: a config key, a
+    client's request line or a process name in it cannot start a log line (a journal
+    entry) of its own. A traceback (exc_info, debug level) keeps its lines."""
+    return logging.makeLogRecord({**record.__dict__, "msg": printable(record.getMessage()), "args": None})
+
+
 class JournalFormatter(logging.Formatter):
     """"<6>message": the journal adds the time and reads the priority from the prefix."""
 
     def format(self, record):
         prio = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
-        return "\n".join(f"<{prio}>{line}" for line in super().format(record).splitlines())
+        return "\n".join(f"<{prio}>{line}" for line in super().format(_escaped(record)).splitlines())
 
 
 def stderr_is_journal(stream=None, env=None):
@@ -257,4 +270,6 @@ def setup_logging(level=logging.INFO, stream=None, env=None):
 class _PlainFormatter(logging.Formatter):
     def format(self, record):
         # A copy: other handlers of the same record keep the usual spelling.
-        return super().format(logging.makeLogRecord({**record.__dict__, "levelname": record.levelname.lower()}))
+        record = _escaped(record)
+        record.levelname = record.levelname.lower()
+        return super().format(record)

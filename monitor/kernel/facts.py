@@ -41,6 +41,9 @@ class KernelFacts:
     # Probed features (monitor/kernel/features.py); None: not probed, the plan goes by the version.
     ringbuf: Optional[bool] = None    # BPF ring buffer maps (5.8+)
     module_btf: Optional[bool] = None  # modules carry BTF (5.11+)
+    # False when symbols / tracepoints are empty because they could not be read, not absent.
+    kallsyms_readable: bool = True
+    tracefs_readable: bool = True
 
 
 def parse_version(release):
@@ -169,6 +172,7 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
     headers, hdir = find_headers(release)
     unreadable = []
     tfs = tracefs(denied=unreadable)
+    tracefs_readable = tfs is not None or not unreadable
     tps, mv = set(), {}
     if tfs:
         for tp in TRACEPOINTS_OF_INTEREST:
@@ -178,7 +182,8 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
         if fmt.exists():
             mv = parse_tracepoint_format(fmt.read_text())
     kprobes = Path("/sys/bus/event_source/devices/kprobe").exists() or bool(tfs and (tfs / "kprobe_events").exists())
-    if not getattr(symbols, "symbols", True) and Path("/proc/kallsyms").exists():
+    kallsyms_readable = bool(getattr(symbols, "symbols", True)) or not Path("/proc/kallsyms").exists()
+    if not kallsyms_readable:
         unreadable.append("/proc/kallsyms: addresses hidden (needs root or CAP_SYSLOG)")
     return KernelFacts(
         release=release, version=parse_version(release), btf=Path("/sys/kernel/btf/vmlinux").exists(),
@@ -186,4 +191,5 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
         bcc_task_storage=bcc_has_task_storage(bcc_version),
         symbols=frozenset(s for s in SYMBOLS_OF_INTEREST if s in symbols),
         tracepoints=frozenset(tps), mark_victim_fields=mv, privileged=privileged(),
-        unreadable=tuple(unreadable), ringbuf=features.ring_buffer(), module_btf=features.module_btf())
+        unreadable=tuple(unreadable), ringbuf=features.ring_buffer(), module_btf=features.module_btf(),
+        kallsyms_readable=kallsyms_readable, tracefs_readable=tracefs_readable)

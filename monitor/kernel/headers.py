@@ -6,7 +6,11 @@ bcc follows that pair for the running kernel, but BCC_KERNEL_SOURCE takes one
 directory, so another kernel's split headers are merged here into one tree of
 symbolic links. Only tracepoint programs are compiled against it (HAVE_STRUCTS=0).
 """
+import atexit
+import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 RUN_DIR = Path(os.environ.get("MNMON_RUN_DIR", "/run/mnmon"))
@@ -53,7 +57,17 @@ def usable_headers(build_dir, run_dir=RUN_DIR):
         merged = build
     else:
         merged = run_dir / "headers" / build.name
-        merge_tree(parts, merged)
+        try:
+            merge_tree(parts, merged)
+        except OSError as e:
+            # A read-only /run without /run/mnmon (ProtectSystem=strict without
+            # RuntimeDirectory=, a read-only container): a private directory instead.
+            scratch = Path(tempfile.mkdtemp(prefix="mnmon-headers-"))
+            atexit.register(shutil.rmtree, scratch, True)
+            logging.getLogger("mnmon").warning("%s: %s; merging kernel headers under %s instead",
+                                               run_dir, (e.strerror or str(e)).lower(), scratch)
+            merged = scratch / build.name
+            merge_tree(parts, merged)
     if not (merged / "include/linux/kconfig.h").exists():
         raise HeadersError(f"{build_dir}: no include/linux/kconfig.h (incomplete kernel headers)")
     return merged

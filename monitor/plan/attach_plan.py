@@ -142,7 +142,8 @@ def _probe(row, facts, caps, fentry_ok, force):
     if row.kind != FUNCTION:
         there = row.kind == RAW_TRACEPOINT or row.targets[0] in facts.tracepoints
         return spec(methods=(row.kind,)) if there else spec(
-            off=Off.KERNEL, reason="tracepoint not in tracefs (kernel too old or tracefs not mounted)")
+            off=Off.KERNEL, reason="could not read tracefs (root's)" if not facts.tracefs_readable else
+            "tracepoint not in tracefs (kernel too old or tracefs not mounted)")
     forced = force.pop(row.name, None)
     out = _function_probe(row, facts, caps, fentry_ok, forced, spec)
     if not out.methods and row.fallback:
@@ -159,6 +160,8 @@ def _function_probe(row, facts, caps, fentry_ok, forced, spec):
             return spec(off=caps[need].off, reason=caps[need].reason)
     missing = [t for t in row.targets if t not in facts.symbols]
     if len(missing) == len(row.targets):
+        if not facts.kallsyms_readable:      # not known to be missing: not seen
+            return spec(off=Off.KERNEL, reason="could not read /proc/kallsyms (needs root or CAP_SYSLOG)")
         return spec(off=Off.KERNEL, reason=f"{', '.join(missing)} not in kallsyms (inlined, static or not built)")
     targets = tuple(t for t in row.targets if t not in missing)
     if STRUCTS in row.needs and caps[STRUCTS]:

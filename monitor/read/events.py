@@ -1,6 +1,9 @@
-"""Rare events from the BPF ring buffer: decoding (pure) and naming."""
+"""Rare events from the BPF ring buffer: decoding (pure), naming, and the lines `mnmon watch` prints."""
 import ctypes
+import json
 from dataclasses import dataclass
+
+from monitor.printable import printable
 
 from monitor.read.contract import EVENT_TYPES as TYPES
 from monitor.read.contract import KINDS, MODES, REAP_CALLERS, REAP_RESULTS, RESULTS
@@ -61,3 +64,18 @@ def decode(data, size=None):
     return Event(type=TYPES.get(raw.type, f"type{raw.type}"), ts_ns=raw.ts_ns, pid=raw.pid, tid=raw.tid,
                  comm=raw.comm.decode(errors="replace"), ip=raw.ip, duration_ns=raw.duration_ns,
                  rss_kb=raw.rss_kb, result=raw.result, caller=raw.caller, kind=raw.kind)
+
+
+def line(described, clock):
+    """One `mnmon watch` line of a describe()d event: "12:00:00 oom_victim       pid=1 comm=x".
+    Every value is escaped: a victim's comm is whatever the process set, newlines and
+    terminal escapes included, and must not forge a line or drive the terminal."""
+    d = dict(described)
+    return f"{clock} {printable(d.pop('event'), True):<16} " + " ".join(
+        f"{k}={printable(v, True)}" for k, v in d.items() if k != "ts_ns")
+
+
+def json_line(described):
+    """The event as one JSON line (`mnmon watch --json`); json escapes control characters,
+    and ensure_ascii the C1 ones, so the exact comm survives on one line."""
+    return json.dumps(described)

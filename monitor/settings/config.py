@@ -94,10 +94,17 @@ def _callbacks(value):
     return value
 
 
+# The longest interval serve's timers take: select() refuses timeouts past ~2**31 s and a
+# "300y" made the daemon exit after attaching. A day is longer than anyone needs here.
+MAX_INTERVAL = 86400.0
+
+
 def _interval(value):
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError("must be longer than 0s")
+    if seconds > MAX_INTERVAL:
+        raise ValueError(f"{short(value)} is longer than {format_duration(MAX_INTERVAL)}")
     return seconds
 
 
@@ -310,9 +317,7 @@ def _walk(data, schema, prefix, where):
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: {prefix or 'top level'}: expected a mapping, got {type(data).__name__}")
     for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if len(path) > 60:
-            path = path[:57] + "..."
+        path = f"{prefix}.{yamlfile.key_name(key)}" if prefix else yamlfile.key_name(key)
         if not isinstance(key, str) or key not in schema:
             raise ConfigError(f"{where}: {path}: unknown key (known: {', '.join(schema)})")
         if value is None:              # "key:" with nothing after it keeps the default
@@ -355,18 +360,24 @@ def load(path=None):
 
 
 def check(path, known_probes):
-    """What `mnmon config check FILE` runs: the settings file, the probe names it
-    disables (against `known_probes`), then the web configuration file it names
-    (certificates and keys are opened and loaded).
+    """What `mnmon config check FILE` runs: the settings file, then validate().
 
     Returns the Settings; raises ConfigError, or WebConfigError (a ConfigError).
     """
     settings = load(path)
+    validate(settings, known_probes)
+    return settings
+
+
+def validate(settings, known_probes):
+    """Everything a start, a reload and `config check` check beyond the file's own
+    syntax, in one place so the three can never disagree: the probe names
+    probes.disable names (against `known_probes`), then the web configuration file
+    (certificates and keys are opened and loaded). Raises ConfigError."""
     check_probe_names(settings, known_probes)
     if settings.web_config_file:
-        from monitor.web import webconfig    # noqa: PLC0415 -- only `check` needs TLS
+        from monitor.web import webconfig    # noqa: PLC0415 -- only serving needs TLS
         webconfig.load(settings.web_config_file).ssl_context()
-    return settings
 
 
 def check_probe_names(settings, known):

@@ -7,6 +7,7 @@ refused outright: none is needed, and nine nested ones (a "billion laughs") expa
 348-byte file into gigabytes. Error messages quote at most a short prefix of a value.
 """
 import os
+import re
 import stat
 
 import yaml
@@ -23,6 +24,17 @@ def short(value):
     """repr(value), cut to QUOTE_CHARS characters: error lines stay one short line."""
     text = repr(value)
     return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS - 3] + "..."
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def key_name(key):
+    """A mapping key as an error line may quote it: a name-like key as it is, anything else
+    (a line of /etc/shadow, a key with a newline or an escape) not quoted at all, so an
+    error never repeats a file's contents nor forges a log line."""
+    text = str(key) if isinstance(key, (str, int)) else ""
+    return text if _NAME.fullmatch(text) else "(a key that is not a name)"
 
 
 class _Loader(yaml.SafeLoader):
@@ -68,8 +80,11 @@ def parse_text(text, where, error=ConfigError):
         raise error(f"{where}: nested too deeply") from None
 
 
-def read_text(path, error=ConfigError):
-    """The text of a small regular UTF-8 file; `error("PATH: reason")` otherwise."""
+def read_regular(path, error=ConfigError, max_bytes=MAX_BYTES, what="a settings file"):
+    """The bytes of a regular file of at most max_bytes; `error("PATH: reason")` otherwise.
+
+    A FIFO, device, directory or socket (also behind a symbolic link) is refused before a
+    byte is read: a FIFO would block the daemon's main loop, /dev/zero never ends."""
     path = str(path)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat refuses it next.
@@ -82,11 +97,18 @@ def read_text(path, error=ConfigError):
         raise error(f"{path}: {'is a directory' if stat.S_ISDIR(mode) else 'not a regular file'}")
     with open(fd, "rb") as f:
         try:
-            data = f.read(MAX_BYTES + 1)
+            data = f.read(max_bytes + 1)
         except OSError as e:
             raise error(f"{path}: {(e.strerror or str(e)).lower()}") from None
-    if len(data) > MAX_BYTES:
-        raise error(f"{path}: larger than {MAX_BYTES // 1024} KiB; not a settings file")
+    if len(data) > max_bytes:
+        raise error(f"{path}: larger than {max_bytes // 1024} KiB; not {what}")
+    return data
+
+
+def read_text(path, error=ConfigError):
+    """The text of a small regular UTF-8 file; `error("PATH: reason")` otherwise."""
+    path = str(path)
+    data = read_regular(path, error)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -34,7 +34,8 @@ from prometheus_client.exposition import gzip_accepted
 
 from monitor import __version__
 from monitor.export import exposition
-from monitor.web import webconfig
+from monitor.printable import printable
+from monitor.web import posture, webconfig
 
 # A client gets this long to finish its TLS handshake, then this long per read or write.
 HANDSHAKE_TIMEOUT = 10.0
@@ -69,6 +70,7 @@ class _Site:
     allowed_sans: tuple
     auth: webconfig.BasicAuth
     headers: dict
+    posture: posture.Posture
 
 
 class Exporter:
@@ -120,27 +122,34 @@ class Exporter:
         listen address is bound before the old one is closed. On any error the
         old settings stay in force and the error is raised.
 
-        A reload never lowers security: a web configuration that would drop TLS or
-        basic auth (an emptied file, a removed web.config_file) is refused; serving
-        without them takes a restart."""
-        site = self._build(settings)
-        lost = [what for what, before, after in (("TLS", self._site.tls, site.tls),
-                                                  ("basic auth", self._site.auth.required, site.auth.required))
-                if before and not after]
+        A reload never lowers security: a web configuration that would admit anything
+        the current one refuses (TLS or basic auth off, a lower client_auth_type or
+        min_version, a new client CA, more SANs: monitor.web.posture) is refused; that
+        takes a restart."""
+        site = self._build(settings, self._site.auth)
+        lost = posture.weakenings(self._site.posture, site.posture)
         if lost:
             raise webconfig.WebConfigError(
-                f"{settings.web_config_file or 'no web config file'}: would turn off {' and '.join(lost)}; "
-                "kept as it is (restart to serve without it)")
+                f"{settings.web_config_file or 'no web config file'}: would {', '.join(lost)}; "
+                "kept as it is (restart to apply a weaker configuration)")
         if settings.listen_address != self.settings.listen_address:
             server, thread = self._listen(settings)
             _shutdown(self._server, self._thread, DRAIN_TIMEOUT)
             self._server, self._thread = server, thread
         self._site, self.settings = site, settings
 
-    def _build(self, settings):
+    def _build(self, settings, auth=None):
         wc = _web_config(settings)
-        return _Site(self.registry, settings.telemetry_path, wc.ssl_context(),
-                     wc.tls.client_allowed_sans if wc.tls else (), wc.basic_auth(), wc.headers)
+        ctx = wc.ssl_context()
+        when = wc.tls and webconfig.expired(wc.tls.cert_file)
+        if when:
+            self.log.warning("%s: tls_server_config.cert_file %s expired on %s: clients that verify "
+                             "it refuse every scrape", wc.source, wc.tls.cert_file, when)
+        # The current BasicAuth's answers carry over for users whose hash is unchanged:
+        # a reload during a flood of wrong passwords must not send every scrape to bcrypt.
+        return _Site(self.registry, settings.telemetry_path, ctx,
+                     wc.tls.client_allowed_sans if wc.tls else (), wc.basic_auth(previous=auth),
+                     wc.headers, posture.of(wc, ctx))
 
     def _listen(self, settings):
         listen = settings.listen_address
@@ -254,8 +263,10 @@ class _Server(ThreadingHTTPServer):
     def process_request(self, request, client_address):
         with self._lock:
             if self.draining or (len(self._conns) >= MAX_CONNECTIONS and not self._evict()):
-                self.log_limited("full", "%d connections open, all inside a request: "
-                                 "a new one was closed", len(self._conns))
+                # Evicted connections stay in _conns until their thread ends: not counted.
+                open_now = sum(1 for c in self._conns.values() if c.since != float("inf"))
+                self.log_limited("full", "%d connections open (the cap is %d), all inside a request: "
+                                 "a new one was closed", open_now, MAX_CONNECTIONS)
                 self.shutdown_request(request)
                 return
             self._conns[request] = _Conn(request, time.monotonic())
@@ -323,15 +334,16 @@ class _Server(ThreadingHTTPServer):
                 self._lock.wait(deadline - time.monotonic())
             return len(self._conns)
 
-    def log_limited(self, kind, fmt, *args):
-        """log.error at most once per ERROR_LOG_INTERVAL per kind, counting what it left out."""
+    def log_limited(self, kind, fmt, *args, level=logging.ERROR):
+        """log.error (or `level`) at most once per ERROR_LOG_INTERVAL per kind, counting
+        what it left out."""
         now = time.monotonic()
         last, quiet = self._logged.get(kind, (-ERROR_LOG_INTERVAL, 0))
         if now - last < ERROR_LOG_INTERVAL:
             self._logged[kind] = (last, quiet + 1)
             return
         self._logged[kind] = (now, 0)
-        self.exporter.log.error(fmt + (f" ({quiet} more like it)" if quiet else ""), *args)
+        self.exporter.log.log(level, fmt + (f" ({quiet} more like it)" if quiet else ""), *args)
 
     def finish_request(self, request, client_address):
         site = self.exporter._site
@@ -389,11 +401,39 @@ class _Handler(BaseHTTPRequestHandler):
         # The stock message quotes the bad request line back; the status phrase is enough.
         super().send_error(code)
 
+    def send_response_only(self, code, message=None):
+        # http.server answers a request line ending in "HTTP/0.9" (also one it refuses as bad
+        # syntax) with no status line and no headers: a bare body a client or proxy could take
+        # for anything (found by tests/host/fuzz_targets.py). Every reply gets its status line.
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+            self.close_connection = True
+        super().send_response_only(code, message)
+
     def version_string(self):
         return self.server_version
 
+    def setup(self):
+        super().setup()
+        self.rfile = _EOFTracking(self.rfile)
+
     def parse_request(self):
         if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            self.send_error(505)              # no HTTP/0.9: a status line, see send_response_only
+            return False
+        if self.rfile.eof:
+            # The head ended at EOF, not at a blank line: the client hung up mid-head, or the
+            # connection was evicted past the cap (shutdown()). Nobody waits for a reply:
+            # no collection for a client that is gone.
+            self.close_connection = True
+            return False
+        lengths = set(self.headers.get_all("Content-Length") or ())
+        if self.headers.get("Transfer-Encoding") or lengths - {"0"}:
+            # A GET or HEAD has no body; read as one, it was served as a second request.
+            self.close_connection = True
+            self.send_error(400)
             return False
         if not self.server.request_begins():
             self.close_connection = True      # stopping: the client retries elsewhere or later
@@ -414,7 +454,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, head):
         site = self.server.exporter._site
-        if not site.auth.check(self.headers.get("Authorization")):
+        try:
+            allowed = site.auth.check(self.headers.get("Authorization"), self.client_address[0])
+        except webconfig.Busy:
+            self.server.log_limited("auth-busy", "basic auth: a login was refused (429) while %d "
+                                    "others waited for bcrypt: a flood of wrong passwords?",
+                                    webconfig.BasicAuth.WAITING, level=logging.WARNING)
+            self._reply(429, b"Too Many Requests\n", site, head, [("Retry-After", "1")])
+            return
+        if not allowed:
             self._reply(401, b"Unauthorized\n", site, head, [("WWW-Authenticate", 'Basic realm="mnmon"')])
             return
         url = urlsplit(self.path)
@@ -464,7 +512,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def log_message(self, format, *args):   # noqa: A002 -- BaseHTTPRequestHandler's name
-        self.server.exporter.log.debug("%s: " + format, self.client_address[0], *args)
+        # The request line is the client's: ESC or CR in it must not reach a terminal or the
+        # journal raw (the standard library's own log_message escapes; this override must too).
+        self.server.exporter.log.debug("%s: %s", self.client_address[0], printable(format % args))
+
+
+class _EOFTracking:
+    """The request's rfile, noting whether a line ended at EOF rather than at a newline:
+    http.client's header parser takes EOF for the end of the head."""
+
+    def __init__(self, f):
+        self._f = f
+        self.eof = False
+
+    def readline(self, limit=-1):
+        line = self._f.readline(limit)
+        if not line.endswith(b"\n") and (limit < 0 or len(line) < limit):
+            self.eof = True
+        return line
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
 
 
 def _landing(telemetry_path):

@@ -31,6 +31,7 @@ import os
 import re
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -77,8 +78,10 @@ _TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "cli
              "min_version", "max_version", "prefer_server_cipher_suites"}
 
 _BCRYPT = re.compile(r"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
-# Checked when the user is unknown, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = b"$2b$10$cgVrPUKhW8gfHJcLNo.HBuuMsvXnwP2rwQUehQxaAgoooAmTxbV.S"
+# For a user name not in the file: a hash of the same cost as a configured user's, so a
+# wrong name takes as long as a wrong password (a cost of its own told which users exist).
+_DUMMY_SECRET = os.urandom(16)
+_DUMMIES = {}                  # cost -> a bcrypt hash of a random password
 
 
 class WebConfigError(ConfigError):
@@ -97,30 +100,97 @@ class TLSConfig:
     prefer_server_ciphers: bool = True
 
 
+class Busy(Exception):
+    """Too many logins are waiting for bcrypt: answer 429 now rather than hold a
+    connection slot in the queue."""
+
+
+class _HashGate:
+    """One bcrypt at a time, first come first served, at most `waiting` queued.
+
+    A request waiting here holds a connection: an unbounded queue let a flood of wrong
+    passwords fill every connection slot, and valid scrapes were turned away. When the
+    queue is full, a newcomer from an address with fewer requests queued than the
+    busiest address takes the place of that address's newest request; otherwise the
+    newcomer is refused (Busy). A flood from one address cannot keep a login from
+    another address waiting longer than `waiting` hashes."""
+
+    def __init__(self, waiting):
+        self.waiting = waiting
+        self._cond = threading.Condition()
+        self._busy = False
+        self._queue = []           # [[address, refused]] in arrival order
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
+
+    def enter(self, address):
+        """Wait for the hasher; Busy when refused (at once, or when displaced)."""
+        with self._cond:
+            if not self._busy and not self._queue:
+                self._busy = True
+                return self
+            if len(self._queue) >= self.waiting and not self._displace(address):
+                raise Busy()
+            me = [address, False]
+            self._queue.append(me)
+            while not me[1] and (self._busy or self._queue[0] is not me):
+                self._cond.wait()
+            if me[1]:                   # displaced (and taken off the queue) by _displace
+                raise Busy()
+            self._queue.remove(me)
+            self._busy = True
+            return self
+
+    def _displace(self, address):
+        counts = {}
+        for a, _ in self._queue:
+            counts[a] = counts.get(a, 0) + 1
+        top = max(counts, key=counts.get)
+        if counts.get(address, 0) + 1 >= counts[top]:
+            return False
+        victim = next(w for w in reversed(self._queue) if w[0] == top)
+        victim[1] = True
+        self._queue.remove(victim)
+        self._cond.notify_all()
+        return True
+
+
 class BasicAuth:
     """Checks an Authorization header against {user: bcrypt hash}.
 
     bcrypt at cost 10 takes ~70 ms of CPU, so answers are cached, as the toolkit does:
     good (user, password) pairs, so a scrape every 15 s costs one hash per password
     change, and recent wrong ones, so a client retrying the same wrong password costs
-    nothing. One hash runs at a time: a flood of distinct wrong passwords gets one
-    core at most, while a scrape whose pair is cached is answered without waiting.
+    nothing. A cached answer needs no lock. One hash runs at a time (_HashGate): a flood
+    of distinct wrong passwords gets one core at most, and waits in a short queue, not in
+    the connection slots valid scrapes need. A cache key covers the user, the password
+    and the hash, so a reload keeps the answers of users whose hash did not change.
     """
 
     CACHE = 1000
+    WAITING = 4
 
-    def __init__(self, users):
+    def __init__(self, users, previous=None):
         self.users = {u: h.encode() for u, h in users.items()}
-        self._ok = set()
-        self._bad = set()
-        self._hashing = threading.Lock()
+        self._costs = sorted({int(h.split(b"$")[2]) for h in self.users.values()})
+        if previous is not None:
+            self._ok, self._bad, self._gate = set(previous._ok), set(previous._bad), previous._gate
+        else:
+            self._ok, self._bad, self._gate = set(), set(), _HashGate(self.WAITING)
 
     @property
     def required(self):
         return bool(self.users)
 
-    def check(self, header):
-        """True if no users are configured, or `header` ("Basic b64(user:pass)") matches one."""
+    def check(self, header, address=""):
+        """True if no users are configured, or `header` ("Basic b64(user:pass)") matches one.
+        Raises Busy when too many uncached logins wait for bcrypt already."""
         if not self.users:
             return True
         creds = parse_basic(header)
@@ -133,9 +203,9 @@ class BasicAuth:
             return True
         if key in self._bad:
             return False
-        with self._hashing:
+        with self._gate.enter(address):
             try:
-                ok = bcrypt.checkpw(password, hashed or _DUMMY_HASH) and hashed is not None
+                ok = bcrypt.checkpw(password, hashed or self._dummy(user)) and hashed is not None
             except ValueError:           # bcrypt >= 5 refuses passwords over 72 bytes
                 ok = False
         seen = self._ok if ok else self._bad
@@ -143,6 +213,14 @@ class BasicAuth:
             seen.clear()
         seen.add(key)
         return ok
+
+    def _dummy(self, user):
+        # The same name always gets the same cost, one of the configured ones.
+        pick = hashlib.sha256(_DUMMY_SECRET + user.encode()).digest()[0] % len(self._costs)
+        cost = self._costs[pick]
+        if cost not in _DUMMIES:
+            _DUMMIES[cost] = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(cost))
+        return _DUMMIES[cost]
 
 
 def parse_basic(header):
@@ -213,8 +291,22 @@ class WebConfig:
                 raise WebConfigError(f"{where}.client_ca_file: {t.client_ca_file}: {_ssl_reason(e)}") from None
         return ctx
 
-    def basic_auth(self):
-        return BasicAuth(self.users)
+    def basic_auth(self, previous=None):
+        return BasicAuth(self.users, previous)
+
+
+def expired(cert_file, now=None):
+    """The notAfter date ("Jan  1 00:00:00 2025 GMT") of the first certificate in cert_file
+    if it has passed, else None. OpenSSL serves an expired certificate without a word;
+    the clients that verify it refuse every scrape."""
+    try:
+        # The standard library's own PEM decoder: no public ssl API reads a file's dates.
+        not_after = ssl._ssl._test_decode_cert(cert_file)["notAfter"]    # noqa: SLF001
+        if ssl.cert_time_to_seconds(not_after) < (time.time() if now is None else now):
+            return not_after
+    except (ssl.SSLError, OSError, KeyError, ValueError, AttributeError):
+        pass
+    return None
 
 
 class _EncryptedKey(Exception):
@@ -231,12 +323,15 @@ def _ssl_reason(e):
     return e.reason.replace("_", " ").lower() if e.reason else str(e)
 
 
+# A PEM chain with its key is a few KiB; a CA bundle (Debian's has 140 CAs) about 200.
+MAX_PEM_BYTES = 1024 * 1024
+
+
 def _readable(where, path):
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        raise WebConfigError(f"{where}: {path}: {e.strerror.lower()}") from None
+    # OpenSSL opens the file again by name: a file swapped for a FIFO in between could
+    # still block, but a FIFO, device or directory named in the file is refused here.
+    yamlfile.read_regular(path, lambda msg: WebConfigError(f"{where}: {msg}"), MAX_PEM_BYTES,
+                          "a PEM file")
 
 
 def parse(data, source="web config", base_dir=None):
@@ -349,10 +444,7 @@ def _headers(http, fail):
     return out
 
 
-def _key(key):
-    """A key as an error line quotes it: at most a short prefix."""
-    text = str(key)
-    return text if len(text) <= 40 else text[:37] + "..."
+_key = yamlfile.key_name
 
 
 def load(path):

@@ -107,6 +107,9 @@ def test_unprivileged_doctor_explains_what_it_could_not_read():
     assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr
     assert "unreadable   /sys/kernel/tracing: permission denied" in r.stdout
     assert "per-notifier outcomes: NOT countable here" in r.stdout
+    # What it could not read it says so, not guessed as absent (issue 26).
+    assert "could not read /proc/kallsyms" in r.stdout and "could not read tracefs" in r.stdout
+    assert "inlined" not in r.stdout and "kernel too old" not in r.stdout, r.stdout
 
 
 @root

@@ -354,4 +354,24 @@ def summary():
                    f"{f.get('rss_after_mb', 0):.0f} MB at the end")
     if "log" in f:
         out.append(f"  log: {f['log'][2]} lines, {f['log'][1]} errors, {f['log'][0]} tracebacks")
+    if "auth_flood" in f:          # tests/host/test_hostile.py
+        a = f["auth_flood"]
+        out.append(f"  wrong-password flood (520 held + 40 clients, bcrypt cost 10): {a['valid']}/{a['of']} valid "
+                   f"scrapes served, p99 {a['p99'] * 1000:.0f} ms (quiet: {a['quiet_p99'] * 1000:.0f} ms); "
+                   f"flood answers {a['flood']}")
+        other, same = a["first_other"], a["first_same"]
+        out.append(f"  first good login during the flood: {other[0]} in {other[1] * 1000:.0f} ms from another "
+                   f"address; from the flood's own, {same[2]}/10 tries served, each answered within "
+                   f"{same[1] * 1000:.0f} ms; "
+                   f"RSS {a['rss'][0]:.0f} MB before, {a['rss'][1]:.0f} MB after")
+    if "reload_storm" in f:
+        r = f["reload_storm"]
+        out.append(f"  reload storm (special files, weaker TLS/auth, typos, 300y): {r['refused']}/{r['reloads']} "
+                   f"refused in one line each; scrapes meanwhile {r['scrapes']}")
+    if "readonly_run" in f:
+        out.append(f"  read-only run directory: served, exit {f['readonly_run'][0]}, {f['readonly_run'][1]} warning")
+    if "atheris" in f:
+        out.append(f"  coverage-guided fuzzing (atheris), no invariant broken: {'; '.join(f['atheris'])}")
+    if "forged_comm" in f:
+        out.append(f"  OOM victim with a forged comm, as watch printed it: {f['forged_comm']}")
     return out

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import uuid
@@ -291,8 +292,17 @@ def test_journal_formatter_prefixes_priorities():
         return fmt.format(logging.LogRecord("mnmon", level, __file__, 1, msg, None, None))
     assert line(logging.INFO, "listening") == "<6>listening"
     assert line(logging.WARNING, "w") == "<4>w"
-    assert line(logging.ERROR, "a\nb") == "<3>a\n<3>b"
     assert line(logging.DEBUG, "d") == "<7>d"
+    # A newline in a message (a config key, a request line) must not start a journal entry
+    # of its own; a traceback's lines are each prefixed.
+    assert line(logging.ERROR, "a\nb") == "<3>a\\nb"
+    try:
+        raise ValueError("x")
+    except ValueError:
+        rec = logging.LogRecord("mnmon", logging.DEBUG, __file__, 1, "failed\x1b[2J", None, sys.exc_info())
+    out = fmt.format(rec).splitlines()
+    assert out[0] == "<7>failed\\x1b[2J" and out[1] == "<7>Traceback (most recent call last):"
+    assert all(x.startswith("<7>") for x in out)
 
 
 def test_stderr_is_journal_compares_device_and_inode(tmp_path):

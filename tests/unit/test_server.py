@@ -357,9 +357,9 @@ def test_reload_never_turns_tls_or_auth_off(registry, pki, tmp_path, emptied, ca
     settings = Settings(listen_address="127.0.0.1:0", web_config_file=str(web))
     with serving(registry, web_config_file=str(web)) as ex:
         web.write_text(emptied)
-        with pytest.raises(WebConfigError, match="would turn off TLS and basic auth; kept as it is"):
+        with pytest.raises(WebConfigError, match="would turn off TLS, turn off basic auth; kept as it is"):
             ex.reload(settings)
-        with pytest.raises(WebConfigError, match="no web config file: would turn off TLS and basic auth"):
+        with pytest.raises(WebConfigError, match="no web config file: would turn off TLS, turn off basic auth"):
             ex.reload(Settings(listen_address="127.0.0.1:0"))
         assert ex.url.startswith("https://")
         ctx = client_context(pki)

@@ -132,3 +132,9 @@ def test_recorded_exposure_score_is_current(tmp_path):
 def test_example_config_shows_the_defaults():
     loaded = config.load(DEPLOY / "config.yaml")
     assert loaded.describe() == config.Settings().describe()
+
+
+def test_the_run_directory_is_the_units_own(unit):
+    # ProtectSystem=strict makes /run read-only: without it mnmon had nowhere to merge
+    # headers on a host without its kernel's own (issue 26).
+    assert one(unit, "RuntimeDirectory") == "mnmon"

@@ -269,7 +269,12 @@ def test_a_flood_of_wrong_passwords_hashes_one_at_a_time(monkeypatch):
     monkeypatch.setattr(webconfig.bcrypt, "checkpw", slow_checkpw)
     auth = BasicAuth({"alice": HASH})
     auth._ok.add(__import__("hashlib").sha256(b"\0".join([b"alice", b"good", HASH.encode()])).digest())
-    threads = [threading.Thread(target=auth.check, args=(basic("alice", f"wrong{i}"),)) for i in range(20)]
+    def check(header):
+        try:
+            auth.check(header)
+        except webconfig.Busy:            # the queue is short: most of the flood is refused
+            pass
+    threads = [threading.Thread(target=check, args=(basic("alice", f"wrong{i}"),)) for i in range(20)]
     for t in threads:
         t.start()
     t0 = time.monotonic()
