@@ -104,7 +104,17 @@ class CallbackWatcher:
             self._modules = modules
             found = self.scanner.scan()
         found += self._discovered()
+        self._note_loads({cb.module for cb in found})
         return [st for cb in found if (st := self.attach_callback(cb))]
+
+    def _note_loads(self, modules):
+        """Which load of each module is about to be probed, for modules nothing probed at the
+        last read: a reload often lands at the same address, and only the load tells it then.
+        Noted before the probes attach: a reload in between shows as one at the next refresh."""
+        for m in modules:
+            if m in self._modules and not self._modules[m][1]:
+                state, _, address = self._modules[m]
+                self._modules[m] = (state, module_load(m), address)
 
     def _discovered(self):
         """Callbacks the BPF side found (at registration, in subscriptions) since last time."""
@@ -205,14 +215,17 @@ def read_modules(path="/proc/modules", watched=None):
     out = {}
     for f in (line.split() for line in lines):
         if f:
-            load = 0
-            if watched is None or f[0] in watched:
-                try:
-                    load = os.stat(f"/sys/module/{f[0]}").st_ino
-                except OSError:
-                    pass
+            load = module_load(f[0]) if watched is None or f[0] in watched else 0
             out[f[0]] = (f[4] if len(f) > 4 else "", load, f[5] if len(f) > 5 else "")
     return out
+
+
+def module_load(name):
+    """The inode of /sys/module/NAME: new with each load of the module; 0 if none."""
+    try:
+        return os.stat(f"/sys/module/{name}").st_ino
+    except OSError:
+        return 0
 
 
 def counting_lines(callbacks, walked, started_at):

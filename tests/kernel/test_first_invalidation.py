@@ -10,6 +10,7 @@ count the calls from the mm's subscriptions (bpf/attribute.bpf.c).
 import re
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -85,27 +86,66 @@ def timed(snap, symbol, mode):
     return h.count if h else 0
 
 
-def attached(mon, symbol):
-    return mon.is_attached(symbol, FX)
+def fixture_addresses():
+    """{symbol: address} of the fixture's functions as loaded now (/proc/kallsyms)."""
+    out = {}
+    with open("/proc/kallsyms") as f:
+        for line in f:
+            if line.endswith(f"[{FX}]\n"):
+                addr, _, name = line.split()[:3]
+                out[name] = int(addr, 16)
+    return out
 
 
-def wait_attached(mon, *symbols, timeout=60):
-    """Until a Refresher has attached every symbol's callback probes, as the daemon would."""
+@dataclass
+class Load:
+    """One load of the fixture: when, and where its functions are."""
+    at: float
+    addresses: dict
+
+
+def load_fixture(btf=False):
+    late_driver.reload_fixture(btf=btf)
+    return Load(time.time(), fixture_addresses())
+
+
+def attached(mon, symbol, load):
+    """Whether this load's callback is probed. Until mnmon's next refresh sees the reload, the
+    previous load's probe stays listed as attached; and a reload often lands at the same
+    address: only a probe attached since this load, at its address, is this load's."""
+    p = mon.callbacks.get((symbol, FX))
+    return bool(p and p.status.attached and p.since >= load.at and p.addr == load.addresses.get(symbol))
+
+
+def wait_attached(mon, load, *symbols, timeout=60):
+    """Until a Refresher has attached this load's callback probes of every symbol, as the daemon would."""
     deadline = time.monotonic() + timeout
-    while not all(attached(mon, s) for s in symbols):
+    while not all(attached(mon, s, load) for s in symbols):
         assert time.monotonic() < deadline, f"callback probes not attached within {timeout} s: {symbols}"
         time.sleep(0.1)
 
 
+@dataclass
+class Run:
+    """One late driver's run: its load, this run's counts (deltas) and the fixture's own."""
+    load: Load
+    listed: int         # the fixture's list notifier calls while the process worked (ground truth)
+    counted: int        # mnmon's count of them in this run
+    exited: int         # the fixture's list notifier calls once the process exited
+    timed: int          # of which timed by the callback's own probes
+    found: dict         # symbol -> how mnmon found its callback
+
+
 def _late_driver_counts_equal_the_fixture(mon, iterations, handover=False, btf=False):
-    late_driver.reload_fixture(btf=btf)
+    load = load_fixture(btf=btf)
     assert late_driver.has_btf() == btf, f"the fixture was meant to be loaded {'with' if btf else 'without'} BTF"
+    assert LIST_START in load.addresses and INTERVAL in load.addresses, load.addresses
     before = mon.snapshot()
 
     def attached_meanwhile():
         # The work pauses half-way only so that both sides of the hand-over surely happen
         # within it (it started at once: the first half ran before any callback probe).
-        wait_attached(mon, LIST_START, INTERVAL)
+        wait_attached(mon, load, LIST_START, INTERVAL)
     with Refresher(mon):
         info, (fixture, during) = late_driver.run_register_and_churn(
             iterations, at_done=lambda: (read_stats(), mon.snapshot()),
@@ -132,29 +172,41 @@ def _late_driver_counts_equal_the_fixture(mon, iterations, handover=False, btf=F
            for r in ("ok", "eagain", "error", "unobserved")}
     lost = d(after, lambda snap: snap.get("mnmon_events_lost_total") or 0)
     assert got[(B, "ok")] == itv.blockable_ok, (got, itv, f"lost {lost}")
-    return info, during, lst.blockable_ok
+    # The list notifier saw the interpreter's own munmaps up to its exit too.
+    exited = fixture[info["slots"]["list"]].blockable_ok
+    assert d(after, calls, LIST_START, B, "ok") == exited, (exited, f"lost {lost}")
+    found = {s: mon.callbacks[(s, FX)].callback.found for s in (LIST_START, INTERVAL) if (s, FX) in mon.callbacks}
+    return Run(load, lst.blockable_ok, d(during, calls, LIST_START, B, "ok"), exited,
+               d(during, timed, LIST_START, B), found)
 
 
 def test_a_driver_loaded_after_mnmon_is_counted_from_its_first_call(mon):
     n = 3000
-    info, during, listed = _late_driver_counts_equal_the_fixture(mon, n, handover=True)
+    run = _late_driver_counts_equal_the_fixture(mon, n, handover=True)
     # Both sides counted: the core probes before the hand-over, the callback probes after
     # (only their calls have a time). The hand-over neither lost nor doubled a call.
-    assert attached(mon, LIST_START) and attached(mon, INTERVAL)
-    assert 0 < timed(during, LIST_START, B) < listed, timed(during, LIST_START, B)
-    found = {p.callback.symbol: p.callback.found for p in mon.callbacks.values()}
-    assert found[LIST_START] in ("registration", "invalidation") and found[INTERVAL] in ("registration", "invalidation")
-    print(f"late driver: list {listed} == fixture {listed}, interval {n} == fixture {n}; "
-          f"{timed(during, LIST_START, B)} of the list's calls timed by its own probes")
+    assert attached(mon, LIST_START, run.load) and attached(mon, INTERVAL, run.load)
+    assert run.counted == run.listed
+    assert 0 < run.timed < run.listed, (run.timed, run.listed)
+    assert run.found[LIST_START] in ("registration", "invalidation") and \
+        run.found[INTERVAL] in ("registration", "invalidation"), run.found
+    print(f"late driver: list {run.counted} == fixture {run.listed}, interval {n} == fixture {n}; "
+          f"{run.timed} of this run's {run.listed} list calls timed by its own probes")
 
 
 def test_unloaded_and_reloaded_driver_counts_continue(mon):
-    _late_driver_counts_equal_the_fixture(mon, 500)
-    total = mon.snapshot()
-    # A second load: new module, new addresses; the first load's counts stay its notifier's.
-    info, during, listed = _late_driver_counts_equal_the_fixture(mon, 700)
-    assert calls(during, LIST_START, B, "ok") - calls(total, LIST_START, B, "ok") == listed
-    assert calls(mon.snapshot(), "unknown", B, "ok", kind="list") == 0
+    start = mon.snapshot()
+    first = _late_driver_counts_equal_the_fixture(mon, 500)
+    # A second load: a new module (often at the same address); the first load's counts stay
+    # its notifier's, and this load's are counted on top from its first call.
+    second = _late_driver_counts_equal_the_fixture(mon, 700)
+    end = mon.snapshot()
+    assert first.counted == first.listed and second.counted == second.listed
+    both = calls(end, LIST_START, B, "ok") - calls(start, LIST_START, B, "ok")
+    assert both == first.exited + second.exited
+    assert calls(end, "unknown", B, "ok", kind="list") == 0
+    print(f"reloaded driver: list {first.counted} == fixture {first.listed}, then {second.counted} == "
+          f"fixture {second.listed}; both loads to their exits {both} == fixture {first.exited} + {second.exited}")
 
 
 def test_ab_oom_of_a_late_driver_counts_equal_the_fixture(mon):
@@ -164,14 +216,14 @@ def test_ab_oom_of_a_late_driver_counts_equal_the_fixture(mon):
     probes (one unprobed notifier in a failed start: its failure)."""
     a, b = "mnmon_fx_list_never_fail_start", "mnmon_fx_list_fail_nonblock_start"
     a_end, b_end = "mnmon_fx_list_never_fail_end", "mnmon_fx_list_fail_nonblock_end"
-    late_driver.reload_fixture()
+    load = load_fixture()
     with Refresher(mon):
         late_driver.run_register_and_churn(300)
         # A has worked for a while when the OOM comes: the daemon has attached its probes
         # (the churn alone may end first under emulation). Were A unprobed too, the failed
         # starts would have two unseen candidates: unobserved, as tests/kernel/test_lean.py shows.
-        wait_attached(mon, a)
-    assert not attached(mon, b)
+        wait_attached(mon, load, a)
+    assert not attached(mon, b, load)
     base = {}
     log = KernelLog()
     with TraceInstance("oom", OOM_EVENTS) as trace:
@@ -213,7 +265,7 @@ def test_ab_oom_of_a_late_driver_counts_equal_the_fixture(mon):
     described = [mon.describe(e) for e in mon.received if e.pid == child.pid and e.type in ("oom_victim", "reap_attempt")]
     assert described and all(d.get("cgroup") == victim_cgroups[0] for d in described), described
     print(f"late A/B: B eagain {b_fail} == fixture, A ok {fx['A'].nonblockable_ok} == fixture, "
-          f"blocked {MAX_OOM_REAP_RETRIES}, B attached: {attached(mon, b)}")
+          f"blocked {MAX_OOM_REAP_RETRIES}, B attached: {attached(mon, b, load)}")
 
 
 def test_kvm_guest_started_after_mnmon_counted_from_its_first_invalidation(mon):
@@ -239,9 +291,12 @@ def test_a_late_driver_with_btf_is_counted_from_its_first_call(mon):
     if not late_driver.has_btf_section(late_driver.FIXTURE_KO):
         pytest.skip("the fixture was built without BTF for this kernel (no module BTF before 5.11, or no pahole)")
     n = 3000
-    _, during, listed = _late_driver_counts_equal_the_fixture(mon, n, handover=True, btf=True)
-    assert attached(mon, LIST_START) and attached(mon, INTERVAL)
-    assert 0 < timed(during, LIST_START, B) <= listed, timed(during, LIST_START, B)
-    found = {p.callback.symbol: p.callback.found for p in mon.callbacks.values()}
-    print(f"late driver with BTF: list {listed} == fixture {listed}, interval {n} == fixture {n}; found by "
-          f"{found[LIST_START]}/{found[INTERVAL]}, {timed(during, LIST_START, B)} timed")
+    run = _late_driver_counts_equal_the_fixture(mon, n, handover=True, btf=True)
+    assert attached(mon, LIST_START, run.load) and attached(mon, INTERVAL, run.load)
+    assert mon.callbacks[(LIST_START, FX)].status.method == "fentry", mon.callbacks[(LIST_START, FX)].status
+    assert run.counted == run.listed
+    # The half after the pause ran with this load's probes attached: timed, this run's only.
+    assert 0 < run.timed <= run.listed, (run.timed, run.listed)
+    print(f"late driver with BTF: list {run.counted} == fixture {run.listed}, interval {n} == fixture {n}; "
+          f"found by {run.found[LIST_START]}/{run.found[INTERVAL]}, {run.timed} of this run's {run.listed} "
+          f"list calls timed by fentry")

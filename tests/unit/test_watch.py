@@ -161,3 +161,75 @@ def test_callbacks_pinned_to_kprobes_never_try_fentry():
     w = _watcher(bpf, mf, fentry=False)
     st = w.attach_callback(discovery.Callback("kvm_mmu_notifier_invalidate_range_start", "kvm", discovery.LIST))
     assert (st.method, st.attached, st.reason) == ("kprobe", True, "") and mf.attached == []
+
+
+# ---------------------------------------------------------------- a module reloaded at the same address
+class FakeTable(dict):
+    """A bcc hash as the watcher uses it: keys and values with .value."""
+
+    class Key:
+        def __init__(self, value):
+            self.value = value
+
+        def __hash__(self):
+            return hash(self.value)
+
+        def __eq__(self, other):
+            return self.value == other.value
+
+    Leaf = Key
+
+    def items(self):
+        return list(super().items())       # bcc's items() is a list: deleting while walking it is fine
+
+
+class FakeBPFMaps(FakeBPF):
+    def __init__(self):
+        super().__init__()
+        self.tables = {b"discovered": FakeTable(), b"probed_end_fns": FakeTable()}
+
+    def __getitem__(self, name):
+        return self.tables[name]
+
+
+class FakeScanner:
+    def scan(self):
+        return []
+
+    def forget(self, module):
+        pass
+
+
+def test_a_module_reloaded_at_the_same_address_right_after_its_first_probe_is_probed_again(tmp_path, monkeypatch):
+    """Module loads often land at the same address: only /sys/module/NAME's inode tells a
+    reload. The refresh that first probes a module's callbacks must note it, or a reload
+    before the next refresh keeps the unloaded text's probe and never probes the new load."""
+    from monitor.kernel.symbols import Symbol, Symbols
+    syms = Symbols([Symbol(0xb000, "fixture_interval_invalidate", "mnmon_fixture")])
+    modules = tmp_path / "modules"
+    modules.write_text("mnmon_fixture 24576 0 - Live 0xffffffffc0c00000 (OE)\n")
+    loads = {"mnmon_fixture": 1}
+    monkeypatch.setattr(watch, "module_load", lambda name: loads.get(name, 0))
+    monkeypatch.setattr(watch.Symbols, "load", classmethod(lambda cls, path=None: syms))
+    monkeypatch.setattr(watch.readers, "read_raw", lambda bpf, maps=None: {})
+    bpf = FakeBPFMaps()
+
+    def registered():           # the BPF side saw a registration (on_interval_insert)
+        bpf[b"discovered"][FakeTable.Key(0xb000)] = FakeTable.Leaf(discovery.INTERVAL | 1 << 8)
+    w = watch.CallbackWatcher(bpf, syms, scanner=FakeScanner(), proc_modules=str(modules))
+    w.refresh()                                 # nothing registered yet: the module is not watched
+    registered()
+    assert [st.attached for st in w.refresh()] == [True]
+    first = w.callbacks[("fixture_interval_invalidate", "mnmon_fixture")]
+    loads["mnmon_fixture"] = 2                  # rmmod, insmod: same address, new load
+    registered()
+    got = w.refresh()
+    assert [st.attached for st in got] == [True], "the new load's callback was not probed"
+    assert w.callbacks[("fixture_interval_invalidate", "mnmon_fixture")] is not first
+    assert bpf.calls[-4:] == [("detach_kretprobe", "fixture_interval_invalidate"),
+                              ("detach_kprobe", "fixture_interval_invalidate"),
+                              ("kretprobe", "fixture_interval_invalidate", "cb_interval_return"),
+                              ("kprobe", "fixture_interval_invalidate", "cb_interval_entry")]
+    second = w.callbacks[("fixture_interval_invalidate", "mnmon_fixture")]
+    # nothing changed since: left alone
+    assert w.refresh() == [] and w.callbacks[("fixture_interval_invalidate", "mnmon_fixture")] is second
