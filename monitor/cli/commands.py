@@ -124,10 +124,22 @@ def _attach_for_serve(settings):
             log.info("probe %s: off (%s)", st.probe, st.reason if st.off is Off.LEAN else "probes.disable")
         else:
             log.warning("probe %s: not attached: %s", st.probe, st.reason)
+    if not mon.coverage.per_notifier:
+        log.warning("per-notifier outcomes not countable here: %s", _why_not_per_notifier(mon))
     if settings.strict and missing:
         mon.close()
         raise MonitorError("--strict: not attached: " + ", ".join(f"{st.probe} ({st.reason})" for st in missing))
     return daemon.Attached(collector.registry_for(mon), mon.close, mon.refresh)
+
+
+def _why_not_per_notifier(mon):
+    """One reason, the first that applies: a core probe not attached, else the callbacks'."""
+    core = [mon.statuses[p.probe] for p in mon.plan.probes if p.core and p.probe in mon.statuses]
+    for st in core:
+        if not st.attached:
+            return f"{st.probe}: {st.reason or 'not attached'}"
+    cov = mon.coverage
+    return cov.callbacks.reason if cov.callbacks else "core probes off by configuration"
 
 
 def known_probes():
