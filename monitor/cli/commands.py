@@ -10,7 +10,6 @@ import time
 
 import click
 
-from monitor import __version__
 from monitor.settings.config import ConfigError, parse_duration
 
 EXIT_FAIL, EXIT_INPUT, EXIT_ATTACH = 1, 2, 3
@@ -61,8 +60,16 @@ def _duration(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def _show_version(ctx, param, value):
+    if value and not ctx.resilient_parsing:
+        from monitor.build import version_text
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="mnmon")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show mnmon's, bcc's, Python's and the kernel's versions, and the build.")
 @click.pass_context
 def main(ctx):
     """Live monitor of mmu notifiers and the OOM reaper.
