@@ -389,7 +389,9 @@ class _Handler(BaseHTTPRequestHandler):
     # The head and the body go out in two writes; with Nagle the body waited for the
     # client's delayed ACK of the head: 40 ms added to every scrape on a kept-alive connection.
     disable_nagle_algorithm = True
-    server_version = f"mnmon/{__version__}"
+    # No version: every client, authenticated or not, would learn which build (and so which
+    # known bugs) it talks to. Go's server, under exporter-toolkit, sends no Server header.
+    server_version = "mnmon"
     sys_version = ""
     timeout = REQUEST_TIMEOUT
     # Errors before the version is parsed still get a status line (not HTTP/0.9's bare body).

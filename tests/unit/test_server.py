@@ -148,6 +148,13 @@ def test_basic_auth_and_headers(registry, tmp_path):
         assert h["X-Content-Type-Options"] == "nosniff"
 
 
+
+def test_the_server_header_gives_no_version(registry):
+    with serving(registry) as ex:
+        for path in ("/metrics", "/", "/nothing"):
+            assert get(ex, path)[1].get_all("Server") == ["mnmon"]
+
+
 GARBAGE = [
     b"\x00\x01\x02\xff garbage\r\n\r\n",
     b"GET\r\n\r\n",
