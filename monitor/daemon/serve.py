@@ -1,4 +1,4 @@
-"""The `mnmon serve` daemon: attach, serve, tell systemd, reload on SIGHUP, detach on SIGTERM.
+"""The `mnmon serve` daemon: listen, attach, serve, tell systemd, reload on SIGHUP, detach on SIGTERM.
 
 The CLI passes `make_registry(settings)`, which attaches the BPF probes and
 returns an Attachment: the prometheus_client registry to serve and a close()
@@ -72,8 +72,8 @@ class Daemon:
         self.watchdog_period = None
 
     def start(self):
-        """Attach, listen, send READY=1. Raises ConfigError, WebConfigError or ServeError
-        (and whatever make_registry raises), detaching again if the server cannot start."""
+        """Listen, attach, serve, send READY=1. Raises ConfigError, WebConfigError or
+        ServeError before attaching, and whatever make_registry raises (the server stopped)."""
         interval = sdnotify.watchdog_interval(self.env)
         if self.settings.watchdog and interval is None:
             raise ServeError("watchdog: true, but systemd set no WATCHDOG_USEC (WatchdogSec= in the unit)")
@@ -81,16 +81,19 @@ class Daemon:
             self.log.warning("watchdog: false, but systemd expects a ping every %s", format_duration(interval))
             interval = None
         self.watchdog_period = interval / 2 if interval else None
-        # Every setting is checked before the slow part (the BPF compile: 27 s emulated).
+        # Every setting is checked, and the port taken, before the slow part (the BPF
+        # compile: 27 s emulated). Meanwhile /-/healthy answers, /-/ready says 503: a
+        # liveness probe does not kill a pod that is compiling.
         self.validate(self.settings)
-        self.attachment = self.make_registry(self.settings)
+        exporter = Exporter(None, self.settings, self.log.getChild("web"))
+        exporter.start()
         try:
-            self.exporter = Exporter(self.attachment.registry, self.settings, self.log.getChild("web"))
-            self.exporter.start()
+            self.attachment = self.make_registry(self.settings)
         except BaseException:
-            attachment, self.attachment, self.exporter = self.attachment, None, None
-            attachment.close()
+            exporter.stop()
             raise
+        self.exporter = exporter
+        self.exporter.serve(self.attachment.registry)
         self._notify(sdnotify.ready, f"serving {self.exporter.url}")
 
     def reload(self):
