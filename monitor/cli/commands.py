@@ -92,9 +92,14 @@ def main(ctx):
 @click.option("--config.file", "config_file", metavar="FILE",
               help="YAML settings (default: /etc/mnmon/config.yaml if it exists).")
 @_setting_options
-@click.option("--log.level", "log_level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log.level", "log_level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warn", "warning", "error"]))
+@click.option("--log.format", "log_format", default="plain", show_default=True,
+              type=click.Choice(["plain", "logfmt", "json"]),
+              help="plain: 'DATE TIME level: msg' ('<6>msg' under the journal); logfmt or json: "
+                   "time, level, source, msg as Prometheus's exporters write them.")
 @_errors
-def serve(config_file, log_level, **flags):
+def serve(config_file, log_level, log_format, **flags):
     """Serve Prometheus metrics, reading the BPF maps at each scrape.
 
     \b
@@ -110,7 +115,8 @@ def serve(config_file, log_level, **flags):
     settings = config.load(config_file).with_overrides(**flags)
     known = known_probes()
     log = logging.getLogger("mnmon")
-    daemon.setup_logging(log_level.upper(), sys.stderr, None)
+    level = "WARNING" if log_level == "warn" else log_level.upper()     # Prometheus's spelling too
+    daemon.setup_logging(level, sys.stderr, None, log_format)
     sys.exit(daemon.run(settings, _attach_for_serve, log, validate=lambda s: config.validate(s, known)))
 
 

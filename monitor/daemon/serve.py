@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
-from monitor.daemon import sdnotify
+from monitor.daemon import logformat, sdnotify
 from monitor.printable import printable
 from monitor.settings.config import ConfigError, format_duration
 from monitor.web.server import Exporter, ServeError
@@ -234,11 +234,17 @@ def _escaped(record):
 
 
 class JournalFormatter(logging.Formatter):
-    """"<6>message": the journal adds the time and reads the priority from the prefix."""
+    """"<6>message": the journal adds the time and reads the priority from the prefix.
+    With `inner` (a --log.format formatter) its line follows the prefix."""
+
+    def __init__(self, fmt=None, datefmt=None, inner=None):
+        super().__init__(fmt, datefmt)
+        self.inner = inner
 
     def format(self, record):
         prio = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
-        return "\n".join(f"<{prio}>{line}" for line in super().format(_escaped(record)).splitlines())
+        text = self.inner.format(record) if self.inner else super().format(_escaped(record))
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
 
 
 def stderr_is_journal(stream=None, env=None):
@@ -252,13 +258,17 @@ def stderr_is_journal(stream=None, env=None):
     return env.get("JOURNAL_STREAM", "") == f"{st.st_dev}:{st.st_ino}"
 
 
-def setup_logging(level=logging.INFO, stream=None, env=None):
-    """The "mnmon" logger, writing to stderr: "<6>msg" under systemd's journal,
-    "2024-05-01 12:00:00 info: msg" elsewhere. Returns the logger."""
+def setup_logging(level=logging.INFO, stream=None, env=None, fmt="plain"):
+    """The "mnmon" logger, writing to stderr. fmt "plain": "<6>msg" under systemd's journal,
+    "2024-05-01 12:00:00 info: msg" elsewhere; "logfmt" or "json" (monitor.daemon.logformat):
+    that line, after "<6>" under the journal. Returns the logger."""
     stream = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(stream)
+    structured = logformat.FORMATTERS[fmt]() if fmt != "plain" else None
     if stderr_is_journal(stream, env):
-        handler.setFormatter(JournalFormatter("%(message)s"))
+        handler.setFormatter(JournalFormatter("%(message)s", inner=structured))
+    elif structured:
+        handler.setFormatter(structured)
     else:
         handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
     log = logging.getLogger("mnmon")
