@@ -162,7 +162,8 @@ def _check_permissions():
 @main.command()
 @click.option("--duration", default="10s", callback=_duration, metavar="DURATION", show_default=True,
               help="How long to count (e.g. 500ms, 10s, 1m).")
-@click.option("--json", "as_json", is_flag=True, help="The same series as /metrics, as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON document: the window, the host, the same series as /metrics (README: sample --json).")
 @click.option("--no-histograms", is_flag=True, help="Leave out the log2 latency histograms.")
 @_errors
 def sample(duration, as_json, no_histograms):
@@ -173,6 +174,8 @@ def sample(duration, as_json, no_histograms):
       mnmon sample                       10 s, a table per notifier with p50/p99 latency
       mnmon sample --duration 1m --json  the same series /metrics would show
     """
+    import socket
+    from monitor import build
     from monitor.export import collector
     from monitor.cli import table as render
     from monitor.attach.session import start_monitor
@@ -180,15 +183,20 @@ def sample(duration, as_json, no_histograms):
     mon = start_monitor()
     click.echo(f"attached; sampling for {duration:g} s", err=True)
     try:
-        t0 = time.monotonic()
+        started, t0 = time.time(), time.monotonic()
         end = t0 + duration
         while time.monotonic() < end:
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
             mon.refresh()           # callbacks registered meanwhile get attached
         snap = collector.complete(mon.snapshot(), time.monotonic())
+        counted = time.monotonic() - t0
     finally:
         mon.close()
-    click.echo(render.to_json(snap) if as_json else render.table(snap, histograms=not no_histograms))
+    if as_json:
+        host = {**build.facts(), "hostname": socket.gethostname()}
+        click.echo(render.to_json(snap, started, started + counted, counted, host))
+    else:
+        click.echo(render.table(snap, histograms=not no_histograms))
 
 
 @main.command()
