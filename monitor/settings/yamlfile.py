@@ -37,7 +37,7 @@ def key_name(key):
     return text if _NAME.fullmatch(text) else "(a key that is not a name)"
 
 
-class _Loader(yaml.SafeLoader):
+class SafeLoader(yaml.SafeLoader):
     """SafeLoader without aliases, and refusing a key given twice (PyYAML keeps the last)."""
 
     def compose_node(self, parent, index):
@@ -63,12 +63,13 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def parse_text(text, where, error=ConfigError):
-    """The YAML document in `text`; `error(msg)` for broken YAML, "WHERE: line L, column C: ..."."""
+def parse_text(text, where, error=ConfigError, loader=SafeLoader):
+    """The YAML document in `text`; `error(msg)` for broken YAML, "WHERE: line L, column C: ...".
+    `loader` is SafeLoader or a subclass of it."""
     if len(text) > MAX_BYTES:
         raise error(f"{where}: larger than {MAX_BYTES // 1024} KiB; not a settings file")
     try:
-        return yaml.load(text, Loader=_Loader)     # noqa: S506 -- a SafeLoader subclass
+        return yaml.load(text, Loader=loader)      # noqa: S506 -- a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = (getattr(e, "problem", None) or str(e)).splitlines()[0]
@@ -115,6 +116,6 @@ def read_text(path, error=ConfigError):
         raise error(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
-def load(path, error=ConfigError):
+def load(path, error=ConfigError, loader=SafeLoader):
     """The YAML document of a small file, with errors naming the file."""
-    return parse_text(read_text(path, error), str(path), error)
+    return parse_text(read_text(path, error), str(path), error, loader)

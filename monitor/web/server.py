@@ -39,7 +39,7 @@ from prometheus_client.exposition import gzip_accepted
 from monitor import __version__
 from monitor.export import exposition
 from monitor.printable import printable
-from monitor.web import posture, webconfig
+from monitor.web import posture, tlsconfig, webconfig
 
 # A client gets this long to finish its TLS handshake, then this long per read or write.
 HANDSHAKE_TIMEOUT = 10.0
@@ -150,10 +150,11 @@ class Exporter:
     def _build(self, settings, auth=None):
         wc = _web_config(settings)
         ctx = wc.ssl_context()
-        when = wc.tls and webconfig.expired(wc.tls.cert_file)
+        when = wc.tls and _expired(wc.tls)
         if when:
-            self.log.warning("%s: tls_server_config.cert_file %s expired on %s: clients that verify "
-                             "it refuse every scrape", wc.source, wc.tls.cert_file, when)
+            self.log.warning("%s: tls_server_config.%s expired on %s: clients that verify "
+                             "it refuse every scrape", wc.source,
+                             f"cert_file {wc.tls.cert_file}" if wc.tls.cert_file else "cert", when)
         # The current BasicAuth's answers carry over for users whose hash is unchanged:
         # a reload during a flood of wrong passwords must not send every scrape to bcrypt.
         return _Site(self.registry, settings.telemetry_path, ctx,
@@ -179,6 +180,13 @@ class Exporter:
         bound = f"[{bound_host}]:{bound_port}" if ":" in bound_host else f"{bound_host}:{bound_port}"
         self.log.info("listening on %s", listen if bound_port == port else f"{bound} ({listen})")
         return server, thread
+
+
+def _expired(tls):
+    if tls.cert_file:
+        return webconfig.expired(tls.cert_file)
+    with tlsconfig.pem_path(tls.cert) as path:
+        return webconfig.expired(path)
 
 
 def _web_config(settings):

@@ -1,14 +1,19 @@
 """The Prometheus exporter-toolkit web configuration file (--web.config.file).
 
-Same layout as every Go exporter (exporter-toolkit docs/web-configuration.md):
+Same layout as every Go exporter (exporter-toolkit docs/web-configuration.md), taken as
+the toolkit takes it: unknown keys are errors, scalars are typed as Go's YAML decoder
+types them (monitor.web.goyaml), and tls_server_config means what it means in Go
+(monitor.web.tlsconfig, which lists what Python's ssl cannot do and so refuses):
 
     tls_server_config:
-      cert_file: server.crt            # relative names are relative to this file
-      key_file: server.key
+      cert_file: server.crt            # or cert: inline PEM; relative names are relative to this file
+      key_file: server.key             # or key: inline PEM
       client_auth_type: RequireAndVerifyClientCert
-      client_ca_file: ca.crt
+      client_ca_file: ca.crt           # or client_ca: inline PEM; none: the system's CAs
       client_allowed_sans: [prometheus.example.org]
-      min_version: TLS12               # TLS10 TLS11 TLS12 TLS13
+      cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]   # Go names, TLS 1.2 and below
+      curve_preferences: [CurveP256]   # one curve (Python's ssl cannot take a list)
+      min_version: TLS12               # TLS12 TLS13
       max_version: TLS13
       prefer_server_cipher_suites: true
     http_server_config:
@@ -18,11 +23,7 @@ Same layout as every Go exporter (exporter-toolkit docs/web-configuration.md):
     basic_auth_users:
       prometheus: $2y$10$...           # bcrypt hash, e.g. htpasswd -nBC 10 "" | tr -d ':\\n'
 
-Parts of the Go toolkit Python's ssl module cannot do the same way are refused
-with the reason, never silently weakened: RequestClientCert and
-RequireAnyClientCert (Python verifies every client certificate it asks for),
-cipher_suites and curve_preferences (Go names), inline cert/key/client_ca, and
-rate_limit.
+rate_limit is refused: mnmon has no rate limiter.
 """
 import base64
 import binascii
@@ -39,24 +40,11 @@ import bcrypt
 
 from monitor.settings import yamlfile
 from monitor.settings.yamlfile import ConfigError, short
+from monitor.web import goyaml, tlsconfig
+from monitor.web.tlsconfig import TLSConfig
 
-TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
-}
-
-# Go's tls.ClientAuthType names -> what Python's ssl can do for them.
-CLIENT_AUTH = {
-    "NoClientCert": ssl.CERT_NONE,
-    "RequestClientCert": None,
-    "RequireAnyClientCert": None,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
-}
-
-# The headers the toolkit lets a file set, and the values it accepts (None: any).
+# The headers the toolkit lets a file set, and the values it accepts (None: any). Names
+# and values are compared exactly, as the toolkit compares them.
 HEADERS = {
     "Content-Security-Policy": None,
     "X-Frame-Options": ("deny", "sameorigin"),
@@ -64,18 +52,6 @@ HEADERS = {
     "X-XSS-Protection": None,
     "Strict-Transport-Security": None,
 }
-_CANONICAL = {h.lower(): h for h in HEADERS}
-
-_UNSUPPORTED = {
-    "cert": "inline certificates are not supported; use cert_file",
-    "key": "inline keys are not supported; use key_file",
-    "client_ca": "an inline CA is not supported; use client_ca_file",
-    "cipher_suites": "Go cipher-suite names are not supported; OpenSSL's defaults apply",
-    "curve_preferences": "Go curve names are not supported; OpenSSL's defaults apply",
-    "rate_limit": "rate limiting is not supported",
-}
-_TLS_KEYS = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "client_allowed_sans",
-             "min_version", "max_version", "prefer_server_cipher_suites"}
 
 _BCRYPT = re.compile(r"^\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}$")
 # For a user name not in the file: a hash of the same cost as a configured user's, so a
@@ -86,18 +62,6 @@ _DUMMIES = {}                  # cost -> a bcrypt hash of a random password
 
 class WebConfigError(ConfigError):
     """A web configuration that cannot be used; names the file, key and reason."""
-
-
-@dataclass(frozen=True)
-class TLSConfig:
-    cert_file: str
-    key_file: str
-    client_auth: int = ssl.CERT_NONE
-    client_ca_file: Optional[str] = None
-    client_allowed_sans: tuple = ()
-    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
-    max_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_3
-    prefer_server_ciphers: bool = True
 
 
 class Busy(Exception):
@@ -251,45 +215,9 @@ class WebConfig:
     def ssl_context(self):
         """A server SSLContext (None without TLS). Opens and loads every file, so a
         missing or bad certificate is a WebConfigError naming it, now."""
-        t = self.tls
-        if t is None:
+        if self.tls is None:
             return None
-        where = f"{self.source}: tls_server_config"
-        for key, path in (("cert_file", t.cert_file), ("key_file", t.key_file),
-                          ("client_ca_file", t.client_ca_file)):
-            if path:
-                _readable(f"{where}.{key}", path)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            ctx.minimum_version = t.min_version
-            ctx.maximum_version = t.max_version
-        except (ValueError, ssl.SSLError) as e:
-            raise WebConfigError(f"{where}: min_version/max_version: {e}") from None
-        if t.prefer_server_ciphers:
-            ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
-        try:
-            # OpenSSL's own error for a bad chain does not say which file is bad.
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=t.cert_file)
-        except ssl.SSLError as e:
-            raise WebConfigError(f"{where}.cert_file: {t.cert_file}: no PEM certificate in it "
-                                 f"({_ssl_reason(e)})") from None
-        try:
-            ctx.load_cert_chain(t.cert_file, t.key_file, password=_no_password)
-        except _EncryptedKey:
-            raise WebConfigError(f"{where}.key_file: {t.key_file}: the key is encrypted; "
-                                 "mnmon needs an unencrypted key") from None
-        except ssl.SSLError as e:
-            if e.reason == "KEY_VALUES_MISMATCH":
-                raise WebConfigError(f"{where}.key_file: {t.key_file}: not the key of "
-                                     f"cert_file {t.cert_file}") from None
-            raise WebConfigError(f"{where}.key_file: {t.key_file}: no PEM private key in it") from None
-        ctx.verify_mode = t.client_auth
-        if t.client_ca_file:
-            try:
-                ctx.load_verify_locations(cafile=t.client_ca_file)
-            except ssl.SSLError as e:
-                raise WebConfigError(f"{where}.client_ca_file: {t.client_ca_file}: {_ssl_reason(e)}") from None
-        return ctx
+        return tlsconfig.ssl_context(self.tls, f"{self.source}: tls_server_config", WebConfigError)
 
     def basic_auth(self, previous=None):
         return BasicAuth(self.users, previous)
@@ -309,31 +237,6 @@ def expired(cert_file, now=None):
     return None
 
 
-class _EncryptedKey(Exception):
-    pass
-
-
-def _no_password():
-    # Without a callback OpenSSL would prompt on the terminal; a daemon has none.
-    raise _EncryptedKey()
-
-
-def _ssl_reason(e):
-    # "KEY_VALUES_MISMATCH" reads better as "key values mismatch".
-    return e.reason.replace("_", " ").lower() if e.reason else str(e)
-
-
-# A PEM chain with its key is a few KiB; a CA bundle (Debian's has 140 CAs) about 200.
-MAX_PEM_BYTES = 1024 * 1024
-
-
-def _readable(where, path):
-    # OpenSSL opens the file again by name: a file swapped for a FIFO in between could
-    # still block, but a FIFO, device or directory named in the file is refused here.
-    yamlfile.read_regular(path, lambda msg: WebConfigError(f"{where}: {msg}"), MAX_PEM_BYTES,
-                          "a PEM file")
-
-
 def parse(data, source="web config", base_dir=None):
     """Validate a parsed YAML mapping into a WebConfig (files are not opened yet)."""
     def fail(key, reason):
@@ -349,60 +252,14 @@ def parse(data, source="web config", base_dir=None):
     if not isinstance(data, dict):
         raise fail("top level", f"expected a mapping, got {type(data).__name__}")
     for key in data:
-        if key in _UNSUPPORTED:
-            raise fail(key, _UNSUPPORTED[key])
+        if key == "rate_limit":
+            raise fail(key, "rate limiting is not supported")
         if key not in ("tls_server_config", "http_server_config", "basic_auth_users"):
             raise fail(_key(key), "unknown key")
-
-    tls = None
-    t = data.get("tls_server_config") or {}
-    if not isinstance(t, dict):
-        raise fail("tls_server_config", "expected a mapping")
-    for key in t:
-        if key in _UNSUPPORTED:
-            raise fail(f"tls_server_config.{key}", _UNSUPPORTED[key])
-        if key not in _TLS_KEYS:
-            raise fail(f"tls_server_config.{_key(key)}", "unknown key")
-    if t:
-        k = "tls_server_config"
-        if not t.get("cert_file"):
-            raise fail(f"{k}.cert_file", "missing (TLS needs cert_file and key_file)")
-        if not t.get("key_file"):
-            raise fail(f"{k}.key_file", "missing (TLS needs cert_file and key_file)")
-        auth_name = t.get("client_auth_type", "NoClientCert")
-        if not isinstance(auth_name, str) or auth_name not in CLIENT_AUTH:
-            raise fail(f"{k}.client_auth_type", f"{short(auth_name)} is not one of {', '.join(CLIENT_AUTH)}")
-        auth = CLIENT_AUTH[auth_name]
-        if auth is None:
-            raise fail(f"{k}.client_auth_type", f"{auth_name} is not supported: Python's ssl verifies "
-                       "every client certificate it asks for; use VerifyClientCertIfGiven or "
-                       "RequireAndVerifyClientCert with client_ca_file")
-        ca = path(f"{k}.client_ca_file", t["client_ca_file"]) if t.get("client_ca_file") else None
-        if ca and auth == ssl.CERT_NONE:
-            raise fail(f"{k}.client_ca_file", "set, but client_auth_type is NoClientCert")
-        if auth != ssl.CERT_NONE and not ca:
-            raise fail(f"{k}.client_ca_file", f"missing: {auth_name} needs the CA to verify clients against")
-        sans = t.get("client_allowed_sans") or []
-        if not isinstance(sans, list) or not all(isinstance(s, str) and s for s in sans):
-            raise fail(f"{k}.client_allowed_sans", "expected a list of names")
-        if sans and auth != ssl.CERT_REQUIRED:
-            raise fail(f"{k}.client_allowed_sans", "needs client_auth_type RequireAndVerifyClientCert")
-        versions = {}
-        for key, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
-            name = t.get(key, default)
-            if not isinstance(name, str) or name not in TLS_VERSIONS:
-                raise fail(f"{k}.{key}", f"{short(name)} is not one of {', '.join(TLS_VERSIONS)}")
-            versions[key] = TLS_VERSIONS[name]
-        if versions["min_version"] > versions["max_version"]:
-            raise fail(f"{k}.min_version", "is above max_version")
-        prefer = t.get("prefer_server_cipher_suites", True)
-        if not isinstance(prefer, bool):
-            raise fail(f"{k}.prefer_server_cipher_suites", f"{short(prefer)} is not true or false")
-        tls = TLSConfig(path(f"{k}.cert_file", t["cert_file"]), path(f"{k}.key_file", t["key_file"]),
-                        auth, ca, tuple(sans), versions["min_version"], versions["max_version"], prefer)
-
-    return WebConfig(tls, _users(data.get("basic_auth_users"), fail),
-                     _headers(data.get("http_server_config"), fail), source)
+    http = data.get("http_server_config", {})
+    headers, http2 = _http(http, fail)
+    tls = tlsconfig.parse(data.get("tls_server_config"), fail, path, http2)
+    return WebConfig(tls, _users(data.get("basic_auth_users"), fail), headers, source)
 
 
 def _users(users, fail):
@@ -414,17 +271,23 @@ def _users(users, fail):
             raise fail("basic_auth_users", f"{short(user)} is not a user name (no colons)")
         if not isinstance(hashed, str) or not _BCRYPT.match(hashed):
             raise fail(f"basic_auth_users.{_key(user)}", "not a bcrypt hash (htpasswd -nBC 10 \"\" | tr -d ':\\n')")
-    return dict(users)
+        cost = int(hashed.split("$")[2])
+        if not 4 <= cost <= 31:          # Go's bcrypt.Cost() refuses the hash
+            raise fail(f"basic_auth_users.{_key(user)}", f"bcrypt cost {cost} is outside 4..31")
+    return {str(u): str(h) for u, h in users.items()}
 
 
-def _headers(http, fail):
-    http = http or {}
+def _http(http, fail):
+    """(headers, http2) from http_server_config. Null is Go's zero value: http2 false."""
+    if http is None:
+        return {}, False
     if not isinstance(http, dict):
         raise fail("http_server_config", "expected a mapping")
     for key in http:
         if key not in ("http2", "headers"):
             raise fail(f"http_server_config.{_key(key)}", "unknown key")
-    if not isinstance(http.get("http2", True), bool):
+    http2 = goyaml.boolean(http.get("http2", True))
+    if http2 is None:
         raise fail("http_server_config.http2", "is not true or false")
     headers = http.get("headers") or {}
     if not isinstance(headers, dict):
@@ -432,16 +295,18 @@ def _headers(http, fail):
     out = {}
     for name, value in headers.items():
         where = f"http_server_config.headers.{_key(name)}"
-        canon = _CANONICAL.get(str(name).lower())
-        if canon is None:
-            raise fail(where, f"cannot be set (allowed: {', '.join(HEADERS)})")
-        if not isinstance(value, str) or "\r" in value or "\n" in value:
+        if name not in HEADERS:
+            raise fail(where, f"cannot be configured (allowed: {', '.join(HEADERS)})")
+        value = "" if value is None else value          # Go's zero value
+        if not isinstance(value, str):
+            raise fail(where, f"{short(value)} is not a string")
+        if "\r" in value or "\n" in value:
             raise fail(where, f"{short(value)} is not a one-line string")
-        if value and HEADERS[canon] and value.lower() not in HEADERS[canon]:
-            raise fail(where, f"{short(value)} is not one of {', '.join(HEADERS[canon])}")
-        if value:                    # blank means unset, as in the toolkit
-            out[canon] = value
-    return out
+        if HEADERS[name] and value not in HEADERS[name]:
+            raise fail(where, f"invalid value {short(value)} (one of {', '.join(HEADERS[name])})")
+        if value:                    # blank means unset, as the toolkit documents
+            out[name] = str(value)
+    return out, http2
 
 
 _key = yamlfile.key_name
@@ -454,5 +319,10 @@ def load(path):
     WebConfig.ssl_context().
     """
     path = str(path)
-    data = yamlfile.load(path, WebConfigError)
+    data = yamlfile.load(path, WebConfigError, goyaml.Loader)
     return parse(data, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+
+
+def loads(text, source="web config", base_dir=None):
+    """WebConfig from the text of a file (as load() reads it)."""
+    return parse(yamlfile.parse_text(text, source, WebConfigError, goyaml.Loader), source, base_dir)

@@ -19,7 +19,6 @@ import atheris
 with atheris.instrument_imports(include=["monitor", "http", "yaml"]):
     import http.server  # noqa: F401 -- instrumented for the head parser's coverage
     from monitor.settings import config
-    from monitor.settings import yamlfile
     from monitor.settings.config import ConfigError, Settings
     from monitor.web import server, webconfig
     from prometheus_client import CollectorRegistry, Counter
@@ -41,8 +40,7 @@ def config_target(data):
 def web_target(data):
     text = data.decode("utf-8", errors="replace")
     try:
-        parsed = yamlfile.parse_text(text, "web.yaml", webconfig.WebConfigError)
-        wc = webconfig.parse(parsed, source="web.yaml", base_dir="/nonexistent")
+        wc = webconfig.loads(text, source="web.yaml", base_dir="/nonexistent")
         assert isinstance(wc, webconfig.WebConfig)
     except ConfigError as e:
         _one_line(str(e))

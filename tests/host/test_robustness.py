@@ -368,6 +368,10 @@ def summary():
         r = f["reload_storm"]
         out.append(f"  reload storm (special files, weaker TLS/auth, typos, 300y): {r['refused']}/{r['reloads']} "
                    f"refused in one line each; scrapes meanwhile {r['scrapes']}")
+    for key, what in (("tls_defaults", "TLS 1.2 without cipher_suites"),     # tests/host/test_tls_negotiation.py
+                      ("tls_go_named", "after a reload to Go-named cipher_suites and CurveP384")):
+        if key in f:
+            out.append(f"  {what}: " + ", ".join(f"{k} {v}" for k, v in f[key].items()))
     if "readonly_run" in f:
         out.append(f"  read-only run directory: served, exit {f['readonly_run'][0]}, {f['readonly_run'][1]} warning")
     if "atheris" in f:

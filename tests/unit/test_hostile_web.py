@@ -201,7 +201,9 @@ def test_a_reload_that_weakens_tls_is_refused_and_the_old_config_kept(registry, 
                              "RequireAndVerifyClientCert to NoClientCert"),
         "optional": (strong.replace("RequireAndVerifyClientCert", "VerifyClientCertIfGiven")
                      .replace("  client_allowed_sans: [prometheus.test]\n", ""), "lower client_auth_type"),
-        "min_version": (strong + "  min_version: TLS10\n", "lower min_version from TLS12 to TLS10"),
+        # A CBC-SHA1 suite Go knows and mnmon's default list leaves out.
+        "cipher": (strong + "  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "
+                   "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA]\n", "accept cipher suites not accepted before"),
         "sans dropped": (strong.replace("  client_allowed_sans: [prometheus.test]\n", ""), "admit client certificate SANs"),
         "sans added": (strong.replace("[prometheus.test]", "[prometheus.test, other.test]"), "admit client certificate SANs"),
         "another CA": (strong.replace("/ca.crt", "/rogue-ca.crt"), "trust a client CA not trusted before"),
@@ -220,6 +222,15 @@ def test_a_reload_that_weakens_tls_is_refused_and_the_old_config_kept(registry, 
         web.write_text(strong.replace("/server.", "/server2.") + "  min_version: TLS13\n")
         ex.reload(settings)
         assert get(ex, context=client_context(pki, "client"))[0] == 200
+        # One curve where OpenSSL's default groups were is stronger; back again is not.
+        tls13 = strong + "  min_version: TLS13\n"
+        web.write_text(tls13 + "  curve_preferences: [CurveP384]\n")
+        ex.reload(settings)
+        for text, reason in ((tls13, "accept key exchange groups not accepted before"),
+                             (strong, "lower min_version from TLS13 to TLS12")):
+            web.write_text(text)
+            with pytest.raises(WebConfigError, match=reason):
+                ex.reload(settings)
 
 
 REFUSED = (ssl.SSLError, ConnectionError)
