@@ -42,12 +42,12 @@ def start_serve(args, log, env=None, argv_prefix=(), timeout=150):
     return proc
 
 
-def wait_ready(proc, port, log, auth=None, timeout=150):
+def wait_ready(proc, port, log, auth=None, timeout=150, context=None):
     """Until /-/ready answers 200: serve listens before its probes are attached."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
-        if get(port, auth, timeout=2, path="/-/ready")[0] == 200:
+        if get(port, auth, timeout=2, context=context, path="/-/ready")[0] == 200:
             return
         time.sleep(0.3)
     proc.kill()

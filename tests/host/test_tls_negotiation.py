@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.host.test_hostile import get, start_serve, wait_listening
+from tests.host.test_hostile import get, start_serve, wait_ready
 from tests.host.test_robustness import FIGURES
 from tests.support.mnmon_proc import free_port
 
@@ -43,7 +43,7 @@ def served(tmp_path_factory):
     cfg.write_text(f"web:\n  listen_address: 127.0.0.1:{port}\n  config_file: {web}\n")
     log = tmp / "serve.log"
     proc = start_serve(["--config.file", str(cfg)], log)
-    wait_listening(proc, port, log)
+    wait_ready(proc, port, log, context=ssl.create_default_context(cafile=str(pki / "ca.crt")))
     yield proc, port, pki, web, base, log
     if proc.poll() is None:
         proc.kill()
