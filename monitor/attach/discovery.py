@@ -11,7 +11,7 @@ ops add a 'finish' out-parameter to invalidate_start.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.kernel.btf import BTF, BTFError
+from monitor.kernel.btf import BTF, BTFError, load as btf_load
 
 from monitor.read.contract import FOUND, KINDS
 
@@ -84,7 +84,7 @@ class BTFScanner:
     def base(self):
         """vmlinux BTF, parsed once (fentry on callbacks needs it too); None without it."""
         if self._base is None and self.available():
-            self._base = BTF((self.root / "vmlinux").read_bytes())
+            self._base = btf_load(str(self.root / "vmlinux"))
         return self._base
 
     def scan(self):

@@ -5,7 +5,10 @@ FUNC -> FUNC_PROTO -> parameter types, from vmlinux BTF and from modules' split
 BTF (whose type ids and string offsets continue the base's). Format:
 Documentation/bpf/btf.rst.
 """
+import functools
 import struct
+from array import array
+from pathlib import Path
 
 MAGIC = 0xEB9F
 _HDR = struct.Struct("<HBBIIIII")        # magic version flags hdr_len type_off type_len str_off str_len
@@ -20,8 +23,36 @@ _TRAILER = {INT: (4, 0), ARRAY: (12, 0), STRUCT: (0, 12), UNION: (0, 12), ENUM: 
 _MODIFIERS = {TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}
 
 
+class _Types:
+    """(kind, name_off, vlen, size_or_type, trailer offset) per type, in packed arrays: vmlinux
+    has over 100,000 types, and as a list of tuples they cost ~25 MB of the daemon's RSS."""
+
+    def __init__(self):
+        self._cols = (array("B"), array("I"), array("H"), array("I"), array("I"))
+
+    def append(self, row):
+        for col, value in zip(self._cols, row):
+            col.append(value)
+
+    def __len__(self):
+        return len(self._cols[0])
+
+    def __getitem__(self, i):
+        return tuple(col[i] for col in self._cols)
+
+    def __iter__(self):
+        return zip(*self._cols)
+
+
 class BTFError(ValueError):
     """Not BTF, or BTF this reader does not understand."""
+
+
+@functools.lru_cache(maxsize=2)
+def load(path):
+    """The BTF of a file, parsed once per process: vmlinux's costs ~30 MB parsed, and both the
+    layout (monitor/kernel/layout.py) and the callback scan (discovery.py) read it."""
+    return BTF(Path(path).read_bytes())
 
 
 class BTF:
@@ -38,7 +69,8 @@ class BTF:
         self._str_base = len(base._all_strings()) if base else 0
         self._first_id = base.next_id if base else 1
         # kind, name_off, vlen, size_or_type, offset of trailer -- indexed by id - first_id
-        self.types = []
+        self.types = _Types()
+        self._structs = None            # struct name -> id, built at the first struct_id()
         view = memoryview(data)[hdr_len + type_off: hdr_len + type_off + type_len]
         pos, end = 0, len(view)
         while pos < end:
@@ -94,9 +126,13 @@ class BTF:
 
     def struct_id(self, name):
         """The id of the first struct of that name (this blob, then its base); BTFError if none."""
-        for i, (kind, name_off, _vlen, _size, _off) in enumerate(self.types):
-            if kind == STRUCT and self.name(name_off) == name:
-                return self._first_id + i
+        if self._structs is None:
+            self._structs = {}
+            for i, (kind, name_off, _vlen, _size, _off) in enumerate(self.types):
+                if kind == STRUCT:
+                    self._structs.setdefault(self.name(name_off), self._first_id + i)
+        if name in self._structs:
+            return self._structs[name]
         if self.base:
             return self.base.struct_id(name)
         raise BTFError(f"no struct {name} in BTF")

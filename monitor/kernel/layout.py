@@ -11,9 +11,9 @@ need the group stay off with the field named (monitor/plan/attach_plan.py).
 Without BTF the headers' own offsets serve, where they are the running kernel's.
 """
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from monitor.kernel.btf import BTF, BTFError
+from monitor.kernel import btf
+from monitor.kernel.btf import BTFError
 
 # Groups: what reads them (the plan turns a missing group into probes left off).
 RANGE = "range"          # the invalidation range: core probes and callbacks
@@ -132,7 +132,7 @@ def read(headers, btf_path="/sys/kernel/btf/vmlinux"):
     """(Layout or None, why None) for the running kernel. headers: 'matching' | 'other' | 'none'
     (facts.find_headers). BTF first, whatever the headers; else the headers' own, if theirs."""
     try:
-        return from_btf(BTF(Path(btf_path).read_bytes())), ""
+        return from_btf(btf.load(str(btf_path))), ""
     except FileNotFoundError:
         why = "no BTF (/sys/kernel/btf/vmlinux)"
     except (OSError, BTFError) as e:
