@@ -46,3 +46,15 @@ def test_what_the_package_installs_exists():
         for source in sources:
             assert glob.glob(str(REPO / source)), f"debian/mnmon.install: {source} matches nothing"
     assert (REPO / "bpf" / "mnmon.bpf.c").exists()
+
+
+def test_the_test_setup_installs_the_build_dependencies():
+    # tests/run's one command builds the package on a fresh Debian 12: install-debian.sh
+    # --test must install what debian/control asks for.
+    control = (DEBIAN / "control").read_text()
+    field = re.search(r"^Build-Depends:(.*?)^\S", control, re.M | re.S).group(1)
+    wanted = {re.match(r"[\w.+-]+", d.strip()).group(0) for d in field.split(",") if d.strip()}
+    wanted -= {"debhelper-compat", "dh-sequence-python3"}     # provided by debhelper, dh-python
+    script = (REPO / "deploy" / "install-debian.sh").read_text()
+    testpkgs = set(re.search(r'^testpkgs="(.*?)"', script, re.M | re.S).group(1).split())
+    assert wanted <= testpkgs and "lintian" in testpkgs, wanted - testpkgs
