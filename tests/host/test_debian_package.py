@@ -130,12 +130,18 @@ def test_installed_mnmon_runs_from_usr_share_mnmon(installed):
     assert os.readlink(wants) == "/lib/systemd/system/mnmon.service"
 
 
-def test_purge_leaves_nothing(installed, deb):
+def test_purge_leaves_nothing_of_its_own(installed, deb):
     # What mnmon makes when run by hand (merged headers under /run/mnmon), as well as the
     # package's files, the enabled unit's links and the byte-compiled modules.
+    # A file the administrator added to /etc/mnmon is theirs (dpkg leaves it, with the
+    # directory, and says so); everything else goes.
     rc, out = timed("apt purge", chroot, installed, "export DEBIAN_FRONTEND=noninteractive; "
-                    "mkdir -p /run/mnmon/headers && apt-get purge -y -q mnmon")
+                    "mkdir -p /run/mnmon/headers && echo '# mine' > /etc/mnmon/web.yaml && "
+                    "apt-get purge -y -q mnmon")
     assert rc == 0, out[-3000:]
+    assert (installed / "etc/mnmon/web.yaml").read_text() == "# mine\n"
+    assert [p.name for p in (installed / "etc/mnmon").iterdir()] == ["web.yaml"]
+    shutil.rmtree(installed / "etc/mnmon")
     rc, out = chroot(installed, "dpkg-query -W -f='${db:Status-Status}' mnmon 2>/dev/null")
     assert out in ("", "not-installed"), out
     rc, out = chroot(installed, "find / -xdev -path /proc -prune -o \\( -name '*mnmon*' -o "
