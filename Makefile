@@ -15,7 +15,7 @@ FIXTURE := build/fixture/$(KVER)/mnmon_fixture.ko
 # make test-kernel KTESTS=tests/kernel/test_serve.py PYTEST_ARGS=-x: a part of the tier
 KTESTS  ?= tests/kernel
 
-.PHONY: setup setup-test run test test-unit test-host test-kernel test-system test-matrix matrix-table demo bench bench-profile fixture clean
+.PHONY: setup setup-test run deb test test-unit test-host test-kernel test-system test-matrix matrix-table demo bench bench-profile fixture clean
 
 setup:
 	deploy/install-debian.sh
@@ -25,6 +25,18 @@ setup-test:
 
 run: setup
 	.venv/bin/mnmon serve $(ARGS)
+
+# The Debian package (debian/), as build/deb/mnmon_<version>_all.deb. Built from a copy of
+# this tree's files (tracked and new, not ignored), so that dpkg-buildpackage writes its
+# output into build/deb/ and not beside the checkout. Build dependencies: debian/control.
+# The distribution's python3 builds it, not another one first on PATH.
+deb:
+	dpkg-checkbuilddeps 2>/dev/null || apt-get build-dep -y -qq --no-install-recommends ./
+	rm -rf build/deb && mkdir -p build/deb/src
+	git ls-files -co --exclude-standard | while read -r f; do [ ! -e "$$f" ] || echo "$$f"; done | \
+		tar -cf - -T - | tar -xf - -C build/deb/src
+	cd build/deb/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -b -us -uc
+	@ls build/deb/*.deb
 
 # Unit tests first (no root, no BPF), then what this host's kernel allows, then the real
 # kernel: the whole tier on the installed one, the system tier, and the probe and OOM

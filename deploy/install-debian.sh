@@ -4,7 +4,8 @@
 #   deploy/install-debian.sh --test   also what the tests need: the stock kernel and
 #                                     qemu for the real-kernel bed, prometheus, openssl,
 #                                     mmdebstrap, umoci, e2fsprogs and ssh for fresh
-#                                     roots, the image and the booted host
+#                                     roots, the image and the booted host; the Debian
+#                                     package's build dependencies and lintian
 # apt runs only when a package is missing, so a second run is quick.
 set -eu
 cd "$(dirname "$0")/.."
@@ -13,12 +14,15 @@ runtime="python3 python3-venv python3-bpfcc bpfcc-tools kmod make"
 # The real-kernel bed boots Debian's stock kernel with the host filesystem as root.
 testpkgs="linux-image-amd64 linux-headers-amd64 qemu-system-x86 busybox-static udev
           prometheus openssl gcc make
-          dwarves mmdebstrap umoci e2fsprogs openssh-client"
+          dwarves mmdebstrap umoci e2fsprogs openssh-client
+          debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
+          help2man python3-click python3-yaml lintian"
 # The kernel matrix (bed/kernels.py): pahole (dwarves) writes module BTF on
 # 6.12+; 7.x modules build only in a sid root made with mmdebstrap. The system tier
 # (tests/system/) makes fresh Debian 12 roots with mmdebstrap and the image with umoci,
 # the booted host's disk with mke2fs -d (e2fsprogs), and reaches that host with ssh
-# and ssh-keygen (openssh-client).
+# and ssh-keygen (openssh-client). make deb builds the Debian package (debian/control's
+# Build-Depends) and tests/host/test_debian_package.py checks it with lintian.
 
 want="$runtime"
 [ "${1:-}" = "--test" ] && want="$want $testpkgs"

@@ -8,9 +8,8 @@ import tempfile
 from pathlib import Path
 
 from monitor.attach import compile_error
+from monitor.bpf_sources import BPF_DIR
 from monitor.kernel import headers
-
-BPF_DIR = Path(os.environ.get("MNMON_BPF_DIR", Path(__file__).resolve().parents[2] / "bpf")).resolve()
 
 
 class LoadError(Exception):

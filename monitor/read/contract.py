@@ -11,9 +11,10 @@ sides read (tests/unit/test_contract.py compiles the header and compares).
 """
 import ctypes
 import re
-from pathlib import Path
 
-HEADER = Path(__file__).resolve().parents[2] / "bpf" / "mnmon.h"
+from monitor.bpf_sources import BPF_DIR
+
+HEADER = BPF_DIR / "mnmon.h"
 
 _C_TYPES = {"unsigned long long": ctypes.c_uint64, "unsigned int": ctypes.c_uint32, "int": ctypes.c_int32,
             "unsigned char": ctypes.c_uint8, "char": ctypes.c_char}
