@@ -30,6 +30,9 @@
  * Included by mnmon.bpf.c.
  */
 #if MN_SUBS
+_Static_assert(!(F_RB_RIGHT % 8) && !(F_RB_PARENT_COLOR % 8) && !(F_ITN_START % 8) && !(F_ITN_LAST % 8) &&
+	       !(F_MN_HLIST_NEXT % 8) && !(F_MN_OPS % 8) && !(F_MNOPS_START % 8) && !(F_MNOPS_END % 8),
+	       "RAW_U64 reads 8-byte fields by index");
 #define RB_DEPTH	24	/* an rb tree of 8 subscriptions is at most 6 deep; 2^12 at 24 */
 
 /* struct mmu_notifier_subscriptions is private to mm/mmu_notifier.c: offsets from BTF. */
@@ -64,13 +67,12 @@ static __always_inline void discover(u64 fn, u32 kind)
 static __always_inline u64 rb_next_node(u64 node)
 {
 	u64 n[SPAN3(F_RB_PARENT_COLOR, F_RB_RIGHT, F_RB_LEFT) / 8] = {};
-	u64 up, right, parent_color;
+	u64 up, right;
 	u32 i;
 
 	bpf_probe_read_kernel(n, sizeof(n), (void *)node);
-	RAW_FIELD(right, n, F_RB_RIGHT);
-	if (right) {
-		node = right;
+	if (RAW_U64(n, F_RB_RIGHT)) {
+		node = RAW_U64(n, F_RB_RIGHT);
 #pragma clang loop unroll(disable)
 		for (i = 0; i < RB_DEPTH; i++) {
 			u64 left = 0;
@@ -84,8 +86,7 @@ static __always_inline u64 rb_next_node(u64 node)
 	}
 #pragma clang loop unroll(disable)
 	for (i = 0; i < RB_DEPTH; i++) {
-		RAW_FIELD(parent_color, n, F_RB_PARENT_COLOR);
-		up = parent_color & ~3UL;
+		up = RAW_U64(n, F_RB_PARENT_COLOR) & ~3UL;
 		if (!up)
 			return 0;
 		right = 0;
@@ -151,15 +152,15 @@ static __always_inline u32 walk_intervals(u64 node, u64 start, u64 last, u64 *ou
 	for (i = 0; i < MAX_SUBS * 2 && node; i++) {
 		/* node is the rb member of an interval_tree_node, itself the interval_tree
 		 * member of a struct mmu_interval_notifier (both at 0 as of 7.x) */
-		u64 it = node - F_ITN_RB, it_start, it_last;
+		u64 it[MAX2(F_ITN_START, F_ITN_LAST) / 8 + 1] = {};
 
-		READ_PAIR(it_start, F_ITN_START, it_last, F_ITN_LAST, it);
-		if (it_start > last)		/* in order of start: nothing further overlaps */
+		bpf_probe_read_kernel(it, sizeof(it), (void *)(node - F_ITN_RB));
+		if (RAW_U64(it, F_ITN_START) > last)	/* in order of start: nothing further overlaps */
 			return n;
-		if (it_last >= start) {
+		if (RAW_U64(it, F_ITN_LAST) >= start) {
 			if (n >= MAX_SUBS)
 				return MAX_SUBS + 1;
-			out[masked(n, MAX_SUBS - 1)] = it - F_MNI_TREE;
+			out[masked(n, MAX_SUBS - 1)] = node - F_ITN_RB - F_MNI_TREE;
 			n++;
 		}
 		node = rb_next_node(node);

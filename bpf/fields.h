@@ -67,12 +67,20 @@
 #define MIN2(a, b)		((a) < (b) ? (a) : (b))
 #define SPAN3(a, b, c)		(MAX2(MAX2(a, b), c) + 8)
 
+/*
+ * An 8-byte field (a pointer, an unsigned long: 8-aligned by the ABI) of a block read into
+ * u64 raw[]: an index, not a memcpy. In the walk's loops the memcpy's byte-wise stack
+ * accesses cost the verifier states enough to push the lean fexit (walk and attribution
+ * in one program) past its one-million-instruction limit.
+ */
+#define RAW_U64(raw, off)	((raw)[(off) / 8])
+
 /* Two 8-byte fields of one struct in one copy: neighbours cost one read, not two. */
 #define READ_PAIR(a, fa, b, fb, base) do {						\
 	u64 __raw[(MAX2(fa, fb) - MIN2(fa, fb)) / 8 + 1] = {};				\
 	bpf_probe_read_kernel(__raw, sizeof(__raw), (const char *)(base) + MIN2(fa, fb));	\
-	RAW_FIELD(a, __raw, (fa) - MIN2(fa, fb));					\
-	RAW_FIELD(b, __raw, (fb) - MIN2(fa, fb));					\
+	(a) = RAW_U64(__raw, (fa) - MIN2(fa, fb));					\
+	(b) = RAW_U64(__raw, (fb) - MIN2(fa, fb));					\
 } while (0)
 
 #endif
