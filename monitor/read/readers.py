@@ -2,7 +2,7 @@
 is pure and takes plain lists and dicts (unit-tested on literals).
 
 Series emitted (see monitor/export/metrics.py): mnmon_invalidate_range_start_total{mode,result},
-mnmon_invalidations_by_event_total{event}, mnmon_invalidate_range_end_total,
+mnmon_invalidations_total{event}, mnmon_invalidate_range_end_total,
 mnmon_invalidate_range_start_duration_seconds{mode}, mnmon_invalidations_in_progress,
 mnmon_unpaired_invalidate_starts_total, mnmon_notifier_invalidations_total{notifier,module,kind,mode,result},
 mnmon_notifier_invalidate_range_end_total{notifier,module},
@@ -156,10 +156,10 @@ def _invalidations(s, raw, ctx):
             s.set("mnmon_invalidate_range_start_duration_seconds",
                   log2_histogram(contract.slots(raw["invalidate_start_latency"], mode),
                                  raw["invalidate_start_latency_sum_ns"][m]), mode=mode)
-    if cov.measures("mnmon_invalidations_by_event_total"):
+    if cov.measures("mnmon_invalidations_total"):
         for e, n in enumerate(raw["invalidations_by_event"]):
             if n or e < len(MMU_NOTIFY_EVENTS):
-                s.set("mnmon_invalidations_by_event_total", n,
+                s.set("mnmon_invalidations_total", n,
                       event=MMU_NOTIFY_EVENTS[e] if e < len(MMU_NOTIFY_EVENTS) else str(e))
     # The lean configuration counts no ends: an in-progress count would only grow.
     if cov.measures("mnmon_invalidate_range_end_total"):
@@ -223,9 +223,9 @@ def _reaper(s, raw, ctx):
     measures, resolve = ctx.coverage.measures, ctx.resolve
     if measures("mnmon_oom_victims_total"):
         s.set("mnmon_oom_victims_total", raw["oom_victims"][0])
-    if measures("mnmon_oom_victims_by_cgroup_total"):
+    if measures("mnmon_oom_tracked_victims_total"):
         for cgroup_id, n in raw.get("oom_victims_by_cgroup", {}).items():
-            s.add("mnmon_oom_victims_by_cgroup_total", n, cgroup=ctx.cgroup_path(cgroup_id))
+            s.add("mnmon_oom_tracked_victims_total", n, cgroup=ctx.cgroup_path(cgroup_id))
     for r, result in enumerate(REAP_RESULTS):
         if measures("mnmon_oom_reap_attempts_total", result):
             s.set("mnmon_oom_reap_attempts_total", raw["oom_reap_attempts"][r], result=result)
