@@ -48,8 +48,9 @@ FAMILIES = {f.name: f for f in [
        "Time spent in one notifier's invalidate callback.", "notifier", "module", "mode"),
     _f("mnmon_oom_victims_total", "counter", "Processes the OOM killer marked as victims."),
     _f("mnmon_oom_tracked_victims_total", "counter",
-       "OOM victims by the cgroup (v2 path) they were in; at most the 64 cgroups with the most "
-       "recent victims are tracked (a cgroup pushed out starts again from 0).", "cgroup"),
+       "OOM victims by the cgroup (v2 path) they were in, and the Kubernetes pod and container that "
+       "path names (empty elsewhere); at most the 64 cgroups with the most recent victims are tracked "
+       "(a cgroup pushed out starts again from 0).", "cgroup", "pod_uid", "container_id"),
     _f("mnmon_oom_reap_attempts_total", "counter",
        "Attempts to reap an OOM victim's memory by result.", "result"),
     _f("mnmon_oom_reap_calls_total", "counter",

@@ -7,15 +7,15 @@ mnmon_invalidate_range_start_duration_seconds{mode}, mnmon_invalidations_in_prog
 mnmon_unpaired_invalidate_starts_total, mnmon_notifier_invalidations_total{notifier,module,kind,mode,result},
 mnmon_notifier_invalidate_range_end_total{notifier,module},
 mnmon_notifier_invalidation_duration_seconds{notifier,module,mode}, mnmon_oom_victims_total,
-mnmon_oom_reap_attempts_total{result}, mnmon_oom_reap_calls_total{caller,result},
-mnmon_oom_reaper_gave_up_total, mnmon_oom_reap_blocked_total{notifier,module},
+mnmon_oom_tracked_victims_total{cgroup,pod_uid,container_id}, mnmon_oom_reap_attempts_total{result},
+mnmon_oom_reap_calls_total{caller,result}, mnmon_oom_reaper_gave_up_total, mnmon_oom_reap_blocked_total{notifier,module},
 mnmon_oom_reap_duration_seconds, mnmon_probe_attached{probe,method}, mnmon_events_lost_total.
 """
 import ctypes
 from dataclasses import dataclass
 from typing import Callable
 
-from monitor.read import contract
+from monitor.read import cgroups, contract
 from monitor.plan import coverage
 from monitor.read.contract import KINDS, MMU_NOTIFY_EVENTS, MODES, NR_LAT_SLOTS, REAP_CALLERS, REAP_RESULTS, RESULTS
 from monitor.plan.coverage import Coverage
@@ -225,7 +225,8 @@ def _reaper(s, raw, ctx):
         s.set("mnmon_oom_victims_total", raw["oom_victims"][0])
     if measures("mnmon_oom_tracked_victims_total"):
         for cgroup_id, n in raw.get("oom_victims_by_cgroup", {}).items():
-            s.add("mnmon_oom_tracked_victims_total", n, cgroup=ctx.cgroup_path(cgroup_id))
+            path = ctx.cgroup_path(cgroup_id)
+            s.add("mnmon_oom_tracked_victims_total", n, cgroup=path, **workload_labels(path))
     for r, result in enumerate(REAP_RESULTS):
         if measures("mnmon_oom_reap_attempts_total", result):
             s.set("mnmon_oom_reap_attempts_total", raw["oom_reap_attempts"][r], result=result)
@@ -241,6 +242,11 @@ def _reaper(s, raw, ctx):
               log2_histogram(_slots(raw["oom_reap_latency"]), raw["oom_reap_latency_sum_ns"][0]))
     if measures("mnmon_oom_reaper_gave_up_total"):
         s.set("mnmon_oom_reaper_gave_up_total", raw["oom_reaper_gave_up"][0])
+
+
+def workload_labels(path):
+    """pod_uid and container_id as a cgroup path names them; empty (absent to PromQL) elsewhere."""
+    return {"pod_uid": "", "container_id": "", **cgroups.workload(path)}
 
 
 @dataclass(frozen=True)

@@ -149,6 +149,18 @@ def test_unified_mount(text, expected):
     (f"/kubepods/besteffort/pod{UID}/{CID}", {"pod_uid": UID, "container_id": CID}),
     (f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice", {"pod_uid": UID}),
     (f"/system.slice/docker-{CID}.scope", {"container_id": CID}),
+    (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID.replace('-', '_')}.slice/"
+     f"crio-{CID}.scope", {"pod_uid": UID, "container_id": CID}),
+    (f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/docker-{CID}.scope",
+     {"pod_uid": UID, "container_id": CID}),
+    (f"/kubepods/pod{UID}/{CID}", {"pod_uid": UID, "container_id": CID}),       # guaranteed, cgroupfs
+    (f"/kubepods/burstable/pod{UID}", {"pod_uid": UID}),
+    # the directory gone (or outside mnmon's cgroup namespace): the names BPF read of it
+    (f".../kubepods-burstable-pod{UID.replace('-', '_')}.slice/cri-containerd-{CID}.scope",
+     {"pod_uid": UID, "container_id": CID}),
+    (f".../pod{UID}/{CID}", {"pod_uid": UID, "container_id": CID}),
+    # conmon, CRI-O's monitor of the container, is no container
+    (f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/crio-conmon-{CID}.scope", {"pod_uid": UID}),
     ("/system.slice/mnmon.service", {}),
     ("/mnmon-oom-1234", {}),
     ("unknown", {}),

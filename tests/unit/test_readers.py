@@ -263,6 +263,24 @@ def test_oom(snap):
     assert reap.sum == 0.009
 
 
+UID, CID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "ab" * 32
+CGROUPS = {11: f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID.replace('-', '_')}.slice/"
+               f"cri-containerd-{CID}.scope",
+           12: f"/kubepods/besteffort/pod{UID}/{CID}",
+           13: "/system.slice/postgresql.service",
+           14: "unknown", 15: "unknown"}
+
+
+def test_tracked_victims_by_cgroup_pod_and_container():
+    raw = {**raw_maps(), "oom_victims_by_cgroup": {11: 2, 12: 1, 13: 4, 14: 1, 15: 1}}
+    snap = build_snapshot(raw, resolve, ATTACHED, STATUSES, cgroup_path=CGROUPS.get)
+    assert {lbl.pop("cgroup"): (lbl, n) for lbl, n in snap.family("mnmon_oom_tracked_victims_total")} == {
+        CGROUPS[11]: ({"pod_uid": UID, "container_id": CID}, 2),
+        CGROUPS[12]: ({"pod_uid": UID, "container_id": CID}, 1),
+        CGROUPS[13]: ({"pod_uid": "", "container_id": ""}, 4),
+        "unknown": ({"pod_uid": "", "container_id": ""}, 2)}        # ids not named fold into one
+
+
 def test_probe_attached_and_events_lost(snap):
     assert snap.family("mnmon_probe_attached") == [
         ({"method": "fentry", "probe": "invalidate_range_end"}, 1),
