@@ -34,6 +34,22 @@ def unified_mount(mountinfo):
     return next((m for m in found if m[1] == "/"), found[0] if found else None)
 
 
+def locate(mountinfo=MOUNTINFO, root=ROOT):
+    """(cgroup2 mount point, its root in the hierarchy, None) or (None, None, why there is none)."""
+    try:
+        found = unified_mount(Path(mountinfo).read_text())
+    except OSError as e:
+        # Without mountinfo: a directory with cgroup.controllers is a cgroup2 root (v1 has none).
+        for d in (Path(root), Path(root) / "unified"):
+            if (d / "cgroup.controllers").exists():
+                return d, "/", None
+        return None, None, f"{mountinfo} unreadable ({e.strerror}) and no cgroup2 under {root}"
+    if found is None:
+        return None, None, ("no cgroup2 filesystem is mounted (cgroup v1 only; "
+                            "systemd.unified_cgroup_hierarchy=1 would mount one)")
+    return Path(found[0]), found[1], None
+
+
 def _stat(path):
     return os.stat(path)
 
@@ -62,25 +78,10 @@ class CgroupNames:
 
     def _unified(self):
         if self.mount is None and self.reason is None:
-            self.mount, self.prefix, self.reason = self._locate()
+            self.mount, self.prefix, self.reason = locate(self.mountinfo, self.root)
             if self.reason:
                 self.log.warning("OOM victims' cgroups are labelled %s: %s", UNKNOWN, self.reason)
         return self.mount is not None
-
-    def _locate(self):
-        """(mount point, root in the hierarchy, None) or (None, None, why not)."""
-        try:
-            found = unified_mount(self.mountinfo.read_text())
-        except OSError as e:
-            # Without mountinfo: a directory with cgroup.controllers is a cgroup2 root (v1 has none).
-            for d in (self.root, self.root / "unified"):
-                if (d / "cgroup.controllers").exists():
-                    return d, "/", None
-            return None, None, f"{self.mountinfo} unreadable ({e.strerror}) and no cgroup2 under {self.root}"
-        if found is None:
-            return None, None, ("no cgroup2 filesystem is mounted (cgroup v1 only; "
-                                "systemd.unified_cgroup_hierarchy=1 would mount one)")
-        return Path(found[0]), found[1], None
 
     def _scan(self):
         """{inode: path in the hierarchy} of every directory on the cgroup2 mount."""
