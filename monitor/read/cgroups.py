@@ -1,5 +1,5 @@
-"""Naming cgroups: the cgroup id BPF reads of a victim to its path, and the Kubernetes pod and
-container a path says it belongs to. Pure but for finding the cgroup2 mount and walking it (cached).
+"""Naming cgroups: the cgroup id BPF reads of a victim to its path (monitor/read/kubepods.py reads
+the pod and container off that path). Pure but for finding the cgroup2 mount and walking it (cached).
 
 The id is that of the task's cgroup on the default hierarchy (task->cgroups->dfl_cgrp, as
 bpf_get_current_cgroup_id reads it): the unified (cgroup2) one, also on cgroup v1 and hybrid
@@ -15,10 +15,6 @@ MOUNTINFO = Path("/proc/self/mountinfo")
 ROOT = Path("/sys/fs/cgroup")
 UNKNOWN = "unknown"     # the label value when a cgroup cannot be named; the log says why once
 
-# kubelet's layouts: systemd driver (kubepods-burstable-pod<uid with _>.slice/cri-containerd-<id>.scope)
-# and cgroupfs driver (kubepods/burstable/pod<uid>/<id>); docker and podman scopes likewise.
-_POD = re.compile(r"kubepods[^/]*?-?pod([0-9a-f_\-]{36})(?:\.slice)?(?:/|$)|/pod([0-9a-f\-]{36})(?:/|$)")
-_CONTAINER = re.compile(r"(?:^|/)(?:(?:cri-containerd|crio|docker|libpod)-)?([0-9a-f]{64})(?:\.scope)?$")
 _ESCAPE = re.compile(r"\\([0-7]{3})")       # mountinfo writes space, tab, newline, backslash as \ooo
 
 
@@ -99,15 +95,3 @@ class CgroupNames:
             rel = os.path.relpath(top, self.mount)
             out[st.st_ino] = os.path.normpath(os.path.join(self.prefix, "" if rel == "." else rel))
         return out
-
-
-def workload(path):
-    """{'pod_uid': ..., 'container_id': ...} where a cgroup path says so, else {}."""
-    out = {}
-    m = _POD.search(path)
-    if m:
-        out["pod_uid"] = (m.group(1) or m.group(2)).replace("_", "-")
-    m = _CONTAINER.search(path)
-    if m:
-        out["container_id"] = m.group(1)
-    return out

@@ -15,7 +15,7 @@ import ctypes
 from dataclasses import dataclass
 from typing import Callable
 
-from monitor.read import cgroups, contract
+from monitor.read import contract, kubepods
 from monitor.plan import coverage
 from monitor.read.contract import KINDS, MMU_NOTIFY_EVENTS, MODES, NR_LAT_SLOTS, REAP_CALLERS, REAP_RESULTS, RESULTS
 from monitor.plan.coverage import Coverage
@@ -226,7 +226,7 @@ def _reaper(s, raw, ctx):
     if measures("mnmon_oom_tracked_victims_total"):
         for cgroup_id, n in raw.get("oom_victims_by_cgroup", {}).items():
             path = ctx.cgroup_path(cgroup_id)
-            s.add("mnmon_oom_tracked_victims_total", n, cgroup=path, **workload_labels(path))
+            s.add("mnmon_oom_tracked_victims_total", n, cgroup=path, **kubepods.labels(path))
     for r, result in enumerate(REAP_RESULTS):
         if measures("mnmon_oom_reap_attempts_total", result):
             s.set("mnmon_oom_reap_attempts_total", raw["oom_reap_attempts"][r], result=result)
@@ -242,11 +242,6 @@ def _reaper(s, raw, ctx):
               log2_histogram(_slots(raw["oom_reap_latency"]), raw["oom_reap_latency_sum_ns"][0]))
     if measures("mnmon_oom_reaper_gave_up_total"):
         s.set("mnmon_oom_reaper_gave_up_total", raw["oom_reaper_gave_up"][0])
-
-
-def workload_labels(path):
-    """pod_uid and container_id as a cgroup path names them; empty (absent to PromQL) elsewhere."""
-    return {"pod_uid": "", "container_id": "", **cgroups.workload(path)}
 
 
 @dataclass(frozen=True)

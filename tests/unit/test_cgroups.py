@@ -1,5 +1,5 @@
 """Naming the cgroup of an OOM victim: id -> path on the cgroup2 mount only (v1, hybrid and v2
-layouts as fixture trees), path -> pod and container."""
+layouts as fixture trees)."""
 import logging
 import os
 from types import SimpleNamespace
@@ -7,10 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from monitor.read import cgroups
-from monitor.read.cgroups import UNKNOWN, CgroupNames, unified_mount, workload
-
-CID = "0123456789abcdef" * 4
-UID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+from monitor.read.cgroups import UNKNOWN, CgroupNames, unified_mount
 
 ROOTFS = "22 1 253:0 / / rw,relatime shared:1 - xfs /dev/mapper/root rw\n"
 TMPFS = "25 22 0:22 / {root} ro,nosuid,nodev,noexec shared:3 - tmpfs tmpfs ro,mode=755\n"
@@ -142,28 +139,3 @@ def test_unified_mount(text, expected):
     assert unified_mount(text.format(root="/sys/fs/cgroup")) == (
         expected and tuple(e.format(root="/sys/fs/cgroup") for e in expected))
 
-
-@pytest.mark.parametrize("path, expected", [
-    (f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID.replace('-', '_')}.slice/"
-     f"cri-containerd-{CID}.scope", {"pod_uid": UID, "container_id": CID}),
-    (f"/kubepods/besteffort/pod{UID}/{CID}", {"pod_uid": UID, "container_id": CID}),
-    (f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice", {"pod_uid": UID}),
-    (f"/system.slice/docker-{CID}.scope", {"container_id": CID}),
-    (f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID.replace('-', '_')}.slice/"
-     f"crio-{CID}.scope", {"pod_uid": UID, "container_id": CID}),
-    (f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/docker-{CID}.scope",
-     {"pod_uid": UID, "container_id": CID}),
-    (f"/kubepods/pod{UID}/{CID}", {"pod_uid": UID, "container_id": CID}),       # guaranteed, cgroupfs
-    (f"/kubepods/burstable/pod{UID}", {"pod_uid": UID}),
-    # the directory gone (or outside mnmon's cgroup namespace): the names BPF read of it
-    (f".../kubepods-burstable-pod{UID.replace('-', '_')}.slice/cri-containerd-{CID}.scope",
-     {"pod_uid": UID, "container_id": CID}),
-    (f".../pod{UID}/{CID}", {"pod_uid": UID, "container_id": CID}),
-    # conmon, CRI-O's monitor of the container, is no container
-    (f"/kubepods.slice/kubepods-pod{UID.replace('-', '_')}.slice/crio-conmon-{CID}.scope", {"pod_uid": UID}),
-    ("/system.slice/mnmon.service", {}),
-    ("/mnmon-oom-1234", {}),
-    ("unknown", {}),
-])
-def test_workload_from_path(path, expected):
-    assert workload(path) == expected
