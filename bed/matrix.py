@@ -2,6 +2,7 @@
 
     python -m bed.matrix                       # every kernel in kernels.KERNELS
     python -m bed.matrix --kernels 5.10.0-46-amd64,6.12.117+deb12-amd64
+    python -m bed.matrix --kernels 6.12.117+deb12-amd64:6.1.0-57-amd64   # with 6.1's headers only
 
 Each leg fetches its kernel (build/kernels/), builds the fixture for it, boots it and
 runs LEG_TESTS; what it found goes to build/matrix/<release>/: the log, pytest's
@@ -25,8 +26,8 @@ OUT = REPO / "build" / "matrix"
 PY = str(REPO / ".venv" / "bin" / "python")
 # The probe and OOM tests, and drivers that come while mnmon runs; the million-invalidation
 # load test stays in 6.1's full tier.
-LEG_TESTS = ["tests/kernel/test_bed.py", "tests/kernel/test_first_invalidation.py", "tests/kernel/test_probes.py",
-             "tests/kernel/test_two_pass.py", "tests/kernel/test_zz_mrelease.py"]
+LEG_TESTS = ["tests/kernel/test_bed.py", "tests/kernel/test_layout.py", "tests/kernel/test_first_invalidation.py",
+             "tests/kernel/test_probes.py", "tests/kernel/test_two_pass.py", "tests/kernel/test_zz_mrelease.py"]
 LEG_SELECT = "not a_million"
 LEG_TIMEOUT = 1500
 
@@ -54,9 +55,39 @@ def record(mon, out=None):
     path.write_text(json.dumps(facts, indent=1) + "\n")
 
 
-def run_leg(release, out=OUT, tests=LEG_TESTS, select=LEG_SELECT, timeout=LEG_TIMEOUT):
-    """Fetch, build, boot and test one kernel; returns its leg.json as a dict."""
-    d = out / release
+def parse_leg(text):
+    """'RELEASE' (its own headers) or 'RELEASE:HEADERS' (only HEADERS' kernel's) -> (release, headers or None)."""
+    release, _, headers = text.partition(":")
+    for r in filter(None, (release, headers)):
+        if r not in kernels.KERNELS:
+            raise SystemExit(f"matrix: unknown kernel {r!r}; pinned: {', '.join(kernels.KERNELS)}")
+    return release, headers or None
+
+
+def leg_name(release, headers=None):
+    """The leg's directory under build/matrix/."""
+    return f"{release}+headers-{headers}" if headers else release
+
+
+def headers_dir(release):
+    """A kernel's headers as bcc takes them: installed, else fetched (build/kernels/)."""
+    installed = Path(f"/usr/src/linux-headers-{release}")
+    if installed.is_dir():
+        return installed
+    return kernels.fetch(release) / "root" / "usr" / "src" / f"linux-headers-{release}"
+
+
+def guest_command(cmd, headers=None):
+    """cmd as the guest runs it: with only headers' kernel's headers in reach, if given."""
+    if not headers:
+        return cmd
+    return ["sh", str(REPO / "bed" / "other_headers.sh"), str(headers_dir(headers)), *cmd]
+
+
+def run_leg(release, out=OUT, tests=LEG_TESTS, select=LEG_SELECT, timeout=LEG_TIMEOUT, headers=None):
+    """Fetch, build, boot and test one kernel (with another's headers only, if headers);
+    returns its leg.json as a dict."""
+    d = out / leg_name(release, headers)
     d.mkdir(parents=True, exist_ok=True)
     for f in d.glob("*"):
         f.unlink()
@@ -70,8 +101,9 @@ def run_leg(release, out=OUT, tests=LEG_TESTS, select=LEG_SELECT, timeout=LEG_TI
         built = time.monotonic() - t0
         if rc == 0:
             # Tests print their figures next to ground truth: junit.xml keeps them.
-            cmd = ["env", f"MNMON_MATRIX_OUT={d}", PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rsxX",
-                   f"--junitxml={d / 'junit.xml'}", "-o", "junit_logging=system-out", "-k", select, *tests]
+            cmd = guest_command(["env", f"MNMON_MATRIX_OUT={d}", PY, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                 "-rsxX", f"--junitxml={d / 'junit.xml'}", "-o", "junit_logging=system-out",
+                                 "-k", select, *tests], headers)
             log.flush()
             rc = subprocess.run([PY, "-m", "bed.vm", "--kernel", release, "--cpus", "1",
                                  "--timeout", str(timeout), "--", *cmd],
@@ -82,7 +114,7 @@ def run_leg(release, out=OUT, tests=LEG_TESTS, select=LEG_SELECT, timeout=LEG_TI
     log.close()
     # The guest's own time, without the wait for the bed's lock (others' guests).
     booted = re.findall(r"^vm: .* ran (\d+) s$", (d / "log.txt").read_text(), re.M)
-    leg = {"release": release, "rc": rc, "seconds": round(built) + (int(booted[-1]) if booted else 0),
+    leg = {"release": release, "headers": headers or "own", "rc": rc, "seconds": round(built) + (int(booted[-1]) if booted else 0),
            "wall_seconds": round(time.monotonic() - t0), "prepare_seconds": round(built),
            "date": time.strftime("%Y-%m-%d")}
     (d / "leg.json").write_text(json.dumps(leg, indent=1) + "\n")
@@ -92,21 +124,23 @@ def run_leg(release, out=OUT, tests=LEG_TESTS, select=LEG_SELECT, timeout=LEG_TI
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kernels", default=",".join(kernels.KERNELS),
-                    help="comma-separated releases (default: every pinned kernel)")
+                    help="comma-separated releases (default: every pinned kernel); RELEASE:HEADERS boots "
+                         "RELEASE with only HEADERS' kernel's headers in reach")
     ap.add_argument("--skip", default="", help="comma-separated releases to leave out (CI: the one the full tier ran)")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     legs = []
-    for release in filter(None, args.kernels.split(",")):
+    for release, headers in map(parse_leg, filter(None, args.kernels.split(","))):
         if release in skip:
             continue
-        print(f"matrix: {release} ...", flush=True)
-        leg = run_leg(release)
+        name = leg_name(release, headers)
+        print(f"matrix: {name} ...", flush=True)
+        leg = run_leg(release, headers=headers)
         legs.append(leg)
-        print(f"matrix: {release}: {'passed' if leg['rc'] == 0 else 'FAILED rc=%d' % leg['rc']} "
-              f"in {leg['seconds']} s (log: build/matrix/{release}/log.txt)", flush=True)
+        print(f"matrix: {name}: {'passed' if leg['rc'] == 0 else 'FAILED rc=%d' % leg['rc']} "
+              f"in {leg['seconds']} s (log: build/matrix/{name}/log.txt)", flush=True)
         if leg["rc"]:           # a CI log should say why without the artifact
-            print("".join((OUT / release / "log.txt").read_text().splitlines(True)[-60:]), flush=True)
+            print("".join((OUT / name / "log.txt").read_text().splitlines(True)[-60:]), flush=True)
     return 0 if legs and all(leg["rc"] == 0 for leg in legs) else 1
 
 

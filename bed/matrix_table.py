@@ -103,6 +103,7 @@ def row(d):
                 probes[name] = st
     return {
         "kernel": leg["release"],
+        "headers": {"own": "its own"}.get(leg.get("headers", "own"), leg.get("headers", "own")),
         "bcc": ", ".join(sorted({f["bcc"] for f in facts})) or "-",
         "core": _method(probes, CORE) if probes else "-",
         "oom": _method(probes, OOM) if probes else "-",
@@ -119,10 +120,11 @@ def row(d):
 def table(out=OUT):
     rows = [r for r in (row(d) for d in sorted(out.glob("*"), key=lambda p: kernels.version_key(p.name))
                         if d.is_dir()) if r]
-    head = ("| kernel | bcc | core probes (start/end) | notifier callbacks | reaper probes (reap/gave up) | "
-            "in-flight store | counted per notifier | result | tests' time in the guest |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {r['kernel']} | {r['bcc']} | {r['core']} | {r['callbacks']} | {r['oom']} | {r['inflight']} | "
+    head = ("| kernel | headers bcc compiled with | bcc | core probes (start/end) | notifier callbacks | "
+            "reaper probes (reap/gave up) | in-flight store | counted per notifier | result | tests' time in the guest |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {r['kernel']} | {r['headers']} | {r['bcc']} | {r['core']} | {r['callbacks']} | {r['oom']} | "
+                   f"{r['inflight']} | "
                    f"{r['counted']} | "
                    f"{r['result']} | {r['time']} ({r['date']}) |\n" for r in rows)
     return head + body

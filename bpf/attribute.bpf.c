@@ -37,7 +37,7 @@ static __always_inline u64 mm_subscriptions(u64 mm)
 {
 	u64 subs = 0;
 
-	bpf_probe_read_kernel(&subs, sizeof(subs), &((struct mm_struct *)mm)->notifier_subscriptions);
+	READ_FIELD(subs, mm, F_MM_SUBS);
 	return subs;
 }
 
@@ -63,18 +63,19 @@ static __always_inline void discover(u64 fn, u32 kind)
 /* The in-order successor of an rb_node (lib/rbtree.c rb_next()); 0 at the end or too deep. */
 static __always_inline u64 rb_next_node(u64 node)
 {
-	struct rb_node n = {};
-	u64 up, right;
+	u64 n[SPAN3(F_RB_PARENT_COLOR, F_RB_RIGHT, F_RB_LEFT) / 8] = {};
+	u64 up, right, parent_color;
 	u32 i;
 
-	bpf_probe_read_kernel(&n, sizeof(n), (void *)node);
-	if (n.rb_right) {
-		node = (u64)n.rb_right;
+	bpf_probe_read_kernel(n, sizeof(n), (void *)node);
+	RAW_FIELD(right, n, F_RB_RIGHT);
+	if (right) {
+		node = right;
 #pragma clang loop unroll(disable)
 		for (i = 0; i < RB_DEPTH; i++) {
 			u64 left = 0;
 
-			bpf_probe_read_kernel(&left, sizeof(left), &((struct rb_node *)node)->rb_left);
+			READ_FIELD(left, node, F_RB_LEFT);
 			if (!left)
 				return node;
 			node = left;
@@ -83,15 +84,16 @@ static __always_inline u64 rb_next_node(u64 node)
 	}
 #pragma clang loop unroll(disable)
 	for (i = 0; i < RB_DEPTH; i++) {
-		up = n.__rb_parent_color & ~3UL;
+		RAW_FIELD(parent_color, n, F_RB_PARENT_COLOR);
+		up = parent_color & ~3UL;
 		if (!up)
 			return 0;
 		right = 0;
-		bpf_probe_read_kernel(&right, sizeof(right), &((struct rb_node *)up)->rb_right);
+		READ_FIELD(right, up, F_RB_RIGHT);
 		if (node != right)
 			return up;
 		node = up;
-		bpf_probe_read_kernel(&n, sizeof(n), (void *)node);
+		bpf_probe_read_kernel(n, sizeof(n), (void *)node);
 	}
 	return 0;
 }
@@ -123,16 +125,15 @@ static __always_inline void core_named_failure(void *ctx, u64 fn, u8 kind, u8 mo
 /* An interval subscription's invalidate callback (7.1's two-pass ops: invalidate_start). */
 static __always_inline u64 interval_fn(u64 sub)
 {
-	const struct mmu_interval_notifier_ops *ops = NULL;
-	u64 fn = 0;
+	u64 ops = 0, fn = 0;
 
-	bpf_probe_read_kernel(&ops, sizeof(ops), &((struct mmu_interval_notifier *)sub)->ops);
+	READ_FIELD(ops, sub, F_MNI_OPS);
 	if (!ops)
 		return 0;
-	bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate);
-#if MN_API >= 701
+	READ_FIELD(fn, ops, F_MNIOPS_INVALIDATE);
+#ifdef F_MNIOPS_INVALIDATE_START
 	if (!fn)
-		bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate_start);
+		READ_FIELD(fn, ops, F_MNIOPS_INVALIDATE_START);
 #endif
 	return fn;
 }
@@ -148,16 +149,17 @@ static __always_inline u32 walk_intervals(u64 node, u64 start, u64 last, u64 *ou
 
 #pragma clang loop unroll(disable)
 	for (i = 0; i < MAX_SUBS * 2 && node; i++) {
-		struct interval_tree_node it = {};
+		/* node is the rb member of an interval_tree_node, itself the interval_tree
+		 * member of a struct mmu_interval_notifier (both at 0 as of 7.x) */
+		u64 it = node - F_ITN_RB, it_start, it_last;
 
-		bpf_probe_read_kernel(&it, sizeof(it), (void *)node);
-		if (it.start > last)		/* in order of start: nothing further overlaps */
+		READ_PAIR(it_start, F_ITN_START, it_last, F_ITN_LAST, it);
+		if (it_start > last)		/* in order of start: nothing further overlaps */
 			return n;
-		if (it.last >= start) {
+		if (it_last >= start) {
 			if (n >= MAX_SUBS)
 				return MAX_SUBS + 1;
-			/* struct mmu_interval_notifier begins with its interval_tree_node */
-			out[masked(n, MAX_SUBS - 1)] = node;
+			out[masked(n, MAX_SUBS - 1)] = it - F_MNI_TREE;
 			n++;
 		}
 		node = rb_next_node(node);
@@ -169,39 +171,37 @@ static __always_inline u32 walk_intervals(u64 node, u64 start, u64 last, u64 *ou
  * At a core start's entry: the interval subscriptions it will call. Taken here, so that
  * the return program, which decides what each call was, reads a plain array.
  */
-/* The head of struct mmu_notifier_subscriptions, up to what the walk reads of it. */
-#define MN_SUBS_HEAD	(MN_SUBS_LEFTMOST_OFF + 8 > MN_SUBS_HAS_ITREE_OFF + 1 ? \
-			 MN_SUBS_LEFTMOST_OFF + 8 : MN_SUBS_HAS_ITREE_OFF + 1)
-
 struct subs_head {
-	u64 list_first;		/* hlist_head list: at 0 */
+	u64 list_first;		/* list.first: the list's first subscription */
 	u8 has_itree;
-	u64 leftmost;
+	u64 leftmost;		/* itree.rb_leftmost */
 };
 
 /* The fields of subs the walk needs, in one read (they share a cache line). */
 static __always_inline void read_subs_head(u64 subs, struct subs_head *h)
 {
-	u8 raw[MN_SUBS_HEAD] = {};
+	u64 raw[SPAN3(F_SUBS_LIST, F_SUBS_HAS_ITREE, F_SUBS_LEFTMOST) / 8] = {};
 
 	bpf_probe_read_kernel(raw, sizeof(raw), (void *)subs);
-	__builtin_memcpy(&h->list_first, raw, 8);
-	h->has_itree = raw[MN_SUBS_HAS_ITREE_OFF];
-	__builtin_memcpy(&h->leftmost, raw + MN_SUBS_LEFTMOST_OFF, 8);
+	RAW_FIELD(h->list_first, raw, F_SUBS_LIST);
+	RAW_FIELD(h->has_itree, raw, F_SUBS_HAS_ITREE);
+	RAW_FIELD(h->leftmost, raw, F_SUBS_LEFTMOST);
 }
 
 #if CORE_KFUNC
 /* The same, by BTF (see read_range_btf()); subs: range->mm->notifier_subscriptions. */
 static __always_inline void read_subs_head_btf(const char *subs, struct subs_head *h)
 {
-	h->list_first = *(const u64 *)subs;
-	h->has_itree = *(const u8 *)(subs + MN_SUBS_HAS_ITREE_OFF);
-	h->leftmost = *(const u64 *)(subs + MN_SUBS_LEFTMOST_OFF);
+	h->list_first = LOAD_FIELD(u64, subs, F_SUBS_LIST);
+	h->has_itree = LOAD_FIELD(u8, subs, F_SUBS_HAS_ITREE);
+	h->leftmost = LOAD_FIELD(u64, subs, F_SUBS_LEFTMOST);
 }
 
 static __always_inline const char *subs_btf(const struct mmu_notifier_range *range)
 {
-	return (const char *)range->mm->notifier_subscriptions;
+	const char *mm = (const char *)LOAD_FIELD(u64, range, F_RANGE_MM);
+
+	return (const char *)LOAD_FIELD(u64, mm, F_MM_SUBS);
 }
 #endif
 
@@ -331,19 +331,14 @@ struct list_sub {
 
 static __always_inline void read_list_sub(u64 sub, struct list_sub *l)
 {
-	struct mmu_notifier mn = {};
-	struct mmu_notifier_ops ops = {};
+	u64 ops = 0;
 
 	l->next = l->start_fn = l->end_fn = 0;
-	bpf_probe_read_kernel(&mn, offsetof(struct mmu_notifier, ops) + sizeof(mn.ops), (void *)sub);
-	l->next = (u64)mn.hlist.next;
-	if (!mn.ops)
+	READ_PAIR(l->next, F_MN_HLIST_NEXT, ops, F_MN_OPS, sub);
+	if (!ops)
 		return;
 	/* both callbacks in one read: they are neighbours in the ops */
-	bpf_probe_read_kernel(&ops, offsetof(struct mmu_notifier_ops, invalidate_range_end) + sizeof(void *),
-			      (void *)mn.ops);
-	l->start_fn = (u64)ops.invalidate_range_start;
-	l->end_fn = (u64)ops.invalidate_range_end;
+	READ_PAIR(l->start_fn, F_MNOPS_START, l->end_fn, F_MNOPS_END, ops);
 }
 
 
@@ -436,10 +431,10 @@ static __always_inline void attribute_end(u64 mm, const char *subs_now)
 	if (c && c->mm == mm && c->subs && c->nlist == 1) {
 #if CORE_KFUNC
 		if (subs_now)	/* the mm's subscriptions by BTF (fentry): their list's first */
-			sub = *(const u64 *)subs_now;
+			sub = LOAD_FIELD(u64, subs_now, F_SUBS_LIST);
 		else
 #endif
-			bpf_probe_read_kernel(&sub, sizeof(sub), (void *)c->subs);
+			READ_FIELD(sub, c->subs, F_SUBS_LIST);
 		if (sub && sub == c->list_first) {
 			if (c->lone_end_fn)
 				count_end(c->lone_end_fn);
@@ -449,7 +444,7 @@ static __always_inline void attribute_end(u64 mm, const char *subs_now)
 	subs = mm_subscriptions(mm);
 	if (!subs)
 		return;
-	bpf_probe_read_kernel(&sub, sizeof(sub), (void *)subs);
+	READ_FIELD(sub, subs, F_SUBS_LIST);
 #pragma unroll
 	for (i = 0; i < MAX_SUBS; i++) {
 		if (!sub)

@@ -85,7 +85,7 @@ static __always_inline u64 end_mm(u64 arg)
 #if MN_API >= 500
 	u64 mm = 0;
 
-	bpf_probe_read_kernel(&mm, sizeof(mm), &((struct mmu_notifier_range *)arg)->mm);
+	READ_FIELD(mm, arg, F_RANGE_MM);
 	return mm;
 #else
 	return arg;
@@ -138,7 +138,7 @@ KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_
 	struct core_stats *st;
 
 	/* A BTF-typed argument: a plain load (the verifier guards it), not a helper call. */
-	if ((range->flags & MMU_NOTIFIER_RANGE_BLOCKABLE) && !ret) {
+	if ((LOAD_FIELD(u32, range, F_RANGE_FLAGS) & RANGE_BLOCKABLE) && !ret) {
 		st = core_stats_here();
 		if (st)
 			__sync_fetch_and_add(&st->invalidate_starts[MODE_BLOCKABLE * NR_RESULTS + RESULT_OK], 1);
@@ -173,7 +173,7 @@ KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_
 
 KFUNC_PROBE(__mmu_notifier_invalidate_range_end, const struct mmu_notifier_range *range)
 {
-	core_end((u64)range->mm, subs_btf(range));
+	core_end(LOAD_FIELD(u64, range, F_RANGE_MM), subs_btf(range));
 	return 0;
 }
 #endif

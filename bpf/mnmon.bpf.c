@@ -24,11 +24,14 @@
  *   USE_RINGBUF   1: BPF ring buffer (5.8+), else a perf buffer
  *   TASK_STORAGE  1: a thread's in-flight invalidation lives in task-local storage
  *                 (tracing programs may use it since 5.12), else in a hash keyed by tid
- *   HAVE_STRUCTS  0: the headers do not match the running kernel: nothing here may
- *                 read a kernel struct, only tracepoint records are safe
+ *   HAVE_STRUCTS  0: no layout of the running kernel's structs (no BTF, and headers that
+ *                 are not its own): nothing here may read a kernel struct, only
+ *                 tracepoint records are safe
+ *   BTF_LAYOUT    1: every struct field's offset comes from the running kernel's BTF as
+ *                 F_* flags (fields.h), whatever headers bcc compiles against
  *   MN_SUBS       1: the core probes walk the mm's subscriptions (5.6+: struct
- *                 mmu_notifier_subscriptions), with its private layout given as
- *                 MN_SUBS_HAS_ITREE_OFF and MN_SUBS_LEFTMOST_OFF (from vmlinux BTF)
+ *                 mmu_notifier_subscriptions, private: its layout only from BTF)
+ *   CGROUP_FIELDS 1: a task's cgroup can be read (else the current task's cgroup id)
  *   ENDS_IN_FAILED_START 1: a failed non-blockable start ends the list notifiers
  *                 itself (c2655835fd8c, 5.12; in 5.10.y)
  *   MV_ANON_RSS_OFF, MV_FILE_RSS_OFF, MV_SHMEM_RSS_OFF: offsets of oom:mark_victim's
@@ -39,13 +42,14 @@
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
-#if HAVE_STRUCTS
+#if HAVE_STRUCTS || CGROUP_FIELDS
 #include <linux/mm_types.h>
 #include <linux/mmu_notifier.h>
 #include <linux/cgroup-defs.h>
 #include <linux/kernfs.h>
 #endif
 #include "mnmon.h"
+#include "fields.h"
 
 #ifndef MN_API
 #define MN_API 502
@@ -180,20 +184,42 @@ struct range_facts {
 	u8 mode, event;
 };
 
+#if MN_API >= 502
+#define RANGE_SPAN	MAX2(SPAN3(F_RANGE_MM, F_RANGE_START, F_RANGE_END), MAX2(F_RANGE_FLAGS, F_RANGE_EVENT) + 4)
+#else
+#define RANGE_SPAN	MAX2(SPAN3(F_RANGE_MM, F_RANGE_START, F_RANGE_END), F_RANGE_BLOCKABLE + 1)
+#endif
+
+static __always_inline u8 event_index(u32 event)
+{
+	return event < NR_EVENTS_TYPES ? event : NR_EVENTS_TYPES - 1;
+}
+
 static __always_inline void read_range(const struct mmu_notifier_range *range, struct range_facts *f)
 {
-	struct mmu_notifier_range r = {};
+	u64 raw[(RANGE_SPAN + 7) / 8] = {};
 
-	bpf_probe_read_kernel(&r, sizeof(r), range);
-	f->mm = (u64)r.mm;
-	f->start = r.start;
-	f->end = r.end;
+	bpf_probe_read_kernel(raw, sizeof(raw), range);
+	RAW_FIELD(f->mm, raw, F_RANGE_MM);
+	RAW_FIELD(f->start, raw, F_RANGE_START);
+	RAW_FIELD(f->end, raw, F_RANGE_END);
 #if MN_API >= 502
-	f->mode = (r.flags & MMU_NOTIFIER_RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
-	f->event = r.event < NR_EVENTS_TYPES ? r.event : NR_EVENTS_TYPES - 1;
+	{
+		u32 flags, event;
+
+		RAW_FIELD(flags, raw, F_RANGE_FLAGS);
+		RAW_FIELD(event, raw, F_RANGE_EVENT);
+		f->mode = (flags & RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+		f->event = event_index(event);
+	}
 #elif MN_API >= 500
-	f->mode = r.blockable ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
-	f->event = 0;
+	{
+		u8 blockable;
+
+		RAW_FIELD(blockable, raw, F_RANGE_BLOCKABLE);
+		f->mode = blockable ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+		f->event = 0;
+	}
 #endif
 }
 
@@ -201,14 +227,14 @@ static __always_inline void read_range(const struct mmu_notifier_range *range, s
 static __always_inline u8 range_mode(const struct mmu_notifier_range *range)
 {
 #if MN_API >= 502
-	unsigned int flags = 0;
+	u32 flags = 0;
 
-	bpf_probe_read_kernel(&flags, sizeof(flags), &range->flags);
-	return (flags & MMU_NOTIFIER_RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+	READ_FIELD(flags, range, F_RANGE_FLAGS);
+	return (flags & RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
 #else
-	bool blockable = 0;
+	u8 blockable = 0;
 
-	bpf_probe_read_kernel(&blockable, sizeof(blockable), &range->blockable);
+	READ_FIELD(blockable, range, F_RANGE_BLOCKABLE);
 	return blockable ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
 #endif
 }
@@ -224,18 +250,16 @@ static __always_inline u8 range_mode(const struct mmu_notifier_range *range)
  */
 static __always_inline void read_range_btf(const struct mmu_notifier_range *range, struct range_facts *f)
 {
-	u8 event = range->event;
-
-	f->mm = (u64)range->mm;
-	f->start = range->start;
-	f->end = range->end;
-	f->mode = (range->flags & MMU_NOTIFIER_RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
-	f->event = event < NR_EVENTS_TYPES ? event : NR_EVENTS_TYPES - 1;
+	f->mm = LOAD_FIELD(u64, range, F_RANGE_MM);
+	f->start = LOAD_FIELD(u64, range, F_RANGE_START);
+	f->end = LOAD_FIELD(u64, range, F_RANGE_END);
+	f->mode = (LOAD_FIELD(u32, range, F_RANGE_FLAGS) & RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+	f->event = event_index(LOAD_FIELD(u32, range, F_RANGE_EVENT));
 }
 
 static __always_inline u8 range_mode_btf(const struct mmu_notifier_range *range)
 {
-	return (range->flags & MMU_NOTIFIER_RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
+	return (LOAD_FIELD(u32, range, F_RANGE_FLAGS) & RANGE_BLOCKABLE) ? MODE_BLOCKABLE : MODE_NONBLOCKABLE;
 }
 #endif
 

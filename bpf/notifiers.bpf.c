@@ -115,14 +115,13 @@ static __always_inline void cb_enter(u64 ip, u64 sub, u8 mode)
 /* A list subscription whose start succeeded inside a non-blockable core start awaits its end. */
 static __always_inline void track_started(struct core_inflight *core, u64 sub)
 {
-	const struct mmu_notifier_ops *ops = NULL;
-	void *end_fn = NULL;
+	u64 ops = 0, end_fn = 0;
 	u32 i;
 
-	bpf_probe_read_kernel(&ops, sizeof(ops), &((struct mmu_notifier *)sub)->ops);
+	READ_FIELD(ops, sub, F_MN_OPS);
 	if (ops)
-		bpf_probe_read_kernel(&end_fn, sizeof(end_fn), &ops->invalidate_range_end);
-	if (!end_fn || !probed_end_fns.lookup((u64 *)&end_fn))
+		READ_FIELD(end_fn, ops, F_MNOPS_END);
+	if (!end_fn || !probed_end_fns.lookup(&end_fn))
 		return;
 #pragma unroll
 	for (i = 0; i < MAX_STARTED; i++) {
@@ -155,12 +154,12 @@ static __always_inline void name_blocker(struct reap_inflight *reap, u64 ip)
  */
 static __always_inline void note_list_sub(struct core_inflight *core, const struct mmu_notifier *sub_btf)
 {
-	const struct mmu_notifier_ops *ops = sub_btf->ops;
+	const struct mmu_notifier_ops *ops = (const void *)LOAD_FIELD(u64, sub_btf, F_MN_OPS);
 
 	core->sub_read = (u64)sub_btf;
-	core->sub_read_next = (u64)sub_btf->hlist.next;
-	core->sub_read_start_fn = ops ? (u64)ops->invalidate_range_start : 0;
-	core->sub_read_end_fn = ops ? (u64)ops->invalidate_range_end : 0;
+	core->sub_read_next = LOAD_FIELD(u64, sub_btf, F_MN_HLIST_NEXT);
+	core->sub_read_start_fn = ops ? LOAD_FIELD(u64, ops, F_MNOPS_START) : 0;
+	core->sub_read_end_fn = ops ? LOAD_FIELD(u64, ops, F_MNOPS_END) : 0;
 }
 
 /* sub_btf: a list callback's subscription by BTF (its fexit program), else NULL. */
@@ -338,19 +337,18 @@ int cbf_list_end(u64 *ctx)
 /* Discovery: every list registration goes through __mmu_notifier_register(sub, mm). */
 int on_mmu_notifier_register(struct pt_regs *ctx)
 {
-	struct mmu_notifier *sub = (void *)PT_REGS_PARM1(ctx);
-	const struct mmu_notifier_ops *ops = NULL;
+	u64 sub = PT_REGS_PARM1(ctx), ops = 0;
 	u32 kind_start = KIND_LIST | FOUND_REGISTRATION << 8, kind_end = KIND_LIST_END | FOUND_REGISTRATION << 8;
 	u64 fn = 0;
 
-	bpf_probe_read_kernel(&ops, sizeof(ops), &sub->ops);
+	READ_FIELD(ops, sub, F_MN_OPS);
 	if (!ops)
 		return 0;
-	bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate_range_start);
+	READ_FIELD(fn, ops, F_MNOPS_START);
 	if (fn)
 		discovered.update(&fn, &kind_start);
 	fn = 0;
-	bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate_range_end);
+	READ_FIELD(fn, ops, F_MNOPS_END);
 	if (fn)
 		discovered.update(&fn, &kind_end);
 	return 0;
@@ -360,14 +358,14 @@ int on_mmu_notifier_register(struct pt_regs *ctx)
 /* mmu_interval_notifier_insert[_locked](sub, mm, start, length, ops) */
 int on_interval_insert(struct pt_regs *ctx)
 {
-	const struct mmu_interval_notifier_ops *ops = (void *)PT_REGS_PARM5(ctx);
+	u64 ops = PT_REGS_PARM5(ctx);
 	u32 kind = KIND_INTERVAL | FOUND_REGISTRATION << 8;
 	u64 fn = 0;
 
-	bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate);
-#if MN_API >= 701	/* two-pass interval ops: invalidate_start instead of invalidate */
+	READ_FIELD(fn, ops, F_MNIOPS_INVALIDATE);
+#ifdef F_MNIOPS_INVALIDATE_START	/* 7.1's two-pass interval ops: invalidate_start instead */
 	if (!fn)
-		bpf_probe_read_kernel(&fn, sizeof(fn), &ops->invalidate_start);
+		READ_FIELD(fn, ops, F_MNIOPS_INVALIDATE_START);
 #endif
 	if (fn)
 		discovered.update(&fn, &kind);

@@ -87,36 +87,28 @@ static __always_inline void count_attempt(void *ctx, u32 pid)
 #endif
 }
 
-#if HAVE_STRUCTS
+#if CGROUP_FIELDS
 /* A task's cgroup (v2) id, and its name and its parent's: a killed container's cgroup is
  * often removed before user space looks it up. */
-static __always_inline u64 cgroup_of_task(struct task_struct *task)
+static __always_inline u64 cgroup_of_task(u64 task)
 {
-	struct css_set *cset = NULL;
-	struct cgroup *cgrp = NULL;
-	struct kernfs_node *kn = NULL, *up = NULL;
 	struct cgroup_name names = {};
-	const char *name = NULL;
-	u64 id = 0;
+	u64 cset = 0, cgrp = 0, kn = 0, up = 0, name = 0, id = 0;
 
-	bpf_probe_read_kernel(&cset, sizeof(cset), &task->cgroups);
+	READ_FIELD(cset, task, F_TASK_CGROUPS);
 	if (cset)
-		bpf_probe_read_kernel(&cgrp, sizeof(cgrp), &cset->dfl_cgrp);
+		READ_FIELD(cgrp, cset, F_CSET_DFL_CGRP);
 	if (cgrp)
-		bpf_probe_read_kernel(&kn, sizeof(kn), &cgrp->kn);
+		READ_FIELD(kn, cgrp, F_CGRP_KN);
 	if (!kn)
 		return 0;
-	bpf_probe_read_kernel(&id, sizeof(id), &kn->id);
-	bpf_probe_read_kernel(&name, sizeof(name), &kn->name);
-	bpf_probe_read_kernel_str(&names.leaf, sizeof(names.leaf), name);
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)	/* kernfs_node::parent became __parent */
-	bpf_probe_read_kernel(&up, sizeof(up), &kn->__parent);
-#else
-	bpf_probe_read_kernel(&up, sizeof(up), &kn->parent);
-#endif
+	READ_FIELD(id, kn, F_KN_ID);
+	READ_FIELD(name, kn, F_KN_NAME);
+	bpf_probe_read_kernel_str(&names.leaf, sizeof(names.leaf), (void *)name);
+	READ_FIELD(up, kn, F_KN_PARENT);
 	if (up) {
-		bpf_probe_read_kernel(&name, sizeof(name), &up->name);
-		bpf_probe_read_kernel_str(&names.parent, sizeof(names.parent), name);
+		READ_FIELD(name, up, F_KN_NAME);
+		bpf_probe_read_kernel_str(&names.parent, sizeof(names.parent), (void *)name);
 	}
 	cgroup_names.update(&id, &names);
 	return id;
@@ -132,8 +124,8 @@ int on_mark_victim(struct oom_pid_record *args)
 #if !MV_TASK_ARG
 	/* No victim task to read: the cgroup of the task that ran into the limit, for a memcg
 	 * OOM the cgroup whose limit it was (or one below it). */
-#if HAVE_STRUCTS
-	victim_in_cgroup(args->pid, cgroup_of_task((struct task_struct *)bpf_get_current_task()));
+#if CGROUP_FIELDS
+	victim_in_cgroup(args->pid, cgroup_of_task(bpf_get_current_task()));
 #else
 	victim_in_cgroup(args->pid, bpf_get_current_cgroup_id());
 #endif
@@ -170,10 +162,10 @@ int on_mark_victim(struct oom_pid_record *args)
  */
 int on_mark_victim_task(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct task_struct *task = (void *)ctx->args[0];
+	u64 task = ctx->args[0];
 	u32 pid = 0;
 
-	bpf_probe_read_kernel(&pid, sizeof(pid), &task->pid);
+	READ_FIELD(pid, task, F_TASK_PID);
 	victim_in_cgroup(pid, cgroup_of_task(task));
 	return 0;
 }
@@ -325,12 +317,12 @@ KRETFUNC_PROBE(__oom_reap_task_mm, void *mm, bool ret)
 /* oom_reap_task() calls sched_show_task(victim) only after "unable to reap". */
 int on_sched_show_task(struct pt_regs *ctx)
 {
-	struct task_struct *task = (void *)PT_REGS_PARM1(ctx);
-	int pid = 0;
+	u64 task = PT_REGS_PARM1(ctx);
+	u32 pid = 0;
 
 	if (!is_oom_reaper())
 		return 0;
-	bpf_probe_read_kernel(&pid, sizeof(pid), &task->pid);
+	READ_FIELD(pid, task, F_TASK_PID);
 	gave_up(ctx, pid);
 	return 0;
 }

@@ -53,13 +53,15 @@ if [ -n "$missing" ]; then
     done | xargs -r apt-get install -y -qq --no-install-recommends >/dev/null
 fi
 if [ ! -e "/lib/modules/$(uname -r)/build" ] && [ ! -e /sys/kernel/kheaders.tar.xz ]; then
-    if ls /lib/modules/*/build >/dev/null 2>&1; then
-        echo "install-debian: no headers for kernel $(uname -r) (Debian does not package it): mnmon" \
-             "runs degraded (tracepoint probes only, no per-notifier counts); for every probe, install" \
-             "its headers under /lib/modules/$(uname -r)/build or boot Debian's linux-image-amd64" >&2
-    else
+    # Another kernel's headers serve where the kernel has BTF: mnmon locates every struct
+    # field it reads there. Nothing to say then.
+    if ! ls /lib/modules/*/build >/dev/null 2>&1; then
         echo "install-debian: no kernel headers at all (linux-headers-amd64 did not install):" \
              "bcc has nothing to compile against" >&2
+    elif [ ! -e /sys/kernel/btf/vmlinux ]; then
+        echo "install-debian: no headers for kernel $(uname -r) and no BTF to place another kernel's:" \
+             "mnmon runs degraded (tracepoint probes only, no per-notifier counts); for every probe," \
+             "install its headers under /lib/modules/$(uname -r)/build or boot Debian's linux-image-amd64" >&2
     fi
 fi
 

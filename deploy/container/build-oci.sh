@@ -16,6 +16,9 @@ trap 'rm -rf "$work"' EXIT
 # image when these files change, so keep the two lists alike.
 mkdir "$work/src"
 git ls-files -co --exclude-standard -z -- . ':!tests' ':!bench' ':!bed' | xargs -0 cp --parents -t "$work/src"
+# The commit built, for `mnmon --version` (monitor/build.py); "-dirty" when the checkout has changes.
+revision=$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- || echo -dirty)
+printf 'COMMIT = "%s"\n' "$revision" > "$work/src/monitor/_build.py"
 
 # The build host's CA bundle is lent to pip for the build only (a TLS-inspecting
 # proxy on the way to PyPI) and removed with /tmp by setup-image.sh.
@@ -41,6 +44,7 @@ umoci config --image "$layout:$version" \
     --config.env MNMON_RUN_DIR=/tmp/mnmon --config.env PYTHONDONTWRITEBYTECODE=1 \
     --config.exposedports 7668/tcp --config.workingdir / \
     --config.label org.opencontainers.image.version="$version" \
+    --config.label org.opencontainers.image.revision="$revision" \
     --config.label org.opencontainers.image.title=mnmon
 umoci gc --layout "$layout"
 echo "build-oci: $layout:$version ($(du -sh "$layout" | cut -f1) compressed)"

@@ -10,8 +10,12 @@ if [ -e /lib/modules/.mnmon-image ] || [ ! -e "/lib/modules/$release/build" ]; t
     if [ "$own_kver" = "$release" ]; then
         echo "mnmon-image: no node headers for kernel $release under /lib/modules: using the" \
              "image's own, which are this kernel's" >&2
+    elif [ -e /sys/kernel/btf/vmlinux ]; then
+        # mnmon locates every struct field it reads by the kernel's BTF: any headers compile.
+        echo "mnmon-image: no node headers for kernel $release under /lib/modules: compiling against" \
+             "the image's linux-headers-$own_kver, struct fields located by the kernel's BTF" >&2
     else
-        echo "mnmon-image: no headers for kernel $release under /lib/modules: serving degraded" \
+        echo "mnmon-image: no headers for kernel $release under /lib/modules and no BTF: serving degraded" \
              "(tracepoint probes only) against the image's linux-headers-$own_kver; for every probe," \
              "install linux-headers-$release on the node and mount its /lib/modules and /usr/src read-only" >&2
     fi

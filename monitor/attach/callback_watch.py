@@ -46,11 +46,12 @@ class CallbackWatcher:
     """The callbacks of one loaded program: callbacks[(symbol, module)] -> Probed."""
 
     def __init__(self, bpf, symbols, scanner=None, proc_modules="/proc/modules", probe_ends=True,
-                 fentry=False, module_fentry=None):
+                 fentry=False, module_fentry=None, core_ends=True):
         self.bpf, self.symbols = bpf, symbols
         self.scanner = scanner or discovery.BTFScanner()
         self.callbacks = {}
         self.probe_ends = probe_ends        # False: the core probes count every end (plan.probe_ends)
+        self.core_ends = core_ends          # ... and they attached: they do count them
         # fentry first where BTF allows (plan.callback_fentry_off is None); the vmlinux BTF is the scanner's
         self.fentry = fentry
         self.mf = module_fentry or (ModuleFentry(vmlinux=self.scanner.base) if fentry else None)
@@ -146,7 +147,10 @@ class CallbackWatcher:
         since, links = 0.0, ()
         if cb.kind == discovery.LIST_END and not self.probe_ends:
             # Counted by the core probes (attribute.bpf.c): no probe of its own needed.
-            st, since = attach.ProbeStatus(probe, CORE, True), time.time()
+            if self.core_ends:
+                st, since = attach.ProbeStatus(probe, CORE, True), time.time()
+            else:
+                st = attach.ProbeStatus(probe, CORE, False, "counted by the core probes, which did not attach")
         elif sym is None or sym.module != cb.module:
             st = attach.ProbeStatus(probe, KPROBE, False, "not in kallsyms")
         else:

@@ -46,6 +46,7 @@ class Monitor:
         self.started_at = started_at               # when the core probes attached (time.time())
         self.coverage = coverage.of(plan, statuses)   # what this run measures, decided once
         self.watcher = CallbackWatcher(bpf, symbols, probe_ends=plan.probe_ends,
+                                       core_ends=self.coverage.ends and self.coverage.walked,
                                        fentry=plan.callback_fentry_off is None) if bpf is not None else None
         self.cgroups = cgroups.CgroupNames()
         self.failures = reading.Failures()
@@ -218,4 +219,5 @@ def inspect_host(lean=False):
 def _gather(bcc, symbols):
     """This host's KernelFacts, with what the imported bcc can do."""
     facts = kernel.gather(symbols, kfunc_support=bcc.BPF.support_kfunc, bcc_version=getattr(bcc, "__version__", ""))
-    return dataclasses.replace(facts, subscriptions=layout.subscriptions())
+    found, why = layout.read(facts.headers)
+    return dataclasses.replace(facts, layout=found, layout_error=why)

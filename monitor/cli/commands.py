@@ -10,7 +10,6 @@ import time
 
 import click
 
-from monitor import __version__
 from monitor.settings.config import ConfigError, parse_duration
 
 EXIT_FAIL, EXIT_INPUT, EXIT_ATTACH = 1, 2, 3
@@ -61,8 +60,16 @@ def _duration(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def _show_version(ctx, param, value):
+    if value and not ctx.resilient_parsing:
+        from monitor.build import version_text
+        click.echo(version_text())
+        ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="mnmon")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show mnmon's, bcc's, Python's and the kernel's versions, and the build.")
 @click.pass_context
 def main(ctx):
     """Live monitor of mmu notifiers and the OOM reaper.
@@ -85,9 +92,14 @@ def main(ctx):
 @click.option("--config.file", "config_file", metavar="FILE",
               help="YAML settings (default: /etc/mnmon/config.yaml if it exists).")
 @_setting_options
-@click.option("--log.level", "log_level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log.level", "log_level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warn", "warning", "error"]))
+@click.option("--log.format", "log_format", default="plain", show_default=True,
+              type=click.Choice(["plain", "logfmt", "json"]),
+              help="plain: 'DATE TIME level: msg' ('<6>msg' under the journal); logfmt or json: "
+                   "time, level, source, msg as Prometheus's exporters write them.")
 @_errors
-def serve(config_file, log_level, **flags):
+def serve(config_file, log_level, log_format, **flags):
     """Serve Prometheus metrics, reading the BPF maps at each scrape.
 
     \b
@@ -103,7 +115,8 @@ def serve(config_file, log_level, **flags):
     settings = config.load(config_file).with_overrides(**flags)
     known = known_probes()
     log = logging.getLogger("mnmon")
-    daemon.setup_logging(log_level.upper(), sys.stderr, None)
+    level = "WARNING" if log_level == "warn" else log_level.upper()     # Prometheus's spelling too
+    daemon.setup_logging(level, sys.stderr, None, log_format)
     sys.exit(daemon.run(settings, _attach_for_serve, log, validate=lambda s: config.validate(s, known)))
 
 
@@ -124,10 +137,22 @@ def _attach_for_serve(settings):
             log.info("probe %s: off (%s)", st.probe, st.reason if st.off is Off.LEAN else "probes.disable")
         else:
             log.warning("probe %s: not attached: %s", st.probe, st.reason)
+    if not mon.coverage.per_notifier:
+        log.warning("per-notifier outcomes not countable here: %s", _why_not_per_notifier(mon))
     if settings.strict and missing:
         mon.close()
         raise MonitorError("--strict: not attached: " + ", ".join(f"{st.probe} ({st.reason})" for st in missing))
     return daemon.Attached(collector.registry_for(mon), mon.close, mon.refresh)
+
+
+def _why_not_per_notifier(mon):
+    """One reason, the first that applies: a core probe not attached, else the callbacks'."""
+    core = [mon.statuses[p.probe] for p in mon.plan.probes if p.core and p.probe in mon.statuses]
+    for st in core:
+        if not st.attached:
+            return f"{st.probe}: {st.reason or 'not attached'}"
+    cov = mon.coverage
+    return cov.callbacks.reason if cov.callbacks else "core probes off by configuration"
 
 
 def known_probes():
@@ -149,7 +174,8 @@ def _check_permissions():
 @main.command()
 @click.option("--duration", default="10s", callback=_duration, metavar="DURATION", show_default=True,
               help="How long to count (e.g. 500ms, 10s, 1m).")
-@click.option("--json", "as_json", is_flag=True, help="The same series as /metrics, as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON document: the window, the host, the same series as /metrics (README: sample --json).")
 @click.option("--no-histograms", is_flag=True, help="Leave out the log2 latency histograms.")
 @_errors
 def sample(duration, as_json, no_histograms):
@@ -160,6 +186,8 @@ def sample(duration, as_json, no_histograms):
       mnmon sample                       10 s, a table per notifier with p50/p99 latency
       mnmon sample --duration 1m --json  the same series /metrics would show
     """
+    import socket
+    from monitor import build
     from monitor.export import collector
     from monitor.cli import table as render
     from monitor.attach.session import start_monitor
@@ -167,15 +195,20 @@ def sample(duration, as_json, no_histograms):
     mon = start_monitor()
     click.echo(f"attached; sampling for {duration:g} s", err=True)
     try:
-        t0 = time.monotonic()
+        started, t0 = time.time(), time.monotonic()
         end = t0 + duration
         while time.monotonic() < end:
             time.sleep(min(1.0, max(0.0, end - time.monotonic())))
             mon.refresh()           # callbacks registered meanwhile get attached
         snap = collector.complete(mon.snapshot(), time.monotonic())
+        counted = time.monotonic() - t0
     finally:
         mon.close()
-    click.echo(render.to_json(snap) if as_json else render.table(snap, histograms=not no_histograms))
+    if as_json:
+        host = {**build.facts(), "hostname": socket.gethostname()}
+        click.echo(render.to_json(snap, started, started + counted, counted, host))
+    else:
+        click.echo(render.table(snap, histograms=not no_histograms))
 
 
 @main.command()

@@ -25,7 +25,10 @@ def facts_lines(f, privileged_as):
         f"kprobes      {yn(f.kprobes)}",
         f"fentry       {'bcc sees BPF trampolines' if f.kfunc else 'no'}",
         f"headers      {f.headers}" + (f": {f.headers_dir}" if f.headers_dir else "") +
-        ("" if f.headers == "matching" else "  (struct-reading probes stay off)"),
+        ("" if f.headers == "matching" else " (another kernel's: bcc compiles against them)"
+         if f.headers == "other" else ""),
+        "layout       " + (f.layout.summary() if f.layout else
+                           f"unknown: {f.layout_error or 'no BTF'} (struct-reading probes stay off)"),
         f"tracepoints  {len(f.tracepoints)} of interest: {', '.join(sorted(f.tracepoints)) or 'none'}",
         f"features     ring buffer {probed(f.ringbuf)}, module BTF {probed(f.module_btf)}",
         f"bcc          {bcc_version()}",
@@ -55,12 +58,21 @@ def probe_lines(statuses, cov, attempted):
                    "calls and outcomes, and who blocked the OOM reaper; no latency, ends, counts by event, or "
                    "blockable calls per notifier")
         return out
-    out.append("notifier callbacks: " + (f"not attachable: {cov.callbacks.reason}" if cov.callbacks else
-                                         f"attachable ({how}), found in BTF, at registration and in "
-                                         "mms' subscriptions"))
-    out.append("notifier calls: " + ("each counted from its first invalidation (the core probes walk "
-                                     "each mm's subscriptions)" if cov.walk is None else
-                                     f"counted from when a callback's probes attach: {cov.walk.reason}"))
+    tried = [st for st in statuses if st.probe.startswith("notifier:") and st.method != "core"]
+    if cov.callbacks:
+        callbacks = f"not attachable: {cov.callbacks.reason}"
+    elif attempted and tried and not any(st.attached for st in tried):
+        callbacks = f"not attachable: none of {len(tried)} attached here ({tried[0].reason})"
+    else:
+        callbacks = f"attachable ({how}), found in BTF, at registration and in mms' subscriptions"
+    out.append("notifier callbacks: " + callbacks)
+    if attempted and not cov.counted:
+        calls = "not counted by the core probes: they did not attach (see above)"
+    elif cov.walk is None:
+        calls = "each counted from its first invalidation (the core probes walk each mm's subscriptions)"
+    else:
+        calls = f"counted from when a callback's probes attach: {cov.walk.reason}"
+    out.append("notifier calls: " + calls)
     return out
 
 

@@ -1,12 +1,30 @@
-"""The CLI's renderings of a Snapshot: JSON series and terminal tables."""
+"""The CLI's renderings of a Snapshot: the `sample --json` document and terminal tables."""
+import datetime
 import json
 
 from monitor.export.metrics import MODES, RESULTS
 
+# `mnmon sample --json`'s layout; raised when a key is renamed or removed or changes
+# meaning (a key added is not a new version). The README describes version 1.
+SCHEMA_VERSION = 1
 
-def to_json(snapshot):
-    """The same series /metrics shows, as [{"name", "labels", "value"}]."""
-    return json.dumps([{"name": n, "labels": l, "value": v} for n, l, v in snapshot.flat()], indent=1)
+
+def to_json(snapshot, start, end, duration, host):
+    """The `sample --json` document: the window counted (start and end as wall-clock
+    seconds, duration as measured), the host's facts (monitor.build.facts()) and the
+    same series /metrics shows, as [{"name", "labels", "value"}]."""
+    return json.dumps({
+        "schema_version": SCHEMA_VERSION,
+        "window": {"start": _utc(start), "end": _utc(end), "duration_seconds": round(duration, 3)},
+        "host": {"hostname": host["hostname"], "kernel": host["kernel"], "mnmon_version": host["mnmon"],
+                 "build": host["build"], "bcc_version": host["bcc"]},
+        "series": [{"name": n, "labels": l, "value": v} for n, l, v in snapshot.flat()],
+    }, indent=1)
+
+
+def _utc(seconds):
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+        timespec="milliseconds").replace("+00:00", "Z")
 
 
 def quantile(q, buckets):

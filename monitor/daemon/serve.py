@@ -1,4 +1,4 @@
-"""The `mnmon serve` daemon: attach, serve, tell systemd, reload on SIGHUP, detach on SIGTERM.
+"""The `mnmon serve` daemon: listen, attach, serve, tell systemd, reload on SIGHUP, detach on SIGTERM.
 
 The CLI passes `make_registry(settings)`, which attaches the BPF probes and
 returns an Attachment: the prometheus_client registry to serve and a close()
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
-from monitor.daemon import sdnotify
+from monitor.daemon import logformat, sdnotify
 from monitor.printable import printable
 from monitor.settings.config import ConfigError, format_duration
 from monitor.web.server import Exporter, ServeError
@@ -72,8 +72,8 @@ class Daemon:
         self.watchdog_period = None
 
     def start(self):
-        """Attach, listen, send READY=1. Raises ConfigError, WebConfigError or ServeError
-        (and whatever make_registry raises), detaching again if the server cannot start."""
+        """Listen, attach, serve, send READY=1. Raises ConfigError, WebConfigError or
+        ServeError before attaching, and whatever make_registry raises (the server stopped)."""
         interval = sdnotify.watchdog_interval(self.env)
         if self.settings.watchdog and interval is None:
             raise ServeError("watchdog: true, but systemd set no WATCHDOG_USEC (WatchdogSec= in the unit)")
@@ -81,16 +81,19 @@ class Daemon:
             self.log.warning("watchdog: false, but systemd expects a ping every %s", format_duration(interval))
             interval = None
         self.watchdog_period = interval / 2 if interval else None
-        # Every setting is checked before the slow part (the BPF compile: 27 s emulated).
+        # Every setting is checked, and the port taken, before the slow part (the BPF
+        # compile: 27 s emulated). Meanwhile /-/healthy answers, /-/ready says 503: a
+        # liveness probe does not kill a pod that is compiling.
         self.validate(self.settings)
-        self.attachment = self.make_registry(self.settings)
+        exporter = Exporter(None, self.settings, self.log.getChild("web"))
+        exporter.start()
         try:
-            self.exporter = Exporter(self.attachment.registry, self.settings, self.log.getChild("web"))
-            self.exporter.start()
+            self.attachment = self.make_registry(self.settings)
         except BaseException:
-            attachment, self.attachment, self.exporter = self.attachment, None, None
-            attachment.close()
+            exporter.stop()
             raise
+        self.exporter = exporter
+        self.exporter.serve(self.attachment.registry)
         self._notify(sdnotify.ready, f"serving {self.exporter.url}")
 
     def reload(self):
@@ -231,11 +234,17 @@ def _escaped(record):
 
 
 class JournalFormatter(logging.Formatter):
-    """"<6>message": the journal adds the time and reads the priority from the prefix."""
+    """"<6>message": the journal adds the time and reads the priority from the prefix.
+    With `inner` (a --log.format formatter) its line follows the prefix."""
+
+    def __init__(self, fmt=None, datefmt=None, inner=None):
+        super().__init__(fmt, datefmt)
+        self.inner = inner
 
     def format(self, record):
         prio = _PRIORITY.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
-        return "\n".join(f"<{prio}>{line}" for line in super().format(_escaped(record)).splitlines())
+        text = self.inner.format(record) if self.inner else super().format(_escaped(record))
+        return "\n".join(f"<{prio}>{line}" for line in text.splitlines())
 
 
 def stderr_is_journal(stream=None, env=None):
@@ -249,13 +258,17 @@ def stderr_is_journal(stream=None, env=None):
     return env.get("JOURNAL_STREAM", "") == f"{st.st_dev}:{st.st_ino}"
 
 
-def setup_logging(level=logging.INFO, stream=None, env=None):
-    """The "mnmon" logger, writing to stderr: "<6>msg" under systemd's journal,
-    "2024-05-01 12:00:00 info: msg" elsewhere. Returns the logger."""
+def setup_logging(level=logging.INFO, stream=None, env=None, fmt="plain"):
+    """The "mnmon" logger, writing to stderr. fmt "plain": "<6>msg" under systemd's journal,
+    "2024-05-01 12:00:00 info: msg" elsewhere; "logfmt" or "json" (monitor.daemon.logformat):
+    that line, after "<6>" under the journal. Returns the logger."""
     stream = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(stream)
+    structured = logformat.FORMATTERS[fmt]() if fmt != "plain" else None
     if stderr_is_journal(stream, env):
-        handler.setFormatter(JournalFormatter("%(message)s"))
+        handler.setFormatter(JournalFormatter("%(message)s", inner=structured))
+    elif structured:
+        handler.setFormatter(structured)
     else:
         handler.setFormatter(_PlainFormatter("%(asctime)s %(levelname)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
     log = logging.getLogger("mnmon")

@@ -92,6 +92,75 @@ class BTF:
             return self.base.struct_members(name)
         raise BTFError(f"no struct {name} in BTF")
 
+    def struct_id(self, name):
+        """The id of the first struct of that name (this blob, then its base); BTFError if none."""
+        for i, (kind, name_off, _vlen, _size, _off) in enumerate(self.types):
+            if kind == STRUCT and self.name(name_off) == name:
+                return self._first_id + i
+        if self.base:
+            return self.base.struct_id(name)
+        raise BTFError(f"no struct {name} in BTF")
+
+    def resolve(self, type_id):
+        """type_id without its typedefs and qualifiers."""
+        while type_id and self.type(type_id)[0] in _MODIFIERS:
+            type_id = self.type(type_id)[3]
+        return type_id
+
+    def size(self, type_id):
+        """Bytes a value of the type takes (pointers: 8, the 64-bit kernels mnmon runs on)."""
+        kind, _name, _vlen, size_or_type, btf, off = self.type(self.resolve(type_id))
+        if kind == PTR:
+            return 8
+        if kind == ARRAY:
+            elem, _index, n = struct.unpack_from("<III", btf._view, off)
+            return self.size(elem) * n
+        if kind in (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT):
+            return size_or_type
+        raise BTFError(f"type {type_id} ({self.describe(type_id)}) has no size")
+
+    def members(self, type_id):
+        """(name, type id, byte offset) of a struct's or union's members, the members of its
+        anonymous structs and unions in place (their offsets added). Bitfields are refused:
+        nothing mnmon reads is one, and a field that became one must not be read whole."""
+        kind, _name, vlen, _size, btf, off = self.type(self.resolve(type_id))
+        if kind not in (STRUCT, UNION):
+            raise BTFError(f"type {type_id} ({self.describe(type_id)}) is not a struct or union")
+        kflag = btf._kflag(self.resolve(type_id) - btf._first_id)
+        for m in range(vlen):
+            name_off, m_type, m_off = struct.unpack_from("<III", btf._view, off + 12 * m)
+            bits = m_off & 0xFFFFFF if kflag else m_off
+            name = btf.name(name_off)
+            if not name and self.type(self.resolve(m_type))[0] in (STRUCT, UNION):
+                for inner, t, o in self.members(m_type):
+                    yield inner, t, bits // 8 + o
+                continue
+            bitfield = (m_off >> 24) if kflag else 0
+            if bitfield or bits % 8 or (not kflag and self.type(self.resolve(m_type))[0] == INT
+                                        and self._int_bits(m_type) != 8 * self.size(m_type)):
+                yield name, None, bits // 8      # a bitfield: a type mnmon refuses to read
+                continue
+            yield name, m_type, bits // 8
+
+    def _int_bits(self, type_id):
+        _kind, _name, _vlen, _size, btf, off = self.type(self.resolve(type_id))
+        return struct.unpack_from("<I", btf._view, off)[0] & 0xFF
+
+    def member(self, struct_name, path):
+        """(byte offset, size, type id) of a member of a struct by a dotted path ('itree.rb_leftmost'),
+        through anonymous structs and unions; BTFError naming what is missing."""
+        type_id, offset = self.struct_id(struct_name), 0
+        where = f"struct {struct_name}"
+        for part in path.split("."):
+            found = next(((t, o) for n, t, o in self.members(type_id) if n == part), None)
+            if found is None:
+                raise BTFError(f"{where} has no member {part}")
+            if found[0] is None:
+                raise BTFError(f"{where}.{part} is a bitfield")
+            type_id, offset = found[0], offset + found[1]
+            where = f"{where}.{part}"
+        return offset, self.size(type_id), type_id
+
     def _kflag(self, index):
         """A type's kind_flag (bitfield offsets packed with their size), from its info word."""
         pos = self.types[index][4] - _TYPE.size

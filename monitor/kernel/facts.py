@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from monitor.kernel import features
+from monitor.kernel.layout import Layout
 
 TRACEFS_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 
@@ -36,7 +37,8 @@ class KernelFacts:
     tracepoints: frozenset = frozenset()
     mark_victim_fields: dict = field(default_factory=dict)   # name -> offset in the record
     privileged: bool = True
-    subscriptions: dict = field(default_factory=dict)  # layout of mmu_notifier_subscriptions (layout.py)
+    layout: Optional[Layout] = None   # where the fields the BPF reads lie (layout.py); None: unknown
+    layout_error: str = ""            # why layout is None
     unreadable: tuple = ()            # "PATH: reason" of what could not be read (no privileges)
     # Probed features (monitor/kernel/features.py); None: not probed, the plan goes by the version.
     ringbuf: Optional[bool] = None    # BPF ring buffer maps (5.8+)
@@ -92,8 +94,8 @@ def tracefs(mount=True, denied=None):
 def find_headers(release, modules=Path("/lib/modules"), env=os.environ):
     """('matching' | 'other' | 'none', directory). bcc compiles against these.
 
-    'other' headers (another kernel's) let tracepoint programs compile, but any
-    program reading kernel structs would read wrong offsets: the plan keeps those off.
+    'other' headers (another kernel's) compile everything; struct fields are then located
+    by the running kernel's BTF (layout.py), and without BTF struct readers stay off.
     """
     if env.get("BCC_KERNEL_SOURCE"):
         d = Path(env["BCC_KERNEL_SOURCE"])

@@ -10,7 +10,8 @@ from typing import Optional
 
 from monitor.plan import catalogue
 from monitor.plan.catalogue import (ATTEMPT_COUNT, FENTRY, FUNCTION, INTERVAL_API, KPROBE, LEAN_FEXIT,  # noqa: F401
-                               NONBLOCK_API, RAW_TRACEPOINT, STRUCTS, TRACEPOINT, VICTIM_TASK, WALK)
+                               NONBLOCK_API, RAW_TRACEPOINT, STRUCTS, TASK_FIELDS, TRACEPOINT, VICTIM_TASK, WALK)
+from monitor.kernel import layout
 from monitor.plan.decisions import Block, Off
 
 # Where a thread's in-flight invalidation is kept (bpf/mnmon.bpf.c, TASK_STORAGE).
@@ -121,18 +122,33 @@ def _known_by(facts):
 
 def capabilities(facts, api):
     """{catalogue capability: None where this kernel has it, else the Block saying why not}."""
-    structs = None
-    if facts.headers != "matching":
-        structs = Block(Off.HEADERS, "no kernel headers for this kernel" if facts.headers == "none" else
-                        f"headers at {facts.headers_dir} are not this kernel's: struct offsets unknown")
     predates = Block(Off.KERNEL, f"kernel {facts.release} predates non-blockable invalidation (4.19)")
-    if api == 0:
-        structs = predates
-    victim_task = "comm" in facts.mark_victim_fields and not structs and "oom:mark_victim" in facts.tracepoints
+    notifier_groups = (layout.RANGE, layout.LIST) + ((layout.INTERVAL,) if api >= 505 else ())
+    structs = predates if api == 0 else _fields(facts, *notifier_groups)
+    task = predates if api == 0 else _fields(facts, layout.TASK)
+    victim_task = _fields(facts, layout.TASK, layout.CGROUP)
+    if not victim_task and not ("comm" in facts.mark_victim_fields and "oom:mark_victim" in facts.tracepoints):
+        victim_task = Block(Off.KERNEL, "oom:mark_victim passes no task here")
     return {STRUCTS: structs, NONBLOCK_API: predates if api == 0 else None,
             INTERVAL_API: None if api >= 505 else Block(Off.KERNEL, "interval notifiers are 5.5+"),
-            WALK: _walk_subscriptions(facts, structs),
-            VICTIM_TASK: None if victim_task else Block(Off.KERNEL, "oom:mark_victim passes no task here")}
+            WALK: _walk_subscriptions(facts, structs), TASK_FIELDS: task, VICTIM_TASK: victim_task}
+
+
+def _fields(facts, *groups):
+    """None if the BPF may read the fields of groups (monitor/kernel/layout.py), else why not."""
+    if facts.headers == "none":
+        return Block(Off.HEADERS, "no kernel headers for this kernel")
+    found = _layout(facts)
+    if found is None:
+        return Block(Off.HEADERS, f"headers at {facts.headers_dir} are not this kernel's, and "
+                                  f"{facts.layout_error or 'no BTF'}: struct offsets unknown")
+    lacks = found.lacks(*groups)
+    return Block(Off.KERNEL, f"field not on this kernel: {lacks}") if lacks else None
+
+
+def _layout(facts):
+    """The layout the BPF compiles with: facts.layout, else (not read) the headers' own if theirs."""
+    return facts.layout or (layout.headers_only() if facts.headers == "matching" else None)
 
 
 def _probe(row, facts, caps, fentry_ok, force):
@@ -187,6 +203,7 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
     out = [
         f"-DMN_API={api or 419}",
         f"-DHAVE_STRUCTS={0 if caps[STRUCTS] else 1}",
+        f"-DCGROUP_FIELDS={int(not _fields(facts, layout.CGROUP))}",
         f"-DCORE_KFUNC={int(bool({FENTRY, LEAN_FEXIT} & set(by['invalidate_range_start'].methods)))}",
         f"-DREAP_KFUNC={int(FENTRY in by['oom_reap_task_mm'].methods)}",
         f"-DGAVE_UP_PROBE={int(KPROBE in by['oom_reaper_gave_up'].methods)}",
@@ -199,9 +216,7 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
         f"-DCB_KFUNC={int(not cb_fentry and not lean)}",       # fentry programs for notifier callbacks
         f"-DLEAN={int(bool(lean))}",
     ]
-    if not walk:
-        out += [f"-DMN_SUBS_HAS_ITREE_OFF={facts.subscriptions['has_itree']}",
-                f"-DMN_SUBS_LEFTMOST_OFF={facts.subscriptions['leftmost']}"]
+    out += _layout(facts).cflags() if _layout(facts) else ["-DBTF_LAYOUT=0"]
     if all(k in mv for k in ("anon_rss", "file_rss", "shmem_rss")):     # oom:mark_victim, 6.9+
         out += [f"-DMV_ANON_RSS_OFF={mv['anon_rss']}", f"-DMV_FILE_RSS_OFF={mv['file_rss']}",
                 f"-DMV_SHMEM_RSS_OFF={mv['shmem_rss']}"]
@@ -269,9 +284,10 @@ def _walk_subscriptions(facts, structs):
         # 5.6 (984cfe4e2526) named the struct mmu_notifier_subscriptions, hung off
         # mm->notifier_subscriptions; the walk reads it by that name.
         return Block(Off.KERNEL, f"kernel {facts.release} predates mm->notifier_subscriptions (5.6)")
-    if not {"has_itree", "leftmost"} <= set(facts.subscriptions):
-        return Block(Off.KERNEL, "no vmlinux BTF to read the layout of struct mmu_notifier_subscriptions")
-    return None
+    found = _layout(facts)
+    lacks = found.lacks(layout.WALK, layout.INTERVAL)
+    return Block(Off.KERNEL, f"field not on this kernel: {lacks}" if found.source == layout.BTF_SOURCE
+                 else lacks) if lacks else None
 
 
 def _feature(probed, by_version):
@@ -293,5 +309,5 @@ def _inflight(facts, pinned, structs):
     if pinned not in (TASK_STORAGE, HASH):
         raise ValueError(f"in-flight records go in {TASK_STORAGE} or {HASH}, not {pinned}")
     if pinned == TASK_STORAGE and not ok:
-        raise ValueError(f"{TASK_STORAGE} needs kernel 5.12+ with BTF and its own headers, and bcc 0.24+")
+        raise ValueError(f"{TASK_STORAGE} needs kernel 5.12+ with BTF, struct offsets known, and bcc 0.24+")
     return pinned

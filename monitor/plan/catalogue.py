@@ -15,7 +15,8 @@ LEAN_FEXIT = "lean-fexit"           # the lean configuration's one program on th
 FUNCTION = "function"
 
 # What a row may need of the kernel beyond its targets (attach_plan computes each per kernel):
-STRUCTS = "structs"                 # reads kernel structs: this kernel's own headers
+STRUCTS = "structs"                 # reads notifier structs: their layout from BTF, or own headers
+TASK_FIELDS = "task_fields"         # reads a task's pid (layout as STRUCTS)
 NONBLOCK_API = "nonblock_api"       # 4.19+: a false __oom_reap_task_mm means a notifier failed
 INTERVAL_API = "interval_api"       # 5.5+: interval notifiers exist
 WALK = "walk"                       # the core probes walk mm's subscriptions (5.6+, vmlinux BTF)
@@ -79,7 +80,7 @@ ROWS = (
         # mmap_sem, a skip oom:skip_task_reaping already reports. Counted, it would blame notifiers.
         needs=(NONBLOCK_API,)),
     Row("oom_reaper_gave_up", ("sched_show_task",), {KPROBE: ("on_sched_show_task", None)},
-        feeds("mnmon_oom_reaper_gave_up_total"), needs=(STRUCTS,),
+        feeds("mnmon_oom_reaper_gave_up_total"), needs=(TASK_FIELDS,),
         # Counting attempts per victim from oom:start/skip_task_reaping stands in.
         fallback=(("oom:start_task_reaping",), ATTEMPT_COUNT)),
     Row("oom:mark_victim", ("oom:mark_victim",), {TRACEPOINT: ("on_mark_victim", None)},

@@ -1,11 +1,14 @@
-"""The exporter's HTTP(S) server: a registry at the telemetry path, a landing page at /.
+"""The exporter's HTTP(S) server: a registry at the telemetry path, a landing page at /,
+/-/healthy and /-/ready as Prometheus has them.
 
-    exporter = Exporter(registry, settings)
+    exporter = Exporter(None, settings)
     exporter.start()              # returns once listening; ServeError if it cannot
+    exporter.serve(registry)      # probes attached: /-/ready turns 200, /metrics serves
     exporter.reload(new_settings) # new TLS certificate / users / path / address
     exporter.stop()
 
-TLS and basic auth come from the web configuration file (monitor.web.webconfig).
+TLS and basic auth come from the web configuration file (monitor.web.webconfig); as
+exporter-toolkit does, basic auth guards every path, /-/healthy and /-/ready included.
 The TLS handshake runs in the connection's own thread, so a client that stalls or
 sends garbage holds only its thread, never the accept loop; every request is
 served with the configuration current when its connection arrived.
@@ -15,6 +18,7 @@ makes room), a request head has a deadline, accept() at the descriptor limit bac
 off, and repeated errors are logged once per interval. stop() drains: idle
 connections close, requests in flight finish, then the caller may detach.
 """
+import dataclasses
 import errno
 import gzip
 import html
@@ -64,7 +68,7 @@ class ServeError(RuntimeError):
 @dataclass(frozen=True)
 class _Site:
     """Everything a request is served with; reload() swaps it whole."""
-    registry: object
+    registry: object              # None until serve(): /-/ready and /metrics answer 503
     telemetry_path: str
     tls: Optional[ssl.SSLContext]
     allowed_sans: tuple
@@ -137,6 +141,11 @@ class Exporter:
             _shutdown(self._server, self._thread, DRAIN_TIMEOUT)
             self._server, self._thread = server, thread
         self._site, self.settings = site, settings
+
+    def serve(self, registry):
+        """Serve `registry` from now on: the probes are attached, /-/ready answers 200."""
+        self.registry = registry
+        self._site = dataclasses.replace(self._site, registry=registry)
 
     def _build(self, settings, auth=None):
         wc = _web_config(settings)
@@ -389,7 +398,9 @@ class _Handler(BaseHTTPRequestHandler):
     # The head and the body go out in two writes; with Nagle the body waited for the
     # client's delayed ACK of the head: 40 ms added to every scrape on a kept-alive connection.
     disable_nagle_algorithm = True
-    server_version = f"mnmon/{__version__}"
+    # No version: every client, authenticated or not, would learn which build (and so which
+    # known bugs) it talks to. Go's server, under exporter-toolkit, sends no Server header.
+    server_version = "mnmon"
     sys_version = ""
     timeout = REQUEST_TIMEOUT
     # Errors before the version is parsed still get a status line (not HTTP/0.9's bare body).
@@ -467,7 +478,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         if url.path == site.telemetry_path:
-            self._metrics(site, parse_qs(url.query), head)
+            if site.registry is None:
+                self._reply(503, b"not ready: attaching the probes\n", site, head, [("Retry-After", "5")])
+            else:
+                self._metrics(site, parse_qs(url.query), head)
+        elif url.path == "/-/healthy":
+            self._reply(200, b"mnmon is healthy.\n", site, head)
+        elif url.path == "/-/ready":
+            if site.registry is None:
+                self._reply(503, b"mnmon is not ready: attaching the probes.\n", site, head)
+            else:
+                self._reply(200, b"mnmon is ready.\n", site, head)
         elif url.path == "/":
             self._reply(200, _landing(site.telemetry_path), site, head,
                         [("Content-Type", "text/html; charset=utf-8")])

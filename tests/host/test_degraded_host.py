@@ -69,7 +69,9 @@ def test_serve_counts_oom_victims_from_tracepoints(facts):
     with Serve() as srv:
         before = srv.samples()
         assert value(before, "mnmon_probe_attached", probe="oom:mark_victim", method="tracepoint") == 1
-        assert value(before, "mnmon_probe_attached", probe="invalidate_range_start", method="none") == 0
+        start = [v for k, v in before.items() if k[0] == "mnmon_probe_attached"
+                 and ("probe", "invalidate_range_start") in k[1]]
+        assert start and not any(start), start        # tried (fentry) and refused by this kernel
         assert not [k for k in before if k[0] == "mnmon_invalidate_range_start_total"], \
             "not measured here: must not be exported as zeros"
         d, procs, kills = _memcg(f"mnmon-test-{os.getpid()}")

@@ -42,17 +42,16 @@ def start_serve(args, log, env=None, argv_prefix=(), timeout=150):
     return proc
 
 
-def wait_listening(proc, port, log, timeout=150):
+def wait_ready(proc, port, log, auth=None, timeout=150):
+    """Until /-/ready answers 200: serve listens before its probes are attached."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        if get(port, auth, timeout=2, path="/-/ready")[0] == 200:
             return
-        except OSError:
-            time.sleep(0.3)
+        time.sleep(0.3)
     proc.kill()
-    pytest.fail(f"mnmon serve not listening after {timeout} s")
+    pytest.fail(f"mnmon serve not ready after {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +69,15 @@ def guarded(tmp_path_factory):
     cfg.write_text(f"web:\n  listen_address: 127.0.0.1:{port}\n  config_file: {web}\ndiscovery:\n  interval: 1s\n")
     log = tmp / "serve.log"
     proc = start_serve(["--config.file", str(cfg)], log)
-    wait_listening(proc, port, log)
+    wait_ready(proc, port, log, basic("prometheus", PASSWORD))
     yield proc, port, cfg, web, log, tmp
     if proc.poll() is None:
         proc.kill()
         proc.wait()
 
 
-def get(port, auth=None, source="127.0.0.1", timeout=10, context=None):
-    """(status or error name, seconds) of one GET /metrics on a fresh connection."""
+def get(port, auth=None, source="127.0.0.1", timeout=10, context=None, path="/metrics"):
+    """(status or error name, seconds) of one GET of path on a fresh connection."""
     t0 = time.monotonic()
     try:
         if context is None:
@@ -86,7 +85,7 @@ def get(port, auth=None, source="127.0.0.1", timeout=10, context=None):
         else:
             conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, source_address=(source, 0),
                                                context=context)
-        conn.request("GET", "/metrics", headers={"Authorization": auth} if auth else {})
+        conn.request("GET", path, headers={"Authorization": auth} if auth else {})
         resp = conn.getresponse()
         resp.read()
         conn.close()
@@ -274,7 +273,7 @@ def test_serve_with_a_read_only_run_directory(tmp_path):
     proc = start_serve(["--web.listen-address", f"127.0.0.1:{port}"], log, env,
                        argv_prefix=("unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"))
     try:
-        wait_listening(proc, port, log)
+        wait_ready(proc, port, log)
         status, _ = get(port)
         assert status == 200, log.read_text()[-2000:]
     finally:

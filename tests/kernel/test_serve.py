@@ -87,7 +87,7 @@ def test_promtool_finds_no_problems(srv):
 def test_sample_json_names_the_same_series_as_metrics(srv):
     r = run("sample", "--duration", "2s", "--json", timeout=300)
     assert r.returncode == 0, r.stderr
-    sampled = {(s["name"], frozenset(s["labels"].items())) for s in json.loads(r.stdout)}
+    sampled = {(s["name"], frozenset(s["labels"].items())) for s in json.loads(r.stdout)["series"]}
     scraped = {k for k in srv.samples() if k[0].startswith("mnmon_")}
     # Both monitors found the same callbacks in BTF; serve also saw the fixture's
     # registrations and the scenarios' OOM victims (by cgroup), which happened before

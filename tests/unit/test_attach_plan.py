@@ -8,6 +8,7 @@ import pytest
 from monitor.plan.attach_plan import (ATTEMPT_COUNT, FENTRY, HASH, KPROBE, TASK_STORAGE, TRACEPOINT, api_generation,
                                  plan)
 from monitor.plan.decisions import Off
+from monitor.kernel import layout
 from monitor.kernel.facts import KernelFacts, bcc_has_task_storage, parse_tracepoint_format, parse_version
 from tests.unit.test_kernel_facts import MARK_VICTIM_6_1, MARK_VICTIM_6_9
 
@@ -20,12 +21,15 @@ MRELEASE_TPS = ("syscalls:sys_enter_process_mrelease", "syscalls:sys_exit_proces
 CORE_SYMBOLS = frozenset({"__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
                           "__mmu_notifier_register", "__oom_reap_task_mm", "sched_show_task",
                           "__mmu_notifier_release"})
-LAYOUT = {"has_itree": 8, "leftmost": 40}       # struct mmu_notifier_subscriptions on Debian's 6.1
+# Every field found in BTF (offsets as on Debian's 6.1 where the walk reads them).
+LAYOUT = layout.Layout(layout.BTF_SOURCE, {**{f[0]: 8 * i for i, f in enumerate(layout.FIELDS)},
+                                           "SUBS_HAS_ITREE": 8, "SUBS_LEFTMOST": 40})
+NO_BTF = "no BTF (/sys/kernel/btf/vmlinux)"
 INTERVAL_SYMBOLS = frozenset({"mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked"})
 
 
 def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=None, symbols=None,
-          tracepoints=None, mark_victim=MARK_VICTIM_6_1, bcc_task_storage=True, subscriptions=None,
+          tracepoints=None, mark_victim=MARK_VICTIM_6_1, bcc_task_storage=True, layout_=None,
           ringbuf=None, module_btf=None):
     """A kernel as monitor.kernel.facts.gather() would describe it; what exists follows its version."""
     version = parse_version(release)
@@ -33,14 +37,15 @@ def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=
         symbols = CORE_SYMBOLS | (INTERVAL_SYMBOLS if version >= (5, 5) else frozenset())
     if tracepoints is None:
         tracepoints = frozenset(OOM_TPS) | (frozenset(MRELEASE_TPS) if version >= (5, 15) else frozenset())
-    if subscriptions is None:
-        subscriptions = LAYOUT if btf else {}
+    if layout_ is None:     # as layout.read() finds it: BTF first, else the headers if they are this kernel's
+        layout_ = LAYOUT if btf else layout.headers_only() if headers == "matching" else None
     if headers_dir is None:
         headers_dir = "" if headers == "none" else f"/lib/modules/{release}/build"
     return KernelFacts(release=release, version=version, btf=btf, headers=headers, headers_dir=headers_dir,
                        kprobes=kprobes, kfunc=kfunc, bcc_task_storage=bcc_task_storage,
                        symbols=frozenset(symbols), tracepoints=frozenset(tracepoints),
-                       mark_victim_fields=parse_tracepoint_format(mark_victim), subscriptions=subscriptions,
+                       mark_victim_fields=parse_tracepoint_format(mark_victim), layout=layout_,
+                       layout_error="" if layout_ else NO_BTF,
                        ringbuf=ringbuf, module_btf=module_btf)
 
 
@@ -58,8 +63,8 @@ def by_name(p):
 
 
 def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0, walk=0, ends=0, victim_task=0,
-           cb_kfunc=None, lean=0):
-    out = [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCORE_KFUNC={core_kfunc}",
+           cb_kfunc=None, lean=0, btf=1, cgroup=1):
+    out = [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCGROUP_FIELDS={cgroup}", f"-DCORE_KFUNC={core_kfunc}",
            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}",
            f"-DTASK_STORAGE={task_storage}", f"-DMN_SUBS={walk}", f"-DMV_TASK_ARG={victim_task}",
            f"-DENDS_IN_FAILED_START={ends}"]
@@ -67,9 +72,7 @@ def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=
     if cb_kfunc is None:
         cb_kfunc = int(bool(structs and core_kfunc and task_storage))
     out += [f"-DCB_KFUNC={cb_kfunc}", f"-DLEAN={lean}"]
-    if walk:
-        out += ["-DMN_SUBS_HAS_ITREE_OFF=8", "-DMN_SUBS_LEFTMOST_OFF=40"]
-    return out
+    return out + (LAYOUT.cflags() if btf else ["-DBTF_LAYOUT=0"])
 
 
 def expected_methods(core, reap, gave_up, interval=None, walk=False):
@@ -86,9 +89,9 @@ PREDATES = "kernel 4.14.0-3-amd64 predates non-blockable invalidation (4.19)"
 
 KERNELS = [
     # release, btf, kfunc, api, cflags, methods
-    ("4.14.0-3-amd64", False, False, 0, cflags(419, 0, 0, 0, 0, 0), expected_methods((), (), A)),
-    ("4.19.0-27-amd64", False, False, 419, cflags(419, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
-    ("5.0.21", False, False, 500, cflags(500, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
+    ("4.14.0-3-amd64", False, False, 0, cflags(419, 0, 0, 0, 0, 0, btf=0), expected_methods((), (), A)),
+    ("4.19.0-27-amd64", False, False, 419, cflags(419, 1, 0, 0, 1, 0, btf=0), expected_methods(K, K, K)),
+    ("5.0.21", False, False, 500, cflags(500, 1, 0, 0, 1, 0, btf=0), expected_methods(K, K, K)),
     # BTF and a bcc that claims kfunc support, but no BPF trampolines before 5.5
     ("5.2.21", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
     ("5.4.0-150-generic", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
@@ -161,34 +164,82 @@ def test_every_planned_program_is_in_the_bpf_source():
 
 
 SANDBOX_HEADERS = "/lib/modules/6.1.0-56-amd64/build"
-OTHER_HEADERS = f"headers at {SANDBOX_HEADERS} are not this kernel's: struct offsets unknown"
-NO_KPROBES_TOO = "; also no kprobes (CONFIG_KPROBES off)"
+OTHER_HEADERS = f"headers at {SANDBOX_HEADERS} are not this kernel's, and {NO_BTF}: struct offsets unknown"
+NO_KPROBES = "no kprobes on this kernel (CONFIG_KPROBES off)"
+NO_FENTRY = ", and no fentry (needs 5.5+, BTF and BPF trampolines)"
 
 
-@pytest.mark.parametrize("kfunc, reap, reap_kfunc", [
+@pytest.mark.parametrize("kfunc, core, reap_kfunc", [
     (True, F, 1),         # bcc sees BTF and trampolines; the kernel refuses the attach later (EPERM)
     (False, (), 0),
 ])
-def test_sandbox_host(kfunc, reap, reap_kfunc):
-    """This development machine: 6.18, no kprobes, Debian 6.1's headers, tracepoints load."""
+def test_sandbox_host(kfunc, core, reap_kfunc):
+    """This development machine: 6.18 with BTF, no kprobes, Debian 6.1's headers, tracepoints load.
+    BTF locates every field whatever the headers: what is off is off for the kernel's refusals."""
     f = facts("6.18.44-fc-v657", btf=True, kfunc=kfunc, kprobes=False, headers="other",
               headers_dir=SANDBOX_HEADERS, symbols=CORE_SYMBOLS | INTERVAL_SYMBOLS,
               mark_victim=MARK_VICTIM_6_9)
     p = plan(f)
     assert p.api == 505
-    assert p.cflags == cflags(505, 0, 0, reap_kfunc, 0, 1, ends=1) + [
+    assert p.cflags == cflags(505, 1, reap_kfunc, reap_kfunc, 0, 1, 1, walk=1, ends=1, victim_task=1,
+                              cb_kfunc=reap_kfunc) + [
         "-DMV_ANON_RSS_OFF=24", "-DMV_FILE_RSS_OFF=32", "-DMV_SHMEM_RSS_OFF=40", "-DMV_COMM_LOC_OFF=12"]
     by = by_name(p)
-    assert methods(p) == {"invalidate_range_start": (), "invalidate_range_end": (), "notifier_register": (),
-                          "notifier_release": (), "interval_notifier_insert": (), "oom_reap_task_mm": reap, "oom_reaper_gave_up": A,
-                          "oom:mark_victim": T, "oom:start_task_reaping": T, "oom:skip_task_reaping": T}
-    for probe in ("invalidate_range_start", "invalidate_range_end", "notifier_register", "interval_notifier_insert"):
-        assert by[probe].reason == OTHER_HEADERS + NO_KPROBES_TOO
-    assert by["oom_reap_task_mm"].reason == ("" if kfunc else "no kprobes on this kernel (CONFIG_KPROBES off), "
-                                             "and no fentry (needs 5.5+, BTF and BPF trampolines)")
+    assert methods(p) == {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": (),
+                          "notifier_release": core, "interval_notifier_insert": (), "oom_reap_task_mm": core,
+                          "oom_reaper_gave_up": A, "oom:mark_victim": T, "oom:start_task_reaping": T,
+                          "oom:skip_task_reaping": T, "oom_victim_cgroup": ("raw_tracepoint",)}
+    for probe in ("invalidate_range_start", "invalidate_range_end", "oom_reap_task_mm"):
+        assert by[probe].reason == ("" if kfunc else NO_KPROBES + NO_FENTRY)
+    for probe in ("notifier_register", "interval_notifier_insert"):
+        assert by[probe].reason == NO_KPROBES
     gave_up = by["oom_reaper_gave_up"]
-    assert (gave_up.targets, gave_up.reason) == (("oom:start_task_reaping",), OTHER_HEADERS + NO_KPROBES_TOO)
+    assert (gave_up.targets, gave_up.reason) == (("oom:start_task_reaping",), NO_KPROBES)
+    assert "headers" not in " ".join(spec.reason for spec in p.probes)
+
+
+def test_other_headers_without_btf_keep_struct_readers_off():
+    f = facts("6.18.44-fc-v657", btf=False, kfunc=False, kprobes=True, headers="other",
+              headers_dir=SANDBOX_HEADERS, symbols=CORE_SYMBOLS | INTERVAL_SYMBOLS)
+    p = plan(f)
+    by = by_name(p)
+    for probe in ("invalidate_range_start", "invalidate_range_end", "notifier_register", "interval_notifier_insert"):
+        assert (by[probe].methods, by[probe].reason) == ((), OTHER_HEADERS)
+    assert (by["oom_reaper_gave_up"].targets, by["oom_reaper_gave_up"].reason) == (
+        ("oom:start_task_reaping",), OTHER_HEADERS)
     assert reason(p.callbacks_off) == OTHER_HEADERS
+    assert "-DHAVE_STRUCTS=0" in p.cflags and "-DCGROUP_FIELDS=0" in p.cflags and "-DBTF_LAYOUT=0" in p.cflags
+
+
+def missing(*groups):
+    """LAYOUT without the groups' fields, as from_btf() reports a kernel that lacks them."""
+    gone = {f[0] for f in layout.FIELDS if f[4] in groups}
+    return layout.Layout(layout.BTF_SOURCE, {k: v for k, v in LAYOUT.offsets.items() if k not in gone},
+                         missing={g: f"struct x has no member {g}_field" for g in groups})
+
+
+@pytest.mark.parametrize("lacking, off, on", [
+    ((layout.RANGE,), {"invalidate_range_start", "invalidate_range_end", "notifier_register", "notifier_release",
+                       "interval_notifier_insert"}, {"oom_reap_task_mm", "oom:mark_victim"}),
+    ((layout.WALK,), {"notifier_release"}, {"invalidate_range_start", "notifier_register", "oom_reaper_gave_up"}),
+    ((layout.TASK,), set(), {"invalidate_range_start", "notifier_release"}),
+    ((layout.CGROUP,), set(), {"invalidate_range_start", "oom_reaper_gave_up", "oom:mark_victim"}),
+])
+def test_a_field_the_kernel_lacks_turns_off_only_the_probes_that_read_it(lacking, off, on):
+    p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True, headers="other", headers_dir=SANDBOX_HEADERS,
+                   layout_=missing(*lacking)))
+    by = by_name(p)
+    for probe in off:
+        assert not by[probe].methods and f"{lacking[0]}_field" in by[probe].reason, by[probe]
+    for probe in on:
+        assert by[probe].methods, by[probe]
+    if layout.TASK in lacking:     # the give-up is still counted, from attempts per victim
+        assert by["oom_reaper_gave_up"].methods == A and "task_field" in by["oom_reaper_gave_up"].reason
+    assert f"-DCGROUP_FIELDS={int(layout.CGROUP not in lacking)}" in p.cflags
+    assert ("-DHAVE_STRUCTS=1" in p.cflags) is (layout.RANGE not in lacking)
+    assert ("-DMN_SUBS=1" in p.cflags) is (layout.WALK not in lacking and layout.RANGE not in lacking)
+    assert not any(f[0] in flag for flag in p.cflags for f in layout.FIELDS
+                   if f[4] in lacking and flag.startswith(f"-DF_{f[0]}="))
 
 
 def test_no_headers():
@@ -363,27 +414,27 @@ def test_api_generation(version, api):
 
 def test_mn_api_values_are_those_mnmon_bpf_c_tests():
     # Every generation the plan can pass must be one the BPF source distinguishes with >= tests.
-    source = "".join(path.read_text() for path in sorted(BPF_DIR.glob("*.bpf.c")))
+    source = "".join(path.read_text() for path in sorted(BPF_DIR.glob("*.[ch]")))
     tested = {int(x) for x in re.findall(r"MN_API >= (\d+)", source)}
     assert tested == {500, 502, 505, 701}
     assert {api_generation(v) for v in ((4, 19, 0), (5, 0, 0), (5, 2, 0), (5, 5, 0), (7, 1, 0))} == {419} | tested
 
 
-@pytest.mark.parametrize("release, btf, layout, headers, why", [
-    ("6.1.0-56-amd64", True, LAYOUT, "matching", ""),
-    ("5.10.0-46-amd64", True, LAYOUT, "matching", ""),
-    ("5.5.19", True, LAYOUT, "matching", "kernel 5.5.19 predates mm->notifier_subscriptions (5.6)"),
-    ("6.1.0-56-amd64", False, {}, "matching",
-     "no vmlinux BTF to read the layout of struct mmu_notifier_subscriptions"),
-    ("6.1.0-56-amd64", True, LAYOUT, "other", OTHER_HEADERS),
+@pytest.mark.parametrize("release, btf, headers, why", [
+    ("6.1.0-56-amd64", True, "matching", ""),
+    ("5.10.0-46-amd64", True, "matching", ""),
+    ("6.1.0-56-amd64", True, "other", ""),          # BTF locates the fields, whatever the headers
+    ("5.5.19", True, "matching", "kernel 5.5.19 predates mm->notifier_subscriptions (5.6)"),
+    ("6.1.0-56-amd64", False, "matching", "no vmlinux BTF to read the layout of struct mmu_notifier_subscriptions"),
+    ("6.1.0-56-amd64", False, "other", OTHER_HEADERS),
 ])
-def test_every_notifier_counted_from_its_first_call_where_the_walk_can_run(release, btf, layout, headers, why):
+def test_every_notifier_counted_from_its_first_call_where_the_walk_can_run(release, btf, headers, why):
     # and with the walk on a kernel that pairs ends itself (5.10+), no end callback needs a probe
-    p = plan(facts(release, btf=btf, kfunc=True, headers=headers, subscriptions=layout,
+    p = plan(facts(release, btf=btf, kfunc=True, headers=headers,
                    headers_dir=SANDBOX_HEADERS if headers == "other" else None))
     assert reason(p.walk_off) == why
     assert f"-DMN_SUBS={int(not why)}" in p.cflags
-    assert ("-DMN_SUBS_LEFTMOST_OFF=40" in p.cflags) is (not why)
+    assert ("-DF_SUBS_LEFTMOST=40" in p.cflags) is btf
     assert (by_name(p)["notifier_release"].methods != ()) is (not why)
     assert p.probe_ends is bool(why)
 
@@ -401,7 +452,8 @@ def test_no_syscall_tracepoint_even_where_the_kernel_has_them():
     ("5.12.0", True, "matching", True, TASK_STORAGE),
     ("6.1.0-56-amd64", True, "matching", True, TASK_STORAGE),
     ("6.1.0-56-amd64", False, "matching", True, HASH),   # task storage maps need BTF
-    ("6.1.0-56-amd64", True, "other", True, HASH),       # no struct-reading programs: nothing in flight
+    ("6.1.0-56-amd64", True, "other", True, TASK_STORAGE),   # BTF locates the fields, whatever the headers
+    ("6.1.0-56-amd64", False, "other", True, HASH),      # no struct-reading programs: nothing in flight
     ("5.15.0-91-generic", True, "matching", False, HASH),  # Ubuntu 22.04's bcc 0.18 cannot declare the map
 ])
 def test_in_flight_records_in_task_storage_from_5_12_with_btf(release, btf, headers, bcc_ok, inflight):

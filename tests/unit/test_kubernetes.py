@@ -122,6 +122,14 @@ def test_selectors_and_ports_connect():
     assert f'up{{job="{svc["metadata"]["name"]}"}}' in alerts
 
 
+def test_probes_ask_health_and_readiness_on_the_metrics_port():
+    c = container()
+    assert c["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "metrics"}
+    # /-/healthy answers while bcc compiles: no delay to guess, a slow node is not restarted.
+    assert "initialDelaySeconds" not in c["livenessProbe"]
+
+
 def test_the_port_is_mnmons_default_everywhere():
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     [job] = prom["scrape_configs"]

@@ -7,18 +7,22 @@ from bed import lanes, slots
 
 def test_every_other_pinned_kernel_gets_a_leg_and_the_installed_one_its_tier():
     named = dict(lanes.stages("6.1.0-57-amd64", ["5.10.0-46-amd64", "6.1.0-57-amd64", "7.2.13+deb14-amd64"]))
-    assert list(named) == ["kernel 6.1.0-57-amd64", "system", "matrix 5.10.0-46-amd64", "matrix 7.2.13+deb14-amd64"]
+    assert list(named) == ["kernel 6.1.0-57-amd64", "system", "matrix 5.10.0-46-amd64:6.1.0-57-amd64",
+                           "matrix 7.2.13+deb14-amd64"]
     assert named["kernel 6.1.0-57-amd64"][-2:] == ["test-kernel", "KVER=6.1.0-57-amd64"]
     assert named["matrix 7.2.13+deb14-amd64"][-2:] == ["--kernels", "7.2.13+deb14-amd64"]
+    # 5.10 with only 6.1's headers in reach, as a host whose kernel Debian does not package
+    assert named["matrix 5.10.0-46-amd64:6.1.0-57-amd64"][-2:] == ["--kernels", "5.10.0-46-amd64:6.1.0-57-amd64"]
 
 
 def test_longest_first_by_the_last_run_else_by_kind():
     named = lanes.stages("6.1.0-57-amd64", ["5.10.0-46-amd64", "6.12.117+deb12-amd64", "7.2.13+deb14-amd64"])
     assert [n for n, _ in lanes.order(named, {})] == [
-        "kernel 6.1.0-57-amd64", "system", "matrix 7.2.13+deb14-amd64", "matrix 6.12.117+deb12-amd64",
-        "matrix 5.10.0-46-amd64"]
+        "kernel 6.1.0-57-amd64", "system", "matrix 7.2.13+deb14-amd64", "matrix 6.12.117+deb12-amd64:6.1.0-57-amd64",
+        "matrix 5.10.0-46-amd64:6.1.0-57-amd64"]
     # A recorded time wins over the default.
-    assert lanes.order(named, {"matrix 5.10.0-46-amd64": 5000})[0][0] == "matrix 5.10.0-46-amd64"
+    leg = "matrix 5.10.0-46-amd64:6.1.0-57-amd64"
+    assert lanes.order(named, {leg: 5000})[0][0] == leg
 
 
 def test_slots_let_as_many_guests_run_as_there_are_slots(monkeypatch, tmp_path):

@@ -95,9 +95,12 @@ KVM: 300 invalidations, mnmon == calls
     assert matrix_table.junit_figures(text) == [("ok[hash]", "KVM: 300 invalidations, mnmon == calls")]
 
 
-def _leg(d, release, rc, seconds, facts):
+def _leg(d, release, rc, seconds, facts, headers=None):
     d.mkdir()
-    (d / "leg.json").write_text(json.dumps({"release": release, "rc": rc, "seconds": seconds, "date": "2026-11-29"}))
+    leg = {"release": release, "rc": rc, "seconds": seconds, "date": "2026-11-29"}
+    if headers:
+        leg["headers"] = headers
+    (d / "leg.json").write_text(json.dumps(leg))
     (d / "junit.xml").write_text(JUNIT)
     for store, probes in facts.items():
         (d / f"facts-{store}.json").write_text(json.dumps({"bcc": "0.26.0", "inflight": store, "probes": probes}))
@@ -112,12 +115,13 @@ def test_table_is_written_from_the_runs_files(tmp_path):
               "notifier:mnmon_fx_interval_sleep": on("fentry"),
               "notifier:kvm_mmu_notifier_invalidate_range_start": off}
     _leg(tmp_path / "6.12.117+deb12-amd64", "6.12.117+deb12-amd64", 0, 125, {"hash": probes})
-    _leg(tmp_path / "5.10.0-46-amd64", "5.10.0-46-amd64", 1, 60, {"hash": probes})
+    _leg(tmp_path / "5.10.0-46-amd64+headers-6.1.0-57-amd64", "5.10.0-46-amd64", 1, 60, {"hash": probes},
+         headers="6.1.0-57-amd64")
     (tmp_path / "7.2.13+deb14-amd64").mkdir()          # never ran: no row
     t = matrix_table.table(tmp_path).splitlines()
-    assert len(t) == 4 and t[2].startswith("| 5.10.0-46-amd64 |") and t[3].startswith("| 6.12.117+deb12-amd64 |")
-    assert t[3] == ("| 6.12.117+deb12-amd64 | 0.26.0 | fentry | fentry | fentry/kprobe | hash | KVM: not found, "
-                    "fixture list/interval | pass: 1 passed, 2 failed, 1 xfailed, 1 skipped | 2:05 (2026-11-29) |")
+    assert len(t) == 4 and t[2].startswith("| 5.10.0-46-amd64 | 6.1.0-57-amd64 |")
+    assert t[3] == ("| 6.12.117+deb12-amd64 | its own | 0.26.0 | fentry | fentry | fentry/kprobe | hash | KVM: not "
+                    "found, fixture list/interval | pass: 1 passed, 2 failed, 1 xfailed, 1 skipped | 2:05 (2026-11-29) |")
     assert "| FAIL: 1 passed" in t[2]
 
 
@@ -126,3 +130,16 @@ def test_readme_section_is_replaced_between_its_markers():
     assert matrix_table.replace_section(text, "new\n") == f"a\n{matrix_table.BEGIN}\nnew\n{matrix_table.END}\nb\n"
     with pytest.raises(ValueError):
         matrix_table.replace_section("no markers", "x")
+
+
+def test_a_leg_with_another_kernels_headers_is_named_for_both_and_runs_behind_the_hiding_script():
+    from bed import matrix
+    assert matrix.parse_leg("6.12.117+deb12-amd64:6.1.0-57-amd64") == ("6.12.117+deb12-amd64", "6.1.0-57-amd64")
+    assert matrix.parse_leg("5.10.0-46-amd64") == ("5.10.0-46-amd64", None)
+    assert matrix.leg_name("5.10.0-46-amd64", "6.1.0-57-amd64") == "5.10.0-46-amd64+headers-6.1.0-57-amd64"
+    with pytest.raises(SystemExit, match="unknown kernel '6.2'"):
+        matrix.parse_leg("5.10.0-46-amd64:6.2")
+    assert matrix.guest_command(["pytest"]) == ["pytest"]
+    cmd = matrix.guest_command(["pytest", "-q"], "6.1.0-57-amd64")
+    assert cmd[1].endswith("bed/other_headers.sh") and cmd[2].endswith("linux-headers-6.1.0-57-amd64")
+    assert cmd[3:] == ["pytest", "-q"]

@@ -13,6 +13,7 @@ PROM = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 ALERTS = PROM / "mnmon.alerts.yml"
 RECORDING = PROM / "mnmon.rules.yml"
 TESTS = sorted((PROM / "tests").glob("*.yml"))
+RUNBOOKS = PROM.parents[1] / "docs" / "runbooks"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed: apt-get install prometheus (deploy/install-debian.sh --test)")
@@ -65,8 +66,26 @@ def test_every_alert_has_a_firing_and_a_quiet_case():
 def test_every_alert_explains_itself():
     for r in rules(ALERTS):
         assert r["labels"]["severity"] in {"info", "warning", "critical"}, r["alert"]
-        for key in ("summary", "description", "runbook"):
+        for key in ("summary", "description"):
             assert len(r["annotations"].get(key, "")) > 20, f"{r['alert']}: {key}"
+
+
+def test_every_alert_links_its_runbook_under_one_base():
+    urls = {r["alert"]: r["annotations"]["runbook_url"] for r in rules(ALERTS)}
+    bases = {url.rsplit("/", 1)[0] for url in urls.values()}
+    [base] = bases
+    assert base.startswith("https://") and base.endswith("/docs/runbooks")
+    assert f"#   {base}\n" in ALERTS.read_text(), "the header names the base the alerts use"
+    for alert, url in urls.items():
+        assert url == f"{base}/{alert}.md"
+        assert "## What to look at, in order" in (RUNBOOKS / f"{alert}.md").read_text()
+    assert {p.stem for p in RUNBOOKS.glob("*.md")} == set(urls), "a runbook without its alert"
+
+
+def test_the_job_is_named_in_one_rule_only():
+    named = [r.get("alert") or r.get("record") for path in (ALERTS, RECORDING) for r in rules(path)
+             if "job=" in r["expr"].replace(" ", "")]
+    assert named == ["MnmonExporterDown"]
 
 
 def test_recording_rule_names_follow_level_metric_operations():

@@ -207,7 +207,7 @@ def test_refresh_logs_what_it_found_and_survives_failures(caplog):
         ("WARNING", "discovery failed: kallsyms: gone"), ("INFO", "discovery: attached callback 2")]
 
 
-def test_a_server_that_cannot_start_detaches(listener):
+def test_a_busy_port_is_refused_before_attaching(listener):
     env, _ = listener
     maker = Maker()
     with socket.socket() as blocker:
@@ -217,9 +217,50 @@ def test_a_server_that_cannot_start_detaches(listener):
         daemon = serve.Daemon(busy, maker, logging.getLogger("mnmon.test"), env)
         with pytest.raises(ServeError, match="address already in use"):
             daemon.start()
-    assert maker.made[0].closed == 1
+    assert maker.made == []                               # no BPF compile for nothing
     daemon.stop()
-    assert maker.made[0].closed == 1
+
+
+def test_healthy_while_attaching_ready_once_attached(listener):
+    """/-/healthy answers during the slow attach, /-/ready and /metrics say 503 until it ends."""
+    env, _ = listener
+    seen = {}
+    maker = Maker()
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{port.getsockname()[1]}"
+    port.close()
+
+    def attach(settings):
+        def status(path):
+            conn = http.client.HTTPConnection(*address.split(":"), timeout=5)
+            try:
+                conn.request("GET", path)
+                return conn.getresponse().status
+            finally:
+                conn.close()
+        seen.update({p: status(p) for p in ("/-/healthy", "/-/ready", "/metrics")})
+        return maker(settings)
+
+    daemon = serve.Daemon(Settings(listen_address=address), attach, logging.getLogger("mnmon.test"), env)
+    daemon.start()
+    try:
+        assert seen == {"/-/healthy": 200, "/-/ready": 503, "/metrics": 503}
+        assert {p: scrape(daemon, p) for p in seen} == {"/-/healthy": 200, "/-/ready": 200, "/metrics": 200}
+    finally:
+        daemon.stop()
+
+
+def test_a_failed_attach_stops_the_server(listener):
+    env, _ = listener
+
+    def attach(settings):
+        raise OSError("bpf: operation not permitted")
+    daemon = serve.Daemon(Settings(listen_address="127.0.0.1:0"), attach, logging.getLogger("mnmon.test"), env)
+    with pytest.raises(OSError):
+        daemon.start()
+    assert daemon.exporter is None and daemon.attachment is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("mnmon-http")]
 
 
 @pytest.mark.parametrize("setting, env, period", [

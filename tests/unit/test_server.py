@@ -148,6 +148,38 @@ def test_basic_auth_and_headers(registry, tmp_path):
         assert h["X-Content-Type-Options"] == "nosniff"
 
 
+
+@pytest.mark.parametrize("path, want", [("/-/healthy", b"mnmon is healthy.\n"), ("/-/ready", b"mnmon is ready.\n")])
+def test_health_and_readiness_are_guarded_like_every_path(registry, tmp_path, path, want):
+    with serving(registry) as ex:
+        status, h, body = get(ex, path)
+        assert (status, body) == (200, want)
+        assert get(ex, path, method="HEAD")[0] == 200
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  alice: '{HASH}'\n")
+    with serving(registry, web_config_file=str(web)) as ex:
+        assert get(ex, path)[0] == 401                    # as exporter-toolkit: no open path
+        assert get(ex, path, headers=auth_header("alice", "s3cret"))[:3:2] == (200, want)
+
+
+def test_not_ready_until_a_registry_is_served(registry):
+    with serving(None) as ex:
+        assert get(ex, "/-/healthy")[0] == 200
+        status, h, body = get(ex, "/-/ready")
+        assert (status, body) == (503, b"mnmon is not ready: attaching the probes.\n")
+        status, h, _ = get(ex)
+        assert status == 503 and h["Retry-After"] == "5"
+        ex.serve(registry)
+        assert get(ex, "/-/ready")[0] == 200
+        assert b"mnmon_test_scrapes_total 3.0" in get(ex)[2]
+
+
+def test_the_server_header_gives_no_version(registry):
+    with serving(registry) as ex:
+        for path in ("/metrics", "/", "/nothing", "/-/ready"):
+            assert get(ex, path)[1].get_all("Server") == ["mnmon"]
+
+
 GARBAGE = [
     b"\x00\x01\x02\xff garbage\r\n\r\n",
     b"GET\r\n\r\n",

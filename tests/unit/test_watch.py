@@ -1,5 +1,7 @@
 """Pure parts of keeping callbacks probed: /proc/modules as watch.py reads it, and the
 `discovered` map's values."""
+import pytest
+
 from monitor.attach import discovery
 from monitor.attach import callback_watch as watch
 
@@ -233,3 +235,15 @@ def test_a_module_reloaded_at_the_same_address_right_after_its_first_probe_is_pr
     second = w.callbacks[("fixture_interval_invalidate", "mnmon_fixture")]
     # nothing changed since: left alone
     assert w.refresh() == [] and w.callbacks[("fixture_interval_invalidate", "mnmon_fixture")] is second
+
+
+@pytest.mark.parametrize("core_ends, attached", [(True, True), (False, False)])
+def test_an_end_left_to_the_core_probes_is_counted_only_if_they_attached(core_ends, attached):
+    from monitor.kernel.symbols import Symbol, Symbols
+    syms = Symbols([Symbol(0xa100, "kvm_mmu_notifier_invalidate_range_end", "kvm")])
+    w = watch.CallbackWatcher(FakeBPF(), syms, scanner=object(), proc_modules="/nonexistent",
+                              probe_ends=False, core_ends=core_ends)
+    st = w.attach_callback(discovery.Callback("kvm_mmu_notifier_invalidate_range_end", "kvm", discovery.LIST_END))
+    assert (st.method, st.attached) == ("core", attached)
+    assert st.reason == ("" if attached else "counted by the core probes, which did not attach")
+    assert bool(w.callbacks[("kvm_mmu_notifier_invalidate_range_end", "kvm")].since) is attached
