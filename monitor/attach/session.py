@@ -13,6 +13,7 @@ import time
 
 from monitor.plan import attach_plan
 from monitor.read import cgroups
+from monitor.read import kubepods
 from monitor.plan import coverage
 from monitor.read import events
 from monitor.kernel import facts as kernel
@@ -163,7 +164,7 @@ class Monitor:
                 cgroup_id = 0
             if cgroup_id:
                 out["cgroup"] = self.cgroup_path(cgroup_id)
-                out.update(cgroups.workload(out["cgroup"]))
+                out.update(kubepods.workload(out["cgroup"]))
         return out
 
     def poll_events(self, timeout_ms=1000):

@@ -285,6 +285,7 @@ def doctor(lean):
     from monitor.kernel import facts as kernel
     from monitor.attach import callback_watch as watch
     from monitor.attach.session import inspect_host, start_monitor
+    from monitor.read import cgroups
 
     def attach():
         _check_permissions()
@@ -294,7 +295,7 @@ def doctor(lean):
         finally:
             mon.close()
     facts, plan = inspect_host(lean=lean)
-    lines, ok = doc.report(facts, plan, kernel.tracefs(mount=False), attach)
+    lines, ok = doc.report(facts, plan, kernel.tracefs(mount=False), attach, cgroups.locate())
     click.echo("\n".join(lines))
     sys.exit(0 if ok else EXIT_ATTACH)
 

@@ -1,10 +1,10 @@
 """`mnmon doctor`: what this kernel offers and what mnmon can attach, and how.
 
-    lines, ok = report(facts, plan, tracefs_dir, attach)
+    lines, ok = report(facts, plan, tracefs_dir, attach, cgroup2)
 
 attach() compiles and attaches for real and returns (the ProbeStatus list, lines on the
 notifier callbacks found; raising MonitorError when it cannot); report() calls it only
-when this process may attach.
+when this process may attach; cgroup2 is monitor.read.cgroups.locate()'s answer.
 """
 from monitor.plan import catalogue
 from monitor.plan import coverage
@@ -93,10 +93,10 @@ def verdict(statuses, cov, attempted):
     return False, "per-notifier outcomes: NOT countable here"
 
 
-def report(facts, plan, tracefs_dir, attach):
+def report(facts, plan, tracefs_dir, attach, cgroup2):
     """(lines, ok) of `mnmon doctor`."""
     lines = facts_lines(facts, "root or CAP_BPF+CAP_PERFMON" if facts.privileged else "none")
-    lines += [tracefs_line(tracefs_dir, facts.unreadable), ""]
+    lines += [tracefs_line(tracefs_dir, facts.unreadable), cgroups_line(*cgroup2), ""]
     statuses, attempted, notes = planned(plan), False, []
     if facts.privileged and facts.headers != "none":
         try:
@@ -121,3 +121,11 @@ def tracefs_line(tfs, unreadable=()):
         return "tracefs      not readable by this user (tracefs is root's)"
     return "tracefs      not mounted (and could not mount it)"
 
+
+
+def cgroups_line(mount, root, reason):
+    """Where OOM victims' cgroups are named from (the BPF side reads their cgroup2 id)."""
+    if mount is None:
+        return f"cgroups      victims' cgroup is unknown: {reason}"
+    return f"cgroups      cgroup2 at {mount}" + ("" if root == "/" else f" (its {root})") + \
+        ": victims named by cgroup, pod and container"

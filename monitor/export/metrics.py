@@ -27,7 +27,7 @@ def _f(name, type_, help_, *labels):
 FAMILIES = {f.name: f for f in [
     _f("mnmon_invalidate_range_start_total", "counter",
        "Calls of __mmu_notifier_invalidate_range_start by mode and result.", "mode", "result"),
-    _f("mnmon_invalidations_by_event_total", "counter",
+    _f("mnmon_invalidations_total", "counter",
        "Calls of __mmu_notifier_invalidate_range_start by mmu_notifier_event (kernels 5.2+).", "event"),
     _f("mnmon_invalidate_range_end_total", "counter",
        "Calls of __mmu_notifier_invalidate_range_end."),
@@ -47,9 +47,10 @@ FAMILIES = {f.name: f for f in [
     _f("mnmon_notifier_invalidation_duration_seconds", "histogram",
        "Time spent in one notifier's invalidate callback.", "notifier", "module", "mode"),
     _f("mnmon_oom_victims_total", "counter", "Processes the OOM killer marked as victims."),
-    _f("mnmon_oom_victims_by_cgroup_total", "counter",
-       "OOM victims by the cgroup (v2 path) they were in; at most the 64 cgroups with the most "
-       "recent victims are kept (a cgroup pushed out starts again from 0).", "cgroup"),
+    _f("mnmon_oom_tracked_victims_total", "counter",
+       "OOM victims by the cgroup (v2 path) they were in, and the Kubernetes pod and container that "
+       "path names (empty elsewhere); at most the 64 cgroups with the most recent victims are tracked "
+       "(a cgroup pushed out starts again from 0).", "cgroup", "pod_uid", "container_id"),
     _f("mnmon_oom_reap_attempts_total", "counter",
        "Attempts to reap an OOM victim's memory by result.", "result"),
     _f("mnmon_oom_reap_calls_total", "counter",

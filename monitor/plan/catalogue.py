@@ -55,7 +55,7 @@ ROWS = (
     Row("invalidate_range_start", ("__mmu_notifier_invalidate_range_start",),
         {FENTRY: ("kfunc____mmu_notifier_invalidate_range_start", "kretfunc____mmu_notifier_invalidate_range_start"),
          KPROBE: ("core_start_entry", "core_start_return")},
-        feeds(*START_FAMILIES, "mnmon_invalidate_range_start_duration_seconds", "mnmon_invalidations_by_event_total"),
+        feeds(*START_FAMILIES, "mnmon_invalidate_range_start_duration_seconds", "mnmon_invalidations_total"),
         needs=(STRUCTS,), core=True, group="core",
         lean_programs={LEAN_FEXIT: (None, "kretfunc____mmu_notifier_invalidate_range_start")},
         lean_feeds=feeds(*START_FAMILIES)),
@@ -84,7 +84,7 @@ ROWS = (
         # Counting attempts per victim from oom:start/skip_task_reaping stands in.
         fallback=(("oom:start_task_reaping",), ATTEMPT_COUNT)),
     Row("oom:mark_victim", ("oom:mark_victim",), {TRACEPOINT: ("on_mark_victim", None)},
-        feeds("mnmon_oom_victims_total", "mnmon_oom_victims_by_cgroup_total"), kind=TRACEPOINT),
+        feeds("mnmon_oom_victims_total", "mnmon_oom_tracked_victims_total"), kind=TRACEPOINT),
     Row("oom:start_task_reaping", ("oom:start_task_reaping",), {TRACEPOINT: ("on_start_task_reaping", None)},
         kind=TRACEPOINT),
     Row("oom:skip_task_reaping", ("oom:skip_task_reaping",), {TRACEPOINT: ("on_skip_task_reaping", None)},

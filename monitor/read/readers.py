@@ -2,20 +2,20 @@
 is pure and takes plain lists and dicts (unit-tested on literals).
 
 Series emitted (see monitor/export/metrics.py): mnmon_invalidate_range_start_total{mode,result},
-mnmon_invalidations_by_event_total{event}, mnmon_invalidate_range_end_total,
+mnmon_invalidations_total{event}, mnmon_invalidate_range_end_total,
 mnmon_invalidate_range_start_duration_seconds{mode}, mnmon_invalidations_in_progress,
 mnmon_unpaired_invalidate_starts_total, mnmon_notifier_invalidations_total{notifier,module,kind,mode,result},
 mnmon_notifier_invalidate_range_end_total{notifier,module},
 mnmon_notifier_invalidation_duration_seconds{notifier,module,mode}, mnmon_oom_victims_total,
-mnmon_oom_reap_attempts_total{result}, mnmon_oom_reap_calls_total{caller,result},
-mnmon_oom_reaper_gave_up_total, mnmon_oom_reap_blocked_total{notifier,module},
+mnmon_oom_tracked_victims_total{cgroup,pod_uid,container_id}, mnmon_oom_reap_attempts_total{result},
+mnmon_oom_reap_calls_total{caller,result}, mnmon_oom_reaper_gave_up_total, mnmon_oom_reap_blocked_total{notifier,module},
 mnmon_oom_reap_duration_seconds, mnmon_probe_attached{probe,method}, mnmon_events_lost_total.
 """
 import ctypes
 from dataclasses import dataclass
 from typing import Callable
 
-from monitor.read import contract
+from monitor.read import contract, kubepods
 from monitor.plan import coverage
 from monitor.read.contract import KINDS, MMU_NOTIFY_EVENTS, MODES, NR_LAT_SLOTS, REAP_CALLERS, REAP_RESULTS, RESULTS
 from monitor.plan.coverage import Coverage
@@ -156,10 +156,10 @@ def _invalidations(s, raw, ctx):
             s.set("mnmon_invalidate_range_start_duration_seconds",
                   log2_histogram(contract.slots(raw["invalidate_start_latency"], mode),
                                  raw["invalidate_start_latency_sum_ns"][m]), mode=mode)
-    if cov.measures("mnmon_invalidations_by_event_total"):
+    if cov.measures("mnmon_invalidations_total"):
         for e, n in enumerate(raw["invalidations_by_event"]):
             if n or e < len(MMU_NOTIFY_EVENTS):
-                s.set("mnmon_invalidations_by_event_total", n,
+                s.set("mnmon_invalidations_total", n,
                       event=MMU_NOTIFY_EVENTS[e] if e < len(MMU_NOTIFY_EVENTS) else str(e))
     # The lean configuration counts no ends: an in-progress count would only grow.
     if cov.measures("mnmon_invalidate_range_end_total"):
@@ -223,9 +223,10 @@ def _reaper(s, raw, ctx):
     measures, resolve = ctx.coverage.measures, ctx.resolve
     if measures("mnmon_oom_victims_total"):
         s.set("mnmon_oom_victims_total", raw["oom_victims"][0])
-    if measures("mnmon_oom_victims_by_cgroup_total"):
+    if measures("mnmon_oom_tracked_victims_total"):
         for cgroup_id, n in raw.get("oom_victims_by_cgroup", {}).items():
-            s.add("mnmon_oom_victims_by_cgroup_total", n, cgroup=ctx.cgroup_path(cgroup_id))
+            path = ctx.cgroup_path(cgroup_id)
+            s.add("mnmon_oom_tracked_victims_total", n, cgroup=path, **kubepods.labels(path))
     for r, result in enumerate(REAP_RESULTS):
         if measures("mnmon_oom_reap_attempts_total", result):
             s.set("mnmon_oom_reap_attempts_total", raw["oom_reap_attempts"][r], result=result)

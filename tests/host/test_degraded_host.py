@@ -53,6 +53,13 @@ def _memcg(tmp_name):
     pytest.skip("no memory cgroup controller on this host")
 
 
+def _unified_cgroup(memcg):
+    """The hog's cgroup on the unified hierarchy: the memcg on cgroup v2, else the test's own."""
+    if memcg.parent == Path("/sys/fs/cgroup") and (memcg / "memory.max").exists():
+        return "/" + memcg.name
+    return next(line[3:] for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+
+
 HOG = "import mmap,sys\nopen(sys.argv[1],'w').write('0')\nkeep=[]\nwhile True:\n" \
       "    m=mmap.mmap(-1,4<<20,flags=mmap.MAP_PRIVATE|mmap.MAP_ANONYMOUS)\n" \
       "    [m.__setitem__(i,1) for i in range(0,len(m),4096)]\n    keep.append(m)\n"
@@ -73,11 +80,18 @@ def test_serve_counts_oom_victims_from_tracepoints(facts):
             child = subprocess.run([sys.executable, "-c", HOG, str(procs)], timeout=120)
             assert child.returncode == -9
             kernel_kills = kills()
+            after = srv.samples()           # while the memcg is there to be named
+            hog_cgroup = _unified_cgroup(d)
         finally:
             remove_when_empty(d)
-        after = srv.samples()
         got = value(after, "mnmon_oom_victims_total") - value(before, "mnmon_oom_victims_total")
         assert kernel_kills == 1
         assert got == kernel_kills, f"mnmon counted {got} victims, the kernel's memcg says {kernel_kills}"
+        # Named by its cgroup on the unified hierarchy (a v1 memcg here leaves the hog in ours),
+        # where that family is measured: never a v1 directory whose inode shares the id.
+        tracked = {dict(k[1])["cgroup"]: n - (before.get(k) or 0) for k, n in after.items()
+                   if k[0] == "mnmon_oom_tracked_victims_total"}
+        if tracked:
+            assert {cg for cg, n in tracked.items() if n} == {hog_cgroup}, tracked
         rc, out = srv.stop()
     assert rc == 0, out

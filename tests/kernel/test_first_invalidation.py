@@ -256,8 +256,8 @@ def test_ab_oom_of_a_late_driver_counts_equal_the_fixture(mon):
     assert delta("mnmon_oom_reaper_gave_up_total") == len(unable) == 1
     # The victim's cgroup (the scenario's own memory cgroup, removed by now): on the victim
     # metric and on its events.
-    by_cgroup = {lbl["cgroup"]: n - (base["snap"].get("mnmon_oom_victims_by_cgroup_total", **lbl) or 0)
-                 for lbl, n in after.family("mnmon_oom_victims_by_cgroup_total")}
+    by_cgroup = {lbl["cgroup"]: n - (base["snap"].get("mnmon_oom_tracked_victims_total", **lbl) or 0)
+                 for lbl, n in after.family("mnmon_oom_tracked_victims_total")}
     victim_cgroups = [cg for cg, n in by_cgroup.items() if n]
     assert len(victim_cgroups) == 1 and by_cgroup[victim_cgroups[0]] == 1, by_cgroup
     assert re.fullmatch(r"(/|\.\.\./)mnmon-victim-\d+-\d+", victim_cgroups[0]), victim_cgroups

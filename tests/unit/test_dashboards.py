@@ -25,6 +25,8 @@ DATASOURCE_UID = "${datasource}"
 # Labels Prometheus adds to every scraped series.
 TARGET_LABELS = {"instance", "job"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Series of other exporters a rule joins, and the labels it may read of them.
+FOREIGN = {"kube_pod_info": {"namespace", "pod", "uid"}}      # kube-state-metrics
 
 
 def load(path):
@@ -184,7 +186,8 @@ def test_queries_read_only_exported_series_and_labels(where, expr):
     assert not unknown, f"not exported by mnmon (monitor.export.metrics.FAMILIES): {sorted(unknown)}"
     for name, label in selector_labels(expr):
         assert label in _labels_of(name), f"{name} has no label {label!r}"
-    known = set().union(TARGET_LABELS, *(_labels_of(n) for n in names))
+    known = set().union(TARGET_LABELS, *(_labels_of(n) for n in names),
+                        *(labels for name, labels in FOREIGN.items() if re.search(rf"\b{name}\b", expr)))
     assert grouping_labels(expr) <= known, f"grouping by labels no series here has: {grouping_labels(expr) - known}"
 
 

@@ -1,4 +1,6 @@
 """doctor's verdict: pure, from statuses and the coverage they give."""
+from pathlib import Path
+
 from monitor.plan import coverage
 from monitor.cli import doctor
 from monitor.plan.decisions import Block, Off
@@ -84,3 +86,12 @@ def test_facts_say_which_features_were_probed():
     from tests.unit.test_attach_plan import facts
     lines = doctor.facts_lines(facts("5.4.0-150-generic", btf=True, kfunc=True, ringbuf=True), "root")
     assert "features     ring buffer yes (probed), module BTF not probed (the version decides)" in lines
+
+
+def test_cgroups_line_says_where_victims_are_named_from():
+    assert doctor.cgroups_line(Path("/sys/fs/cgroup/unified"), "/", None) == \
+        "cgroups      cgroup2 at /sys/fs/cgroup/unified: victims named by cgroup, pod and container"
+    assert doctor.cgroups_line(Path("/sys/fs/cgroup"), "/kubepods.slice", None).startswith(
+        "cgroups      cgroup2 at /sys/fs/cgroup (its /kubepods.slice): ")
+    assert doctor.cgroups_line(None, None, "no cgroup2 filesystem is mounted") == \
+        "cgroups      victims' cgroup is unknown: no cgroup2 filesystem is mounted"

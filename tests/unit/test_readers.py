@@ -174,7 +174,7 @@ def test_core_starts(snap):
 
 
 def test_core_events_ends_in_progress_unpaired(snap):
-    assert snap.family("mnmon_invalidations_by_event_total") == [
+    assert snap.family("mnmon_invalidations_total") == [
         ({"event": "9"}, 4), ({"event": "clear"}, 5), ({"event": "exclusive"}, 0), ({"event": "migrate"}, 0),
         ({"event": "protection_page"}, 0), ({"event": "protection_vma"}, 0), ({"event": "release"}, 0),
         ({"event": "soft_dirty"}, 0), ({"event": "unmap"}, 120)]
@@ -263,6 +263,24 @@ def test_oom(snap):
     assert reap.sum == 0.009
 
 
+UID, CID = "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "ab" * 32
+CGROUPS = {11: f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID.replace('-', '_')}.slice/"
+               f"cri-containerd-{CID}.scope",
+           12: f"/kubepods/besteffort/pod{UID}/{CID}",
+           13: "/system.slice/postgresql.service",
+           14: "unknown", 15: "unknown"}
+
+
+def test_tracked_victims_by_cgroup_pod_and_container():
+    raw = {**raw_maps(), "oom_victims_by_cgroup": {11: 2, 12: 1, 13: 4, 14: 1, 15: 1}}
+    snap = build_snapshot(raw, resolve, ATTACHED, STATUSES, cgroup_path=CGROUPS.get)
+    assert {lbl.pop("cgroup"): (lbl, n) for lbl, n in snap.family("mnmon_oom_tracked_victims_total")} == {
+        CGROUPS[11]: ({"pod_uid": UID, "container_id": CID}, 2),
+        CGROUPS[12]: ({"pod_uid": UID, "container_id": CID}, 1),
+        CGROUPS[13]: ({"pod_uid": "", "container_id": ""}, 4),
+        "unknown": ({"pod_uid": "", "container_id": ""}, 2)}        # ids not named fold into one
+
+
 def test_probe_attached_and_events_lost(snap):
     assert snap.family("mnmon_probe_attached") == [
         ({"method": "fentry", "probe": "invalidate_range_end"}, 1),
@@ -276,7 +294,7 @@ def test_probe_attached_and_events_lost(snap):
     assert snap.get("mnmon_events_lost_total") == 6
 
 
-CORE = ("mnmon_invalidate_range_start_total", "mnmon_invalidations_by_event_total", "mnmon_invalidate_range_end_total",
+CORE = ("mnmon_invalidate_range_start_total", "mnmon_invalidations_total", "mnmon_invalidate_range_end_total",
         "mnmon_invalidate_range_start_duration_seconds", "mnmon_invalidations_in_progress",
         "mnmon_unpaired_invalidate_starts_total", "mnmon_notifier_invalidations_total",
         "mnmon_notifier_invalidate_range_end_total", "mnmon_notifier_invalidation_duration_seconds")
@@ -327,7 +345,7 @@ def test_all_zero_maps():
                                                  Status("invalidate_range_end", "kprobe", True),
                                                  Status("oom_reap_task_mm", "kprobe", True)])
     assert snap.get("mnmon_invalidations_in_progress") == 0
-    assert len(snap.family("mnmon_invalidations_by_event_total")) == 8      # the named events, at 0
+    assert len(snap.family("mnmon_invalidations_total")) == 8      # the named events, at 0
     assert snap.family("mnmon_notifier_invalidations_total") == []
     assert snap.family("mnmon_oom_reap_blocked_total") == []
     assert snap.get("mnmon_oom_reap_duration_seconds") == log2_histogram({}, 0)
@@ -373,7 +391,7 @@ def test_lean_exports_what_it_measures_only():
     got = families(snap)
     assert {"mnmon_invalidate_range_start_total", "mnmon_notifier_invalidations_total",
             "mnmon_unpaired_invalidate_starts_total"} <= got
-    assert not got & {"mnmon_invalidate_range_start_duration_seconds", "mnmon_invalidations_by_event_total",
+    assert not got & {"mnmon_invalidate_range_start_duration_seconds", "mnmon_invalidations_total",
                       "mnmon_invalidate_range_end_total", "mnmon_invalidations_in_progress"}
     assert snap.get("mnmon_probe_attached", probe="invalidate_range_start", method="lean-fexit") == 1
 
