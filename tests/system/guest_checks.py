@@ -7,6 +7,9 @@ from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES
 from tests.system.scrape import attached, samples, value
 
 NB, B = "nonblockable", "blockable"
+# What the bare bed attaches on the guest's kernel: the core pair, registration, the reaper, OOM tracepoints.
+HOST_PROBES = ("invalidate_range_start", "invalidate_range_end", "notifier_register", "interval_notifier_insert",
+               "oom_reap_task_mm", "oom:mark_victim", "oom:start_task_reaping")
 A_START, B_START = "mnmon_fx_list_never_fail_start", "mnmon_fx_list_fail_nonblock_start"
 
 
