@@ -26,8 +26,8 @@ PACKAGES = ["systemd-sysv", "udev", "dbus", "linux-image-amd64", "openssh-server
 OTHER_HEADERS = "6.12.117+deb12-amd64"
 assert OTHER_HEADERS in kernels.KERNELS
 _OTHER = OTHER_HEADERS.rsplit("-", 1)[0]
-UNPACK_OTHER_HEADERS = (f"cd /tmp && apt-get download -qq linux-headers-{OTHER_HEADERS} linux-headers-{_OTHER}-common "
-                        f"linux-kbuild-{_OTHER} && for d in ./*.deb; do dpkg-deb -x \"$d\" /; done && rm -f ./*.deb")
+DOWNLOAD_OTHER_HEADERS = (f"mkdir -p /tmp/other-headers && cd /tmp/other-headers && apt-get download -qq "
+                          f"linux-headers-{OTHER_HEADERS} linux-headers-{_OTHER}-common linux-kbuild-{_OTHER}")
 NETWORK = """[Match]
 Name=en*
 [Network]
@@ -59,10 +59,15 @@ def make_root(dest, extra=None):
         "systemctl enable mnmon.service systemd-networkd.service",
         # The bed's fixture, built against this root's own kernel headers.
         f"make -s fixture KVER={kvers[0]}",
-        UNPACK_OTHER_HEADERS,
+        DOWNLOAD_OTHER_HEADERS,
     ]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise roots.RootError(f"installing mnmon in the host root failed: {r.stdout[-3000:]}")
+    debs = sorted((root / "tmp/other-headers").glob("*.deb"))
+    assert len(debs) == 3, debs
+    for deb in debs:        # the root has no dpkg-deb of its own
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+        deb.unlink()
     if extra:
         extra(root)
     return kvers[0], r.stdout
