@@ -291,7 +291,9 @@ def parse_listen_address(text):
     else:
         host, sep, port = text.rpartition(":")
         if not sep:
-            raise ValueError(f"{short(text)}: missing port, e.g. \"{text[:40]}:{DEFAULT_PORT}\"")
+            # The example is quoted like the value: a newline or escape in it must not
+            # break the one-line error.
+            raise ValueError(f"{short(text)}: missing port, e.g. {short(f'{text[:40]}:{DEFAULT_PORT}')}")
         if ":" in host:
             raise ValueError(f"{short(text)}: an IPv6 address needs brackets, e.g. \"[::1]:{DEFAULT_PORT}\"")
     if not port.isdigit():

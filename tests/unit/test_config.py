@@ -71,6 +71,14 @@ def test_parse_listen_address_rejects(text, reason):
         parse_listen_address(text)
 
 
+def test_missing_port_error_stays_one_line():
+    # Found by fuzzing: the example address used to repeat the value's newlines raw.
+    with pytest.raises(ValueError) as e:
+        parse_listen_address("127.0\n\n\x1b[2J.0.1")
+    assert "missing port" in str(e.value)
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
+
+
 def test_defaults():
     s = Settings()
     assert s.listen_address == ":7668"
