@@ -14,18 +14,44 @@ import subprocess
 import time
 from pathlib import Path
 
-from bed import slots
+from bed import kernels, slots
 from tests.support.mnmon_proc import free_port
 from tests.system import roots
 
 PACKAGES = ["systemd-sysv", "udev", "dbus", "linux-image-amd64", "openssh-server", "iproute2", "procps",
             "kmod", "podman", "crun", "ca-certificates"]
+# Another kernel's headers beside the booted kernel's own (Debian 12's 6.12, as the matrix pins
+# it): test_service_without_own_headers.py purges the own ones and keeps these. Unpacked, not
+# installed: the package depends on its kernel's image, which would give the root two kernels.
+OTHER_HEADERS = "6.12.117+deb12-amd64"
+assert OTHER_HEADERS in kernels.KERNELS
+_OTHER = OTHER_HEADERS.rsplit("-", 1)[0]
+DOWNLOAD_OTHER_HEADERS = (f"mkdir -p /tmp/other-headers && cd /tmp/other-headers && apt-get download -qq "
+                          f"linux-headers-{OTHER_HEADERS} linux-headers-{_OTHER}-common linux-kbuild-{_OTHER}")
 NETWORK = """[Match]
 Name=en*
 [Network]
 Address=10.0.2.15/24
 Gateway=10.0.2.2
 """
+
+
+def _unpack_other_headers(root):
+    """OTHER_HEADERS' three packages, unpacked from outside (the root has no dpkg-deb) into a
+    scratch directory first, then merged: unpacked over the root, the packages' /lib would
+    replace the root's /lib -> usr/lib link (merged /usr) with a directory, and init dies."""
+    debs = sorted((root / "tmp/other-headers").glob("*.deb"))
+    assert len(debs) == 3, debs
+    scratch = root / "tmp/other-headers/tree"
+    for deb in debs:
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(scratch)], check=True)
+        deb.unlink()
+    for top in sorted(scratch.iterdir()):
+        into = root / "usr" / top.name if top.name in ("lib", "bin", "sbin") else root / top.name
+        into.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", f"{top}/.", str(into)], check=True)
+    subprocess.run(["rm", "-rf", str(root / "tmp/other-headers")], check=True)
+    assert (root / "lib").is_symlink(), "the root's /lib is no longer merged /usr's link"
 
 
 def make_root(dest, extra=None):
@@ -39,7 +65,8 @@ def make_root(dest, extra=None):
     (root / "etc/systemd/network/10-user.network").write_text(NETWORK)
     (root / "etc/fstab").write_text("/dev/vda / ext4 defaults 0 1\n")
     (root / "etc/hostname").write_text("mnmon-host\n")
-    kvers = [p.name for p in (root / "lib/modules").iterdir()]
+    # The kernel the root boots: the one with an image (OTHER_HEADERS' has only headers).
+    kvers = [p.name for p in (root / "lib/modules").iterdir() if (root / "boot" / f"vmlinuz-{p.name}").exists()]
     assert len(kvers) == 1, kvers
     # As the README says: install, then the unit unchanged and its example config.
     r = roots.in_chroot(root, " && ".join([
@@ -50,9 +77,11 @@ def make_root(dest, extra=None):
         "systemctl enable mnmon.service systemd-networkd.service",
         # The bed's fixture, built against this root's own kernel headers.
         f"make -s fixture KVER={kvers[0]}",
+        DOWNLOAD_OTHER_HEADERS,
     ]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         raise roots.RootError(f"installing mnmon in the host root failed: {r.stdout[-3000:]}")
+    _unpack_other_headers(root)
     if extra:
         extra(root)
     return kvers[0], r.stdout
