@@ -35,6 +35,9 @@ deb:
 	rm -rf build/deb && mkdir -p build/deb/src
 	git ls-files -co --exclude-standard | while read -r f; do [ ! -e "$$f" ] || echo "$$f"; done | \
 		tar -cf - -T - | tar -xf - -C build/deb/src
+	# The commit built, for `mnmon --version` (monitor/build.py); "-dirty" when the checkout has changes.
+	printf 'COMMIT = "%s"\n' "$$(git rev-parse --short=12 HEAD)$$(git diff --quiet HEAD -- || echo -dirty)" \
+		> build/deb/src/monitor/_build.py
 	cd build/deb/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -b -us -uc
 	@ls build/deb/*.deb
 

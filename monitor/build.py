@@ -1,9 +1,9 @@
 """What this mnmon is and runs on, for `mnmon --version`, `sample --json` and the logs.
 
-The commit is stamped at build time into monitor/_build.py (deploy/container/build-oci.sh
-writes it; it is not in the repository). Without it the build is "unknown": a checkout or
-a package install never runs git to find out, which would name whatever the working
-directory holds rather than what was built.
+The commit is stamped at build time into monitor/_build.py (`make deb` writes it into the
+tree it packages, so the package and the image made from it carry it; it is not in the
+repository). Without it the build is "unknown": a checkout never runs git to find out,
+which would name whatever the working directory holds rather than what was built.
 """
 import os
 import platform

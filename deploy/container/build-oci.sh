@@ -1,7 +1,7 @@
 #!/bin/sh
 # mnmon's container image without a container engine: a Debian 12 root made by
-# mmdebstrap, set up by setup-image.sh (as the Containerfile does), packed by umoci
-# into an OCI layout tagged with mnmon's version.
+# mmdebstrap, mnmon's Debian package installed in it by setup-image.sh (as the
+# Containerfile does), packed by umoci into an OCI layout tagged with mnmon's version.
 #   deploy/container/build-oci.sh [LAYOUT]      default build/oci
 # Then, e.g.: podman pull oci:build/oci:0.1.0, or skopeo copy oci:build/oci:0.1.0 docker://REGISTRY/mnmon:0.1.0
 set -eu
@@ -11,23 +11,19 @@ version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' monitor/__init__.py)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# The checkout as git sees it, less the tests, the test bed and benchmarks (as .containerignore
-# says): no virtualenv, no build outputs. tests/system/oci_image.py rebuilds the
-# image when these files change, so keep the two lists alike.
-mkdir "$work/src"
-git ls-files -co --exclude-standard -z -- . ':!tests' ':!bench' ':!bed' | xargs -0 cp --parents -t "$work/src"
-# The commit built, for `mnmon --version` (monitor/build.py); "-dirty" when the checkout has changes.
-revision=$(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- || echo -dirty)
-printf 'COMMIT = "%s"\n' "$revision" > "$work/src/monitor/_build.py"
+# The image is made from mnmon's Debian package (make deb, which stamps the commit for
+# `mnmon --version`), as a host installs it, plus this directory's scripts.
+make --no-print-directory deb >/dev/null
+revision=$(sed -n 's/^COMMIT = "\(.*\)"$/\1/p' build/deb/src/monitor/_build.py)
+mkdir -p "$work/src/deploy/container"
+cp deploy/container/setup-image.sh deploy/container/entrypoint.sh "$work/src/deploy/container/"
+cp "build/deb/mnmon_${version}_all.deb" "$work/src/mnmon.deb"
 
-# The build host's CA bundle is lent to pip for the build only (a TLS-inspecting
-# proxy on the way to PyPI) and removed with /tmp by setup-image.sh.
 mmdebstrap --quiet --variant=minbase --format=tar \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --customize-hook="mkdir -p \"\$1/opt/mnmon\"" --customize-hook="sync-in $work/src /opt/mnmon" \
-    --customize-hook='upload /etc/ssl/certs/ca-certificates.crt /tmp/build-ca.crt' \
-    --customize-hook='chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root PIP_CERT=/tmp/build-ca.crt sh /opt/mnmon/deploy/container/setup-image.sh' \
+    --customize-hook='chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root sh /opt/mnmon/deploy/container/setup-image.sh' \
     bookworm "$work/rootfs.tar" \
     "deb http://deb.debian.org/debian bookworm main" \
     "deb http://deb.debian.org/debian bookworm-updates main" \

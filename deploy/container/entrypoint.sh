@@ -21,9 +21,9 @@ if [ -e /lib/modules/.mnmon-image ] || [ ! -e "/lib/modules/$release/build" ]; t
     fi
     # The node's /lib/modules has no headers at all: bcc gets the image's, merged.
     if ! ls /lib/modules/*/build >/dev/null 2>&1; then
-        BCC_KERNEL_SOURCE=$(/opt/mnmon/.venv/bin/python -c \
+        BCC_KERNEL_SOURCE=$(python3 -c \
             'import sys; from monitor.kernel.headers import usable_headers; print(usable_headers(sys.argv[1]))' "$own")
         export BCC_KERNEL_SOURCE
     fi
 fi
-exec /opt/mnmon/.venv/bin/mnmon "$@"
+exec /usr/bin/mnmon "$@"

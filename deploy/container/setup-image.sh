@@ -1,11 +1,13 @@
 #!/bin/sh
-# Runs inside the image being built, as root, with /opt/mnmon holding the checkout:
-# the Containerfile's RUN and build-oci.sh's chroot both call it, so both images
-# are made the same way.
+# Runs inside the image being built, as root, with /opt/mnmon holding mnmon's Debian
+# package (mnmon.deb, from make deb) and deploy/container/: the Containerfile's RUN and
+# build-oci.sh's chroot both call it, so both images are made the same way.
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends python3 python3-venv python3-bpfcc kmod >/dev/null
+# The package as a host installs it, less the kernel headers it recommends (below).
+apt-get install -y -qq --no-install-recommends /opt/mnmon/mnmon.deb kmod >/dev/null
+rm /opt/mnmon/mnmon.deb
 
 # Debian's current kernel headers, unpacked without their compiler dependencies
 # (bcc brings its own clang). The node's /lib/modules, mounted over the image's,
@@ -22,7 +24,5 @@ ln -s "/opt/mnmon/headers/linux-headers-${kver%-amd64}-common" "/lib/modules/$kv
 # Marks the image's own /lib/modules: visible only when the node's is not mounted.
 touch /lib/modules/.mnmon-image
 
-python3 -m venv --system-site-packages /opt/mnmon/.venv
-/opt/mnmon/.venv/bin/pip install -q --no-cache-dir --disable-pip-version-check -e /opt/mnmon
-/opt/mnmon/.venv/bin/python -c 'import bcc, click, prometheus_client, yaml'
-rm -rf /tmp/hdr /var/lib/apt/lists/* /var/cache/apt/*.bin /root/.cache
+mnmon --version >/dev/null
+rm -rf /tmp/hdr /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb

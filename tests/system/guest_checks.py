@@ -17,7 +17,7 @@ def in_step(guest, what, probes):
     """tests/system/guest_scenario.py WHAT in the guest, in step: once its notifiers are
     registered and mnmon has attached to probes, the baseline scrape; then the work.
     (baseline scrape, the guest's JSON)."""
-    p = guest.popen(f"cd /opt/mnmon && .venv/bin/python -m tests.system.guest_scenario {what}")
+    p = guest.popen(f"cd /opt/mnmon && python3 -m tests.system.guest_scenario {what}")
     try:
         line = p.stdout.readline().strip()
         assert line == "registered", (line, p.stderr.read() if p.poll() is not None else "")

@@ -1,15 +1,17 @@
 """A fresh Debian 12 host on its own disk: made like a new server, then booted.
 
 The root (mmdebstrap: systemd, Debian's stock kernel, ssh, podman) gets mnmon the way
-the README installs it on a host: a checkout at /opt/mnmon, `deploy/install-debian.sh`,
-the unit from deploy/systemd/ copied unchanged and enabled. The fixture module is
-built in that root for its own kernel. The disk image is made with mke2fs -d (no
+the README installs it on a host: `apt install ./mnmon_<version>_all.deb` (make deb),
+which brings the kernel headers it recommends and enables the unit. A checkout at
+/opt/mnmon holds the bed (the fixture module, built in that root for its own kernel, and
+the scenarios, run by the root's python3). The disk image is made with mke2fs -d (no
 loop device), the guest boots it under QEMU (TCG, one vCPU, -cpu max) with systemd
 as PID 1, and the host reaches it through QEMU's user network: a forwarded port
 for /metrics, another for ssh with a key made here.
 """
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from tests.support.mnmon_proc import free_port
 from tests.system import roots
 
 PACKAGES = ["systemd-sysv", "udev", "dbus", "linux-image-amd64", "openssh-server", "iproute2", "procps",
-            "kmod", "podman", "crun", "ca-certificates"]
+            "kmod", "podman", "crun", "ca-certificates", "make"]
 # Another kernel's headers beside the booted kernel's own (Debian 12's 6.12, as the matrix pins
 # it): test_service_without_own_headers.py purges the own ones and keeps these. Unpacked, not
 # installed: the package depends on its kernel's image, which would give the root two kernels.
@@ -54,6 +56,16 @@ def _unpack_other_headers(root):
     assert (root / "lib").is_symlink(), "the root's /lib is no longer merged /usr's link"
 
 
+def debian_package():
+    """build/deb/mnmon_<version>_all.deb, made by `make deb` from this checkout."""
+    r = subprocess.run(["make", "--no-print-directory", "deb"], cwd=roots.REPO,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise roots.RootError(f"make deb failed: {r.stdout[-3000:]}")
+    from monitor import __version__
+    return roots.REPO / "build" / "deb" / f"mnmon_{__version__}_all.deb"
+
+
 def make_root(dest, extra=None):
     """The host's root in dest, mnmon installed and enabled; returns the kernel release."""
     root = roots.unpack(roots.root_tar("host", PACKAGES), dest)
@@ -68,13 +80,15 @@ def make_root(dest, extra=None):
     # The kernel the root boots: the one with an image (OTHER_HEADERS' has only headers).
     kvers = [p.name for p in (root / "lib/modules").iterdir() if (root / "boot" / f"vmlinuz-{p.name}").exists()]
     assert len(kvers) == 1, kvers
-    # As the README says: install, then the unit unchanged and its example config.
+    deb = debian_package()
+    shutil.copy(deb, root / "tmp" / deb.name)
+    # As the README says (recommended packages included, as apt installs them).
     r = roots.in_chroot(root, " && ".join([
+        "apt-get update -qq",
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq /tmp/{deb.name} >/dev/null",
+        f"rm /tmp/{deb.name}",
+        "systemctl enable systemd-networkd.service",
         "cd /opt/mnmon",
-        "deploy/install-debian.sh",
-        "cp deploy/systemd/mnmon.service /etc/systemd/system/",
-        "install -D -m 0644 deploy/systemd/config.yaml /etc/mnmon/config.yaml",
-        "systemctl enable mnmon.service systemd-networkd.service",
         # The bed's fixture, built against this root's own kernel headers.
         f"make -s fixture KVER={kvers[0]}",
         DOWNLOAD_OTHER_HEADERS,
@@ -176,8 +190,8 @@ class Guest:
         raise RuntimeError(f"{unit} not active: {state.split()}; journal:\n{log}")
 
     def python(self, module, *args, timeout=600):
-        """python -m module in the guest's mnmon checkout (its virtualenv)."""
-        return self.ssh(f"cd /opt/mnmon && .venv/bin/python -m {module} " + " ".join(map(shlex.quote, args)),
+        """python -m module in the guest's mnmon checkout (the bed needs only the standard library)."""
+        return self.ssh(f"cd /opt/mnmon && python3 -m {module} " + " ".join(map(shlex.quote, args)),
                         timeout=timeout)
 
     def stop(self):

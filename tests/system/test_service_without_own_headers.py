@@ -21,7 +21,7 @@ def test_every_probe_attaches_and_counts_with_another_kernels_headers_only(guest
     for probe in guest_checks.HOST_PROBES:
         assert probe in on, (probe, on, not_attached(snap))
     assert not not_attached(snap), not_attached(snap)
-    doctor = guest.ssh("/opt/mnmon/.venv/bin/mnmon doctor", check=False, timeout=400).stdout
+    doctor = guest.ssh("mnmon doctor", check=False, timeout=400).stdout
     lines = {l.split()[0]: l for l in doctor.splitlines() if l.startswith(("headers ", "layout "))}
     assert f"other: /lib/modules/{host_image.OTHER_HEADERS}/build" in lines["headers"], doctor[-3000:]
     assert "fields from the running kernel's BTF" in lines["layout"] and "missing" not in lines["layout"], lines

@@ -50,6 +50,18 @@ def test_runs_as_the_daemonset_and_counts_ab_oom_like_the_fixture(guest, image):
     assert "Traceback" not in logs(guest)
 
 
+def test_the_image_holds_the_package_the_host_installed(guest, image):
+    # Built from the same package (build-oci.sh installs make deb's): same version, same files.
+    q = "dpkg-query -W -f '${Version} ${Status}\\n' mnmon"
+    in_image = guest.ssh(f"podman run --rm --entrypoint sh {image} -c {shlex.quote(q)}").stdout.split()
+    on_host = guest.ssh(q).stdout.split()
+    assert in_image == on_host and in_image[0] == oci_image.version() and in_image[-1] == "installed", \
+        (in_image, on_host)
+    md5 = "md5sum /usr/bin/mnmon /usr/lib/python3/dist-packages/monitor/__main__.py /usr/share/mnmon/bpf/*"
+    assert guest.ssh(f"podman run --rm --entrypoint sh {image} -c {shlex.quote(md5)}").stdout == \
+        guest.ssh(md5).stdout
+
+
 def test_without_header_mounts_every_probe_attaches_and_counts_ab_oom(guest, image):
     # A node that mounts none of its headers: the image's own (Debian's current) compile, and
     # the kernel's BTF places every field, whether they are this kernel's or not.
