@@ -96,3 +96,10 @@ def test_doctor_line_names_the_reason():
     bad = [st(p, p != "mm_teardown", "exit_mmap not in kallsyms") for p in catalogue.PREMATURE_PROBES]
     assert premature_line(bad, measure(bad), True) == \
         "premature OOM victims: not countable: exit_mmap not in kallsyms"
+
+
+def test_every_function_probe_target_is_looked_up_in_kallsyms():
+    # A target the facts never look for reads as "not in kallsyms" on every kernel.
+    from monitor.kernel.facts import SYMBOLS_OF_INTEREST
+    targets = {t for r in catalogue.ROWS if r.kind == catalogue.FUNCTION for t in r.targets}
+    assert targets <= set(SYMBOLS_OF_INTEREST)
