@@ -12,7 +12,7 @@
  * those of victims its own memcg chose (a victim chosen by a global OOM, or by another
  * memcg's limit above or below, is not compared: only ancestry could tell).
  *
- * Included by oom.bpf.c's users before it (oom.bpf.c calls the premature_* hooks).
+ * Included by mnmon.bpf.c before oom.bpf.c, whose programs call the premature_* hooks.
  */
 #if PREMATURE
 struct victim_rec {
