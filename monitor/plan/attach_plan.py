@@ -10,8 +10,8 @@ from typing import Optional
 
 from monitor.plan import catalogue
 from monitor.plan.catalogue import (ATTEMPT_COUNT, FENTRY, FUNCTION, INTERVAL_API, KPROBE, LEAN_FEXIT,  # noqa: F401
-                               NONBLOCK_API, OOM_DOMAIN, RAW_TRACEPOINT, STRUCTS, TASK_FIELDS, TRACEPOINT, VICTIM_TASK,
-                                    WALK)
+                               NONBLOCK_API, OOM_DOMAIN, RAW_TRACEPOINT, STRUCTS, TASK_FIELDS, TRACEPOINT,
+                               VICTIM_TASK, WALK)
 from monitor.kernel import layout
 from monitor.plan.decisions import Block, Off
 
