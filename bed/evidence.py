@@ -21,10 +21,11 @@ class TraceInstance:
     t.events("oom/mark_victim") -> list of the events' field dicts
     """
 
-    def __init__(self, name, events, buffer_kb=8192):
+    def __init__(self, name, events, buffer_kb=8192, clock=None):
         self.dir = TRACEFS / "instances" / f"mnmon-{name}-{os.getpid()}"
         self.wanted = events
         self.buffer_kb = buffer_kb
+        self.clock = clock          # "mono": timestamps on CLOCK_MONOTONIC, BPF's and ktime_get_ns()'s
         self.text = ""
 
     def __enter__(self):
@@ -32,6 +33,8 @@ class TraceInstance:
             self.dir.rmdir()
         self.dir.mkdir()
         (self.dir / "buffer_size_kb").write_text(str(self.buffer_kb))
+        if self.clock:
+            (self.dir / "trace_clock").write_text(self.clock)
         for ev in self.wanted:
             (self.dir / "events" / ev / "enable").write_text("1")
         return self
@@ -43,7 +46,8 @@ class TraceInstance:
         self.dir.rmdir()
 
     def events(self, name):
-        """Events named 'system/event' from the buffer, each as {field: value} plus 'pid' of the emitter."""
+        """Events named 'system/event' from the buffer, each as {field: value} plus '_task', '_tid'
+        of the emitter and '_ts', its timestamp in seconds."""
         short = name.split("/")[1]
         out = []
         for line in self.text.splitlines():
@@ -51,6 +55,8 @@ class TraceInstance:
             if m:
                 fields = dict(re.findall(r"(\w+)=(\S+)", m.group(3)))
                 fields["_task"], fields["_tid"] = m.group(1), int(m.group(2))
+                ts = re.search(r"\s(\d+\.\d+):\s", line)
+                fields["_ts"] = float(ts.group(1)) if ts else None
                 out.append(fields)
         return out
 

@@ -48,6 +48,8 @@ class Slot:
     blockable_ends: int
     nonblockable_ends: int  # range_end calls, or a two-pass notifier's finish passes
     finish_skipped: int = 0  # two-pass starts that returned no finish (GFP_NOWAIT failed)
+    releases: int = 0       # list notifiers: release calls (the mm's teardown)
+    release_ns: int = 0     # CLOCK_MONOTONIC ns of the first release (0: none yet)
     hist_log2_ns: list = field(default_factory=list)
 
     @property

@@ -8,6 +8,7 @@
  *   notifiers.bpf.c   each notifier's callbacks: outcome, latency, start/end pairing;
  *                     discovery of callbacks at registration
  *   oom.bpf.c         the OOM reaper: victims, attempts, who blocked them, give-ups
+ *   premature.bpf.c   victims chosen while a given-up victim's mm is held (exit_mmap)
  *
  * Knobs, chosen per kernel by monitor/plan/attach_plan.py and passed as -D cflags:
  *   MN_API        the kernel's notifier API generation (see KERNEL_NOTES):
@@ -39,6 +40,8 @@
  *   MV_COMM_LOC_OFF: offset of its __data_loc comm field, likewise
  *   MV_TASK_ARG   1: oom:mark_victim passes the victim's task (72ba14deb40a): its cgroup
  *                 is read from it by a raw tracepoint program
+ *   PREMATURE     1: premature victims are followed (out_of_memory's memcg and exit_mmap
+ *                 can be probed and read: premature.bpf.c)
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
@@ -360,4 +363,8 @@ static __always_inline struct core_inflight *core_current(void)
 #include "invalidate.bpf.c"
 #endif /* HAVE_STRUCTS */
 
+#ifndef PREMATURE
+#define PREMATURE 0
+#endif
+#include "premature.bpf.c"
 #include "oom.bpf.c"

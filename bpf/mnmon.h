@@ -50,6 +50,10 @@
 #define EV_REAP_ATTEMPT		3
 #define EV_REAPER_GAVE_UP	4
 #define EV_UNPAIRED_START	5	/* a notifier's start succeeded, its end was skipped */
+/* A victim chosen while a given-up victim's mm was held: pid and comm the new victim,
+ * first_pid and first_comm the earlier one, duration_ns how long its mm had been held
+ * (since its choice), ip the notifier that blocked its reap. */
+#define EV_PREMATURE_VICTIM	6
 
 /*
  * fentry programs on notifier callbacks are loaded once per callback, and the callback's
@@ -68,6 +72,7 @@
 #define MAX_SEEN		8	/* callbacks whose own probes counted them, per invalidation */
 #define NR_MRELEASE_TEXT	4	/* process_mrelease's syscall functions (per-arch wrappers) */
 #define MAX_CALLER_FRAMES	12	/* frames searched for them above __oom_reap_task_mm */
+#define MAX_HELD		8	/* given-up victims' mms followed to their teardown at once */
 
 struct mnmon_event {
 	unsigned long long ts_ns;	/* bpf_ktime_get_ns() */
@@ -81,6 +86,10 @@ struct mnmon_event {
 	unsigned int caller;		/* CALLER_* for reap attempts; MODE_* for notifier events */
 	unsigned int kind;		/* KIND_* for notifier events */
 	char comm[16];
+	unsigned long long domain;	/* EV_PREMATURE_VICTIM: memcg's cgroup id; 0: the machine */
+	unsigned int first_pid;		/* the earlier victim whose mm was held */
+	unsigned int pad;
+	char first_comm[16];
 };
 
 /*

@@ -64,6 +64,9 @@ static __always_inline void gave_up(void *ctx, u32 pid)
 	u32 zero = 0;
 
 	oom_reaper_gave_up.atomic_increment(zero);
+#if PREMATURE
+	premature_on_gave_up(pid);
+#endif
 	e.type = EV_REAPER_GAVE_UP;
 	e.pid = pid;
 	e.tid = tid();
@@ -151,6 +154,9 @@ int on_mark_victim(struct oom_pid_record *args)
 		bpf_probe_read_kernel_str(&e.comm, sizeof(e.comm), (void *)args + (loc & 0xffff));
 	}
 #endif
+#if PREMATURE
+	premature_on_victim(args, args->pid, e.comm);
+#endif
 	emit(args, &e);
 	return 0;
 }
@@ -220,7 +226,7 @@ static __always_inline bool called_from_mrelease(void *ctx)
 	return false;
 }
 
-static __always_inline void reap_enter(void *ctx)
+static __always_inline void reap_enter(void *ctx, u64 mm)
 {
 	struct reap_inflight r = {};
 	u32 t = tid(), *victim;
@@ -231,6 +237,9 @@ static __always_inline void reap_enter(void *ctx)
 		victim = reaper_victim.lookup(&t);
 		if (victim)
 			r.victim = *victim;
+#if PREMATURE
+		premature_on_reap(r.victim, mm);
+#endif
 	} else {
 		/* process_mrelease() since 5.15; exit_mmap() called it up to 6.0 */
 		r.caller = called_from_mrelease(ctx) ? CALLER_PROCESS_MRELEASE : CALLER_EXIT_MMAP;
@@ -275,6 +284,10 @@ static __always_inline void reap_exit(void *ctx, bool reaped)
 				count_blocker(r->blockers[i]);
 		if (!r->nblockers)
 			count_blocker(unknown);
+#if PREMATURE
+		if (r->caller == CALLER_OOM_REAPER)
+			premature_on_blocked(r->victim, r->blockers[0]);
+#endif
 	}
 	e.type = EV_REAP_ATTEMPT;
 	e.pid = r->victim;
@@ -289,7 +302,7 @@ static __always_inline void reap_exit(void *ctx, bool reaped)
 
 int reap_entry(struct pt_regs *ctx)
 {
-	reap_enter(ctx);
+	reap_enter(ctx, PT_REGS_PARM1(ctx));
 	return 0;
 }
 
@@ -302,7 +315,7 @@ int reap_return(struct pt_regs *ctx)
 #if REAP_KFUNC
 KFUNC_PROBE(__oom_reap_task_mm, void *mm)
 {
-	reap_enter(ctx);
+	reap_enter(ctx, (u64)mm);
 	return 0;
 }
 

@@ -155,17 +155,29 @@ class Monitor:
         """An event as `mnmon watch --json` prints it: callbacks named, victims with their cgroup
         (and the pod and container where its path says so)."""
         out = event.describe(self.watcher.resolve)
-        if "victim_pid" in out or event.type == "oom_victim":
-            pid = out.get("victim_pid", out.get("pid"))
-            try:
-                t = self.bpf[b"victim_cgroup"]
-                cgroup_id = t[t.Key(pid)].value
-            except KeyError:        # not recorded (yet), or this program has no such map
-                cgroup_id = 0
-            if cgroup_id:
-                out["cgroup"] = self.cgroup_path(cgroup_id)
-                out.update(kubepods.workload(out["cgroup"]))
+        if "victim_pid" in out or event.type in ("oom_victim", "premature_victim"):
+            out.update(self._victim_cgroup(out.get("victim_pid", out.get("pid"))))
+        if event.type == "premature_victim":
+            # Both victims named: the earlier one is alive (its mm held), /proc has its comm
+            # where the tracepoint had none (before 6.9 and its stable backports).
+            first = self._victim_cgroup(event.first_pid)
+            out["first_cgroup"] = first.get("cgroup", "unknown")
+            for key, pid in (("comm", event.pid), ("first_comm", event.first_pid)):
+                out[key] = out.get(key) or _proc_comm(pid)
+            domain = out.pop("domain_id")
+            out["domain"] = "machine" if domain == 0 else self.cgroup_path(domain)
         return out
+
+    def _victim_cgroup(self, pid):
+        try:
+            t = self.bpf[b"victim_cgroup"]
+            cgroup_id = t[t.Key(pid)].value
+        except KeyError:        # not recorded (yet), or this program has no such map
+            return {}
+        if not cgroup_id:
+            return {}
+        path = self.cgroup_path(cgroup_id)
+        return {"cgroup": path, **kubepods.workload(path)}
 
     def poll_events(self, timeout_ms=1000):
         if self.plan.ring_buffer:
@@ -190,6 +202,13 @@ class Monitor:
         if self.watcher and self.watcher.mf:
             self.watcher.mf.close()        # fentry links on callbacks: their modules may unload again
         self.bpf.cleanup()
+
+
+def _proc_comm(pid):
+    try:
+        return open(f"/proc/{pid}/comm").read().rstrip("\n")
+    except OSError:
+        return ""
 
 
 def _mark_mrelease_text(bpf, symbols):

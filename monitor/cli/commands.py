@@ -139,6 +139,9 @@ def _attach_for_serve(settings):
             log.warning("probe %s: not attached: %s", st.probe, st.reason)
     if not mon.coverage.per_notifier:
         log.warning("per-notifier outcomes not countable here: %s", _why_not_per_notifier(mon))
+    if not mon.coverage.measures("mnmon_oom_premature_victims_total"):
+        from monitor.cli.doctor import premature_line
+        log.warning("%s", premature_line(list(mon.statuses.values()), mon.coverage, True))
     if settings.strict and missing:
         mon.close()
         raise MonitorError("--strict: not attached: " + ", ".join(f"{st.probe} ({st.reason})" for st in missing))
@@ -216,7 +219,8 @@ def sample(duration, as_json, no_histograms):
 @_errors
 def watch(as_json):
     """One line per rare event as it happens: a non-blockable notifier failure,
-    an OOM victim, a reap attempt, the reaper giving up. Ctrl-C stops.
+    an OOM victim, a reap attempt, the reaper giving up, a premature victim (chosen
+    while a given-up victim still held its memory). Ctrl-C stops.
 
     \b
     Examples:

@@ -57,7 +57,7 @@ def probe_lines(statuses, cov, attempted):
         out.append("configuration: lean (one fexit per invalidation): core counts, each notifier's non-blockable "
                    "calls and outcomes, and who blocked the OOM reaper; no latency, ends, counts by event, or "
                    "blockable calls per notifier")
-        return out
+        return out + [premature_line(statuses, cov, attempted)]
     tried = [st for st in statuses if st.probe.startswith("notifier:") and st.method != "core"]
     if cov.callbacks:
         callbacks = f"not attachable: {cov.callbacks.reason}"
@@ -73,7 +73,17 @@ def probe_lines(statuses, cov, attempted):
     else:
         calls = f"counted from when a callback's probes attach: {cov.walk.reason}"
     out.append("notifier calls: " + calls)
+    out.append(premature_line(statuses, cov, attempted))
     return out
+
+
+def premature_line(statuses, cov, attempted):
+    """One line: whether premature OOM victims are counted here, else why not."""
+    if cov.measures("mnmon_oom_premature_victims_total"):
+        return "premature OOM victims: " + ("countable here" if attempted else "would be countable")
+    off = [st for st in statuses if st.probe in catalogue.PREMATURE_PROBES and not st.attached]
+    why = off[0].reason if off and off[0].reason else f"{off[0].probe} did not attach" if off else "not planned"
+    return "premature OOM victims: not countable: " + why.removeprefix("premature OOM victims not countable: ")
 
 
 def planned(plan):

@@ -143,4 +143,19 @@ def _oom_lines(snapshot):
            + f"   gave up: {v('mnmon_oom_reaper_gave_up_total')}"]
     for labels, n in snapshot.family("mnmon_oom_reap_blocked_total"):
         out.append(f"  reaper blocked by {labels['notifier']} [{labels['module']}]: {int(n)} attempts")
+    return out + _premature_lines(snapshot)
+
+
+def _premature_lines(snapshot):
+    """Victims chosen while a given-up victim's memory was held (absent: not countable here)."""
+    family = snapshot.family("mnmon_oom_premature_victims_total")
+    if not family:
+        return ["premature victims: not countable here (see `mnmon doctor`)"]
+    held = snapshot.get("mnmon_oom_given_up_mm_held_seconds")
+    out = [f"premature victims: {int(sum(n for _, n in family))}   given-up memory held: "
+           + (f"{held.count} times, p50 {fmt_seconds(quantile(0.5, held.buckets))}, "
+              f"p99 {fmt_seconds(quantile(0.99, held.buckets))}" if held and held.count else "none")]
+    for labels, n in family:
+        if n:
+            out.append(f"  premature, earlier reap blocked by {labels['notifier']} [{labels['module']}]: {int(n)}")
     return out

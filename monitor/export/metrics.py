@@ -10,6 +10,8 @@ from monitor.read.contract import MODES, REAP_CALLERS, REAP_RESULTS, RESULTS  # 
 
 # log2 latency buckets, in seconds: 1 us .. ~8.4 s (powers of two of nanoseconds).
 LATENCY_BUCKETS = tuple((1 << s) / 1e9 for s in range(10, 34))
+# A given-up victim's mm is held for seconds to hours: ~1 ms .. ~18 min (powers of two of ns).
+HELD_BUCKETS = tuple((1 << s) / 1e9 for s in range(20, 41))
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,13 @@ FAMILIES = {f.name: f for f in [
     _f("mnmon_oom_reap_blocked_total", "counter",
        "Reap attempts that a notifier made fail, by that notifier.", "notifier", "module"),
     _f("mnmon_oom_reap_duration_seconds", "histogram", "Time spent in one __oom_reap_task_mm call."),
+    _f("mnmon_oom_premature_victims_total", "counter",
+       "OOM victims chosen while an earlier victim of the same OOM domain (memory cgroup, or the machine) "
+       "that the reaper gave up on still held its address space, by the notifier that blocked that reap "
+       "(unknown: none named).", "notifier", "module"),
+    _f("mnmon_oom_given_up_mm_held_seconds", "histogram",
+       "How long the address space of a victim the OOM reaper gave up on stayed, from the victim's choice "
+       "to its teardown (exit_mmap)."),
     _f("mnmon_probe_attached", "gauge", "Whether a probe is attached (1) or not (0), and how.",
        "probe", "method"),
     _f("mnmon_events_lost_total", "counter",

@@ -16,6 +16,7 @@ SYMBOLS_OF_INTEREST = (
     "__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
     "__mmu_notifier_register", "mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked",
     "__oom_reap_task_mm", "oom_reap_task_mm", "sched_show_task", "__mmu_notifier_release",
+    "out_of_memory", "exit_mmap",
 )
 TRACEPOINTS_OF_INTEREST = (
     "oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping", "oom:skip_task_reaping",

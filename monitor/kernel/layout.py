@@ -22,6 +22,7 @@ INTERVAL = "interval"    # interval notifiers and their ops (5.5+)
 WALK = "walk"            # an mm's subscriptions and their trees: the walk (5.6+)
 TASK = "task"            # a task's pid: the reaper's give-up, the victim's task
 CGROUP = "cgroup"        # a task's cgroup and its names: victims by cgroup
+OOM_DOMAIN = "oom_domain"   # the memcg an OOM hit the limit of: premature victims
 
 # (macro, struct, member path or alternatives, size the BPF reads or None: offset only, group)
 FIELDS = (
@@ -54,6 +55,8 @@ FIELDS = (
     ("KN_ID", "kernfs_node", "id", 8, CGROUP),
     ("KN_NAME", "kernfs_node", "name", 8, CGROUP),
     ("KN_PARENT", "kernfs_node", ("__parent", "parent"), 8, CGROUP),    # __parent since 6.15
+    ("OC_MEMCG", "oom_control", "memcg", 8, OOM_DOMAIN),
+    ("MEMCG_CSS_CGROUP", "mem_cgroup", "css.cgroup", 8, OOM_DOMAIN),
 )
 # Read where the kernel has it, no group lost without: 7.1's two-pass interval ops.
 OPTIONAL = (("MNIOPS_INVALIDATE_START", "mmu_interval_notifier_ops", "invalidate_start", 8),)
@@ -90,8 +93,11 @@ class Layout:
 
 def headers_only():
     """Offsets from the running kernel's own headers: everything but the walk, whose struct
-    (mmu_notifier_subscriptions) no header declares."""
-    return Layout(HEADERS_SOURCE, missing={WALK: "no vmlinux BTF to read the layout of struct mmu_notifier_subscriptions"})
+    (mmu_notifier_subscriptions) no header declares, and the OOM domain (bpf/fields.h
+    has no header offsets for it: every kernel with out_of_memory's memcg readable has BTF)."""
+    return Layout(HEADERS_SOURCE, missing={
+        WALK: "no vmlinux BTF to read the layout of struct mmu_notifier_subscriptions",
+        OOM_DOMAIN: "no vmlinux BTF to read the layout of struct oom_control and struct mem_cgroup"})
 
 
 def from_btf(btf):

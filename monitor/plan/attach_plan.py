@@ -10,7 +10,8 @@ from typing import Optional
 
 from monitor.plan import catalogue
 from monitor.plan.catalogue import (ATTEMPT_COUNT, FENTRY, FUNCTION, INTERVAL_API, KPROBE, LEAN_FEXIT,  # noqa: F401
-                               NONBLOCK_API, RAW_TRACEPOINT, STRUCTS, TASK_FIELDS, TRACEPOINT, VICTIM_TASK, WALK)
+                               NONBLOCK_API, OOM_DOMAIN, RAW_TRACEPOINT, STRUCTS, TASK_FIELDS, TRACEPOINT,
+                               VICTIM_TASK, WALK)
 from monitor.kernel import layout
 from monitor.plan.decisions import Block, Off
 
@@ -95,6 +96,7 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
         raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
     if lean:
         probes = _lean(probes, caps[WALK], api)
+    probes = _premature(probes)
     by = {p.probe: p for p in probes}
     walk = caps[WALK]
     cb_fentry = _callback_fentry(facts, api, fentry_ok, callbacks, structs)
@@ -129,7 +131,8 @@ def capabilities(facts, api):
     victim_task = _fields(facts, layout.TASK, layout.CGROUP)
     if not victim_task and not ("comm" in facts.mark_victim_fields and "oom:mark_victim" in facts.tracepoints):
         victim_task = Block(Off.KERNEL, "oom:mark_victim passes no task here")
-    return {STRUCTS: structs, NONBLOCK_API: predates if api == 0 else None,
+    oom_domain = predates if api == 0 else _fields(facts, layout.TASK, layout.CGROUP, layout.OOM_DOMAIN)
+    return {STRUCTS: structs, NONBLOCK_API: predates if api == 0 else None, OOM_DOMAIN: oom_domain,
             INTERVAL_API: None if api >= 505 else Block(Off.KERNEL, "interval notifiers are 5.5+"),
             WALK: _walk_subscriptions(facts, structs), TASK_FIELDS: task, VICTIM_TASK: victim_task}
 
@@ -211,6 +214,7 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
         f"-DTASK_STORAGE={int(inflight == TASK_STORAGE)}",
         f"-DMN_SUBS={int(not walk)}",
         f"-DMV_TASK_ARG={int(not caps[VICTIM_TASK])}",
+        f"-DPREMATURE={int(by['mm_teardown'].methods != ())}",
         # c2655835fd8c (5.12, in 5.10.y): a failed list pass ends every list notifier itself.
         f"-DENDS_IN_FAILED_START={int(ends_paired)}",
         f"-DCB_KFUNC={int(not cb_fentry and not lean)}",       # fentry programs for notifier callbacks
@@ -248,6 +252,19 @@ def _lean(probes, walk, api):
             p = ProbeSpec(p.probe, p.targets, reason=LEAN + row.lean_off, core=p.core, off=Off.LEAN, feeds=p.feeds)
         out.append(p)
     return out
+
+
+def _premature(probes):
+    """probes, with the premature-victim probes off (and why) where any probe the figure
+    needs cannot attach: it is then not countable, never a 0 (bpf/premature.bpf.c)."""
+    by = {p.probe: p for p in probes}
+    lacking = [f"{name}: {by[name].reason or 'not planned'}" if name in by else f"{name}: not on this kernel"
+               for name in catalogue.PREMATURE_PROBES if name not in by or not by[name].methods]
+    if not lacking:
+        return probes
+    why = "premature OOM victims not countable: " + "; ".join(lacking)
+    return [ProbeSpec(p.probe, p.targets, reason=why, core=p.core, off=p.off or Off.KERNEL, feeds=p.feeds)
+            if p.probe in ("oom_domain", "mm_teardown") else p for p in probes]
 
 
 def _callback_fentry(facts, api, fentry_ok, pinned, structs):

@@ -21,6 +21,7 @@ NONBLOCK_API = "nonblock_api"       # 4.19+: a false __oom_reap_task_mm means a 
 INTERVAL_API = "interval_api"       # 5.5+: interval notifiers exist
 WALK = "walk"                       # the core probes walk mm's subscriptions (5.6+, vmlinux BTF)
 VICTIM_TASK = "victim_task"         # oom:mark_victim passes the victim's task (comm in its record)
+OOM_DOMAIN = "oom_domain"           # out_of_memory's memcg and a cgroup's id can be read (BTF)
 
 
 def feeds(*families, result=None):
@@ -32,6 +33,10 @@ START_FAMILIES = ("mnmon_invalidate_range_start_total", "mnmon_unpaired_invalida
                   "mnmon_notifier_invalidations_total", "mnmon_notifier_invalidate_range_end_total",
                   "mnmon_notifier_invalidation_duration_seconds")
 REAP_FAMILIES = ("mnmon_oom_reap_calls_total", "mnmon_oom_reap_blocked_total", "mnmon_oom_reap_duration_seconds")
+PREMATURE_FAMILIES = ("mnmon_oom_premature_victims_total", "mnmon_oom_given_up_mm_held_seconds")
+# A premature victim is known from a victim's choice and domain, its reap's mm and blocker,
+# the give-up and the mm's teardown: counted only with every one of these attached.
+PREMATURE_PROBES = ("oom_domain", "mm_teardown", "oom:mark_victim", "oom_reap_task_mm", "oom_reaper_gave_up")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,7 @@ class Row:
     lean_programs: dict = field(default=None, compare=False)   # its programs in the lean configuration
     lean_feeds: tuple = None        # what it measures there
     fallback: tuple = ()            # (targets, method) standing in where no method can attach it
+    with_probes: tuple = ()         # other probes its feeds need attached too (else not measured)
 
 
 ROWS = (
@@ -93,6 +99,10 @@ ROWS = (
     # comm), else the cgroup of the task that ran into the limit (bpf/oom.bpf.c).
     Row("oom_victim_cgroup", ("mark_victim",), {RAW_TRACEPOINT: ("on_mark_victim_task", None)},
         kind=RAW_TRACEPOINT, needs=(VICTIM_TASK,), omit_without=(VICTIM_TASK,)),
+    # Premature victims (bpf/premature.bpf.c): the OOM's domain, and the end of given-up mms.
+    Row("oom_domain", ("out_of_memory",), {KPROBE: ("on_out_of_memory", None)}, needs=(OOM_DOMAIN,)),
+    Row("mm_teardown", ("exit_mmap",), {KPROBE: ("on_exit_mmap", None)}, feeds(*PREMATURE_FAMILIES),
+        needs=(OOM_DOMAIN,), with_probes=PREMATURE_PROBES),
 )
 
 BY_NAME = {r.name: r for r in ROWS}

@@ -49,7 +49,8 @@ def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callbac
         attached = {r.name for r in catalogue.ROWS if not r.core}
     else:
         attached = {st.probe for st in statuses if st.attached}
-    feeds = frozenset(f for p in attached for f in feeds_of.get(p, ()))
+    whole = lambda p: all(q in attached for q in getattr(catalogue.BY_NAME.get(p), "with_probes", ()))
+    feeds = frozenset(f for p in attached if whole(p) for f in feeds_of.get(p, ()))
     by = {st.probe: st for st in statuses}
     counted = ("mnmon_invalidate_range_start_total", None) in feeds
     # Per-notifier outcomes need every core probe: attached, or left off by choice (the

@@ -27,6 +27,9 @@ class Event:
     result: int = 0
     caller: int = 0
     kind: int = 0
+    domain: int = 0         # premature_victim: the OOM domain's cgroup id (0: the machine)
+    first_pid: int = 0      # premature_victim: the earlier victim whose mm was held
+    first_comm: str = ""
 
     def describe(self, resolve):
         """The event as named fields, what `mnmon watch --json` prints."""
@@ -50,6 +53,11 @@ class Event:
                 out["blocked_by"], out["blocked_by_module"] = resolve(self.ip)
         elif self.type == "reaper_gave_up":
             out.update(victim_pid=self.pid)
+        elif self.type == "premature_victim":
+            name, module = resolve(self.ip) if self.ip else ("unknown", "unknown")
+            out.update(pid=self.pid, comm=self.comm, first_pid=self.first_pid, first_comm=self.first_comm,
+                       blocked_by=name, blocked_by_module=module, first_held_seconds=self.duration_ns / 1e9,
+                       domain_id=self.domain)
         elif self.type == "unpaired_start":
             out.update(unpaired=self.result, pid=self.pid, comm=self.comm)
         return out
@@ -63,7 +71,8 @@ def decode(data, size=None):
         raw = ctypes.cast(data, ctypes.POINTER(RawEvent)).contents
     return Event(type=TYPES.get(raw.type, f"type{raw.type}"), ts_ns=raw.ts_ns, pid=raw.pid, tid=raw.tid,
                  comm=raw.comm.decode(errors="replace"), ip=raw.ip, duration_ns=raw.duration_ns,
-                 rss_kb=raw.rss_kb, result=raw.result, caller=raw.caller, kind=raw.kind)
+                 rss_kb=raw.rss_kb, result=raw.result, caller=raw.caller, kind=raw.kind, domain=raw.domain,
+                 first_pid=raw.first_pid, first_comm=raw.first_comm.decode(errors="replace"))
 
 
 def line(described, clock):

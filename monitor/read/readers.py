@@ -9,7 +9,8 @@ mnmon_notifier_invalidate_range_end_total{notifier,module},
 mnmon_notifier_invalidation_duration_seconds{notifier,module,mode}, mnmon_oom_victims_total,
 mnmon_oom_tracked_victims_total{cgroup,pod_uid,container_id}, mnmon_oom_reap_attempts_total{result},
 mnmon_oom_reap_calls_total{caller,result}, mnmon_oom_reaper_gave_up_total, mnmon_oom_reap_blocked_total{notifier,module},
-mnmon_oom_reap_duration_seconds, mnmon_probe_attached{probe,method}, mnmon_events_lost_total.
+mnmon_oom_reap_duration_seconds, mnmon_oom_premature_victims_total{notifier,module},
+mnmon_oom_given_up_mm_held_seconds, mnmon_probe_attached{probe,method}, mnmon_events_lost_total.
 """
 import ctypes
 from dataclasses import dataclass
@@ -19,17 +20,18 @@ from monitor.read import contract, kubepods
 from monitor.plan import coverage
 from monitor.read.contract import KINDS, MMU_NOTIFY_EVENTS, MODES, NR_LAT_SLOTS, REAP_CALLERS, REAP_RESULTS, RESULTS
 from monitor.plan.coverage import Coverage
+from monitor.export.metrics import HELD_BUCKETS
 from monitor.export.model import Snapshot, log2_histogram
 
 UNKNOWN = ("unknown", "unknown")
 END_KIND = KINDS[contract.DEFINES["KIND_LIST_END"]]     # counted, never timed
 
 ARRAYS = ("oom_victims", "oom_reap_attempts", "oom_reap_calls", "oom_reaper_gave_up", "oom_reap_latency",
-          "oom_reap_latency_sum_ns", "events_lost")
+          "oom_reap_latency_sum_ns", "oom_held_mm_latency", "oom_held_mm_latency_sum_ns", "events_lost")
 # The core probes' counters: the u64[] fields of one per-CPU record, struct core_stats.
 CORE_STATS = tuple(name for name, _ in contract.CoreStats._fields_)
 HASHES = {"notifier_latency": ("ip", "mode", "slot"), "notifier_ends": None, "oom_reap_blocked": None,
-          "oom_victims_by_cgroup": None}
+          "oom_victims_by_cgroup": None, "oom_premature_victims": None}
 # notifier_invalidations: struct notifier_key -> struct notifier_calls {count, sum_ns}.
 NOTIFIER_KEY = ("ip", "kind", "mode", "result")
 
@@ -74,6 +76,7 @@ def counted_addresses(raw):
     ips = {k[0] for k in raw.get("notifier_invalidations", {})}
     ips |= {k[0] for k in raw.get("notifier_latency", {})}
     ips |= set(raw.get("notifier_ends", {})) | {ip for ip in raw.get("oom_reap_blocked", {}) if ip}
+    ips |= {ip for ip in raw.get("oom_premature_victims", {}) if ip}
     return ips
 
 
@@ -244,6 +247,20 @@ def _reaper(s, raw, ctx):
         s.set("mnmon_oom_reaper_gave_up_total", raw["oom_reaper_gave_up"][0])
 
 
+def _premature(s, raw, ctx):
+    # Not countable (a probe it needs did not attach): no series, never a 0 (see coverage).
+    if "oom_held_mm_latency" not in raw or not ctx.coverage.measures("mnmon_oom_premature_victims_total"):
+        return
+    premature = raw.get("oom_premature_victims", {})
+    if not premature:       # the family exists at 0 from the start: "counted, none yet"
+        s.set("mnmon_oom_premature_victims_total", 0, notifier="unknown", module="unknown")
+    for ip, n in premature.items():
+        name, module = ctx.resolve(ip) if ip else UNKNOWN
+        s.add("mnmon_oom_premature_victims_total", n, notifier=name, module=module)
+    s.set("mnmon_oom_given_up_mm_held_seconds",
+          log2_histogram(_slots(raw["oom_held_mm_latency"]), raw["oom_held_mm_latency_sum_ns"][0], HELD_BUCKETS))
+
+
 @dataclass(frozen=True)
 class Concern:
     """One concern's maps and how they become series."""
@@ -255,6 +272,8 @@ class Concern:
 CONCERNS = {
     "invalidations": Concern(("core_stats",), _invalidations),
     "notifiers": Concern(("core_stats", "notifier_invalidations", "notifier_latency", "notifier_ends"), _notifiers),
-    "reaper": Concern(ARRAYS[:-1] + ("oom_reap_blocked", "oom_victims_by_cgroup"), _reaper),
+    "reaper": Concern(ARRAYS[:6] + ("oom_reap_blocked", "oom_victims_by_cgroup"), _reaper),
+    "premature": Concern(("oom_premature_victims", "oom_held_mm_latency", "oom_held_mm_latency_sum_ns"),
+                         _premature),
     "events": Concern(("events_lost",), _events),
 }

@@ -13,7 +13,7 @@ import shutil
 import pytest
 
 from monitor.export.metrics import FAMILIES
-from bed import scenarios
+from bed import scenarios, two_victims
 from tests.support import dashboard_picture
 from tests.support.mnmon_proc import REPO, Serve
 from tests.support.promserver import JOB, Prometheus
@@ -43,6 +43,8 @@ def prometheus(tmp_path_factory):
         scenarios.run_kvm(iterations=200)
         # serve looks for new callbacks every 500 ms: let it attach the fixture's before the OOM.
         scenarios.run_oom(lists=[("A", "never_fail"), ("B", "fail_nonblock")], on_ready=lambda info: time.sleep(2))
+        # A premature victim: a second OOM in the cgroup while the given-up first mm is held.
+        two_victims.run_pair([("A", "never_fail"), ("B", "fail_nonblock")], on_ready=lambda info: time.sleep(2))
         # Scrapes before and after the victim: rate() and increase() have data from here on.
         prom.wait_for("rate(mnmon_oom_victims_total[1m]) > 0", timeout=120)
         yield prom
@@ -65,6 +67,17 @@ def test_every_family_is_scraped(prometheus):
     scraped = {r["metric"]["__name__"] for r in result}
     assert set(exposed_names()) - scraped == set()
     assert {exposed_names()[n].name for n in scraped} == set(FAMILIES)
+
+
+def test_prometheus_reads_the_premature_victim(prometheus):
+    """The one premature victim of the scenarios, named for B, as Prometheus scraped it; and
+    the two given-up mms' held time (the A/B victim's and the pair's first)."""
+    prometheus.wait_for("sum(mnmon_oom_premature_victims_total) > 0", timeout=60)
+    [b] = prometheus.query('mnmon_oom_premature_victims_total{notifier="mnmon_fx_list_fail_nonblock_start"}'
+                           )["data"]["result"]
+    assert b["value"][1] == "1" and b["metric"]["module"] == "mnmon_fixture"
+    [held] = prometheus.query("mnmon_oom_given_up_mm_held_seconds_count")["data"]["result"]
+    assert held["value"][1] == "2"
 
 
 @pytest.mark.parametrize("dashboard,title,ref,expr", PANELS, ids=[f"{d}:{t}:{r}" for d, t, r, _ in PANELS])

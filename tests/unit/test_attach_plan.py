@@ -20,7 +20,7 @@ OOM_TPS = ("oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping
 MRELEASE_TPS = ("syscalls:sys_enter_process_mrelease", "syscalls:sys_exit_process_mrelease")
 CORE_SYMBOLS = frozenset({"__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
                           "__mmu_notifier_register", "__oom_reap_task_mm", "sched_show_task",
-                          "__mmu_notifier_release"})
+                          "__mmu_notifier_release", "out_of_memory", "exit_mmap"})
 # Every field found in BTF (offsets as on Debian's 6.1 where the walk reads them).
 LAYOUT = layout.Layout(layout.BTF_SOURCE, {**{f[0]: 8 * i for i, f in enumerate(layout.FIELDS)},
                                            "SUBS_HAS_ITREE": 8, "SUBS_LEFTMOST": 40})
@@ -63,11 +63,11 @@ def by_name(p):
 
 
 def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0, walk=0, ends=0, victim_task=0,
-           cb_kfunc=None, lean=0, btf=1, cgroup=1):
+           cb_kfunc=None, lean=0, btf=1, cgroup=1, premature=None):
     out = [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCGROUP_FIELDS={cgroup}", f"-DCORE_KFUNC={core_kfunc}",
            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}",
            f"-DTASK_STORAGE={task_storage}", f"-DMN_SUBS={walk}", f"-DMV_TASK_ARG={victim_task}",
-           f"-DENDS_IN_FAILED_START={ends}"]
+           f"-DPREMATURE={btf if premature is None else premature}", f"-DENDS_IN_FAILED_START={ends}"]
     # fentry on callbacks: by default wherever module BTF exists (5.11+) with the core's fentry
     if cb_kfunc is None:
         cb_kfunc = int(bool(structs and core_kfunc and task_storage))
@@ -75,13 +75,14 @@ def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=
     return out + (LAYOUT.cflags() if btf else ["-DBTF_LAYOUT=0"])
 
 
-def expected_methods(core, reap, gave_up, interval=None, walk=False):
+def expected_methods(core, reap, gave_up, interval=None, walk=False, premature=True):
     out = {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": K if core else (),
            "notifier_release": core if walk else ()}
     if interval is not None:
         out["interval_notifier_insert"] = interval
     out.update({"oom_reap_task_mm": reap, "oom_reaper_gave_up": gave_up, "oom:mark_victim": T,
-                "oom:start_task_reaping": T, "oom:skip_task_reaping": T})
+                "oom:start_task_reaping": T, "oom:skip_task_reaping": T,
+                "oom_domain": K if premature else (), "mm_teardown": K if premature else ()})
     return out
 
 
@@ -89,9 +90,9 @@ PREDATES = "kernel 4.14.0-3-amd64 predates non-blockable invalidation (4.19)"
 
 KERNELS = [
     # release, btf, kfunc, api, cflags, methods
-    ("4.14.0-3-amd64", False, False, 0, cflags(419, 0, 0, 0, 0, 0, btf=0), expected_methods((), (), A)),
-    ("4.19.0-27-amd64", False, False, 419, cflags(419, 1, 0, 0, 1, 0, btf=0), expected_methods(K, K, K)),
-    ("5.0.21", False, False, 500, cflags(500, 1, 0, 0, 1, 0, btf=0), expected_methods(K, K, K)),
+    ("4.14.0-3-amd64", False, False, 0, cflags(419, 0, 0, 0, 0, 0, btf=0), expected_methods((), (), A, premature=False)),
+    ("4.19.0-27-amd64", False, False, 419, cflags(419, 1, 0, 0, 1, 0, btf=0), expected_methods(K, K, K, premature=False)),
+    ("5.0.21", False, False, 500, cflags(500, 1, 0, 0, 1, 0, btf=0), expected_methods(K, K, K, premature=False)),
     # BTF and a bcc that claims kfunc support, but no BPF trampolines before 5.5
     ("5.2.21", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
     ("5.4.0-150-generic", True, True, 502, cflags(502, 1, 0, 0, 1, 0), expected_methods(K, K, K)),
@@ -182,13 +183,17 @@ def test_sandbox_host(kfunc, core, reap_kfunc):
     p = plan(f)
     assert p.api == 505
     assert p.cflags == cflags(505, 1, reap_kfunc, reap_kfunc, 0, 1, 1, walk=1, ends=1, victim_task=1,
-                              cb_kfunc=reap_kfunc) + [
+                              cb_kfunc=reap_kfunc, premature=0) + [
         "-DMV_ANON_RSS_OFF=24", "-DMV_FILE_RSS_OFF=32", "-DMV_SHMEM_RSS_OFF=40", "-DMV_COMM_LOC_OFF=12"]
     by = by_name(p)
     assert methods(p) == {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": (),
                           "notifier_release": core, "interval_notifier_insert": (), "oom_reap_task_mm": core,
                           "oom_reaper_gave_up": A, "oom:mark_victim": T, "oom:start_task_reaping": T,
-                          "oom:skip_task_reaping": T, "oom_victim_cgroup": ("raw_tracepoint",)}
+                          "oom:skip_task_reaping": T, "oom_victim_cgroup": ("raw_tracepoint",),
+                          "oom_domain": (), "mm_teardown": ()}
+    # Premature victims need kprobes on out_of_memory and exit_mmap: not countable, and why.
+    assert by["mm_teardown"].reason.startswith("premature OOM victims not countable: oom_domain: " + NO_KPROBES
+                                               + "; mm_teardown: " + NO_KPROBES)
     for probe in ("invalidate_range_start", "invalidate_range_end", "oom_reap_task_mm"):
         assert by[probe].reason == ("" if kfunc else NO_KPROBES + NO_FENTRY)
     for probe in ("notifier_register", "interval_notifier_insert"):
@@ -254,12 +259,13 @@ def test_no_headers():
 def test_no_kprobes_but_fentry():
     p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True, kprobes=False))
     by = by_name(p)
-    assert methods(p) == expected_methods(F, F, A, interval=(), walk=True) | {"notifier_register": ()}
+    assert methods(p) == expected_methods(F, F, A, interval=(), walk=True, premature=False) | \
+        {"notifier_register": ()}
     assert by["notifier_register"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     assert by["oom_reaper_gave_up"].reason == "no kprobes on this kernel (CONFIG_KPROBES off)"
     # callbacks: fentry where their module has BTF, so still probed without kprobes
     assert (reason(p.callbacks_off), reason(p.callback_fentry_off)) == ("", "")
-    assert p.cflags == cflags(505, 1, 1, 1, 0, 1, 1, walk=1, ends=1)
+    assert p.cflags == cflags(505, 1, 1, 1, 0, 1, 1, walk=1, ends=1, premature=0)
 
 
 def test_no_kprobes_and_no_module_btf_leaves_callbacks_unprobed():
@@ -325,7 +331,7 @@ def test_missing_symbols():
         ("mmu_interval_notifier_insert",), K)
     # the walk of subscriptions needs no symbol; mm teardown's probe does
     assert by["notifier_release"].reason == f"__mmu_notifier_release {KALLSYMS_REASON}"
-    assert p.cflags == cflags(505, 1, 1, 0, 0, 1, 1, walk=1, ends=1)
+    assert p.cflags == cflags(505, 1, 1, 0, 0, 1, 1, walk=1, ends=1, premature=0)
 
 
 def test_missing_all_targets_and_tracepoints():

@@ -80,7 +80,7 @@ def test_label_families():
     assert contract.REAP_RESULTS == ("reaped", "notifier_blocked", "skipped")
     assert contract.REAP_CALLERS == ("oom_reaper", "process_mrelease", "exit_mmap")
     assert contract.EVENT_TYPES == {1: "notifier_failed", 2: "oom_victim", 3: "reap_attempt", 4: "reaper_gave_up",
-                                    5: "unpaired_start"}
+                                    5: "unpaired_start", 6: "premature_victim"}
     for name, fam in (("MODES", contract.MODES), ("RESULTS", contract.RESULTS), ("KINDS", contract.KINDS),
                       ("REAP_RESULTS", contract.REAP_RESULTS), ("CALLERS", contract.REAP_CALLERS)):
         assert contract.SIZES[f"NR_{name}"] == len(fam), name

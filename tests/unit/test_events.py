@@ -24,7 +24,7 @@ def raw(**fields):
 def test_decode_bytes():
     data = bytes(raw(type=1, ip=0xffffffffc0a11001, duration_ns=2_500_000, pid=4242, tid=4243, result=1,
                      caller=1, kind=1, comm=b"qemu-system-x86"))
-    assert len(data) == 72
+    assert len(data) == 104
     assert decode(data + b"\0" * 8) == Event(          # ring buffer records may be padded
         type="notifier_failed", ts_ns=1_000_000_007, pid=4242, tid=4243, comm="qemu-system-x86",
         ip=0xffffffffc0a11001, duration_ns=2_500_000, rss_kb=0, result=1, caller=1, kind=1)

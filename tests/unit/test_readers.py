@@ -20,7 +20,8 @@ CORE_SIZES = {"invalidate_starts": 8, "unattributed_failures": 8, "invalidations
               "invalidate_start_latency": 128, "invalidate_start_latency_sum_ns": 2, "invalidate_ends": 1,
               "unpaired_starts": 1}
 SIZES = {**CORE_SIZES, "oom_victims": 1, "oom_reap_attempts": 3, "oom_reap_calls": 9, "oom_reaper_gave_up": 1,
-         "oom_reap_latency": 64, "oom_reap_latency_sum_ns": 1, "events_lost": 1}
+         "oom_reap_latency": 64, "oom_reap_latency_sum_ns": 1, "oom_held_mm_latency": 64,
+         "oom_held_mm_latency_sum_ns": 1, "events_lost": 1}
 
 
 def bpf_arrays():
@@ -314,7 +315,8 @@ def test_everything_present_when_core_attached(snap):
     ([Status("invalidate_range_start", "kprobe", False), Status("oom:mark_victim", "tracepoint", True)],
      {"mnmon_oom_victims_total"}),
     ([Status("invalidate_range_end", "fentry", True)], set()),
-    ([], set(OOM)),         # a caller with maps only: all they hold
+    # a caller with maps only: all they hold
+    ([], set(OOM) | {"mnmon_oom_premature_victims_total", "mnmon_oom_given_up_mm_held_seconds"}),
 ])
 def test_core_families_absent_when_core_start_not_attached(statuses, oom):
     snap = build_snapshot(raw_maps(), resolve, ATTACHED, statuses)

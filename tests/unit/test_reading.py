@@ -21,7 +21,7 @@ def success(snap):
 
 def test_every_concern_read_reports_success_and_duration():
     snap = SyntheticMonitor(10).snapshot()
-    assert success(snap) == {"invalidations": 1, "notifiers": 1, "reaper": 1, "events": 1}
+    assert success(snap) == {"invalidations": 1, "notifiers": 1, "reaper": 1, "premature": 1, "events": 1}
     assert all(snap.get("mnmon_scrape_collector_duration_seconds", collector=c) >= 0 for c in success(snap))
     assert NOTIFIER_FAMILIES <= families(snap)
 
@@ -29,7 +29,7 @@ def test_every_concern_read_reports_success_and_duration():
 def test_a_broken_map_costs_its_concern_only():
     whole = SyntheticMonitor(10).snapshot()
     snap = SyntheticMonitor(10, broken=("notifier_latency",)).snapshot()
-    assert success(snap) == {"invalidations": 1, "notifiers": 0, "reaper": 1, "events": 1}
+    assert success(snap) == {"invalidations": 1, "notifiers": 0, "reaper": 1, "premature": 1, "events": 1}
     assert not families(snap) & NOTIFIER_FAMILIES
     assert families(snap) == families(whole) - NOTIFIER_FAMILIES
     for (name, lbl), value in snap.series.items():        # the others' numbers are untouched

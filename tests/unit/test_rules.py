@@ -19,7 +19,7 @@ needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed: apt-get install prometheus (deploy/install-debian.sh --test)")
 
 EXPECTED_ALERTS = {"MnmonNotifierBlocksOomReaper", "MnmonOomReaperGaveUp", "MnmonUnpairedInvalidateStarts",
-                   "MnmonProbeNotAttached", "MnmonExporterDown", "MnmonEventsLost"}
+                   "MnmonProbeNotAttached", "MnmonExporterDown", "MnmonEventsLost", "MnmonOomPrematureVictim"}
 
 
 def rules(path):
