@@ -76,6 +76,9 @@ def test_prometheus_reads_the_premature_victim(prometheus):
     [b] = prometheus.query('mnmon_oom_premature_victims_total{notifier="mnmon_fx_list_fail_nonblock_start"}'
                            )["data"]["result"]
     assert b["value"][1] == "1" and b["metric"]["module"] == "mnmon_fixture"
+    # The pair's first mm is torn down after its second victim was chosen: a scrape can see
+    # the premature victim before that teardown, so wait for it rather than read once.
+    prometheus.wait_for("mnmon_oom_given_up_mm_held_seconds_count >= 2", timeout=60)
     [held] = prometheus.query("mnmon_oom_given_up_mm_held_seconds_count")["data"]["result"]
     assert held["value"][1] == "2"
 
