@@ -40,7 +40,8 @@ def copy_into(root):
 
 
 def _checkout_digest():
-    # The files build-oci.sh puts in the image: an edit to the tests does not rebuild it.
+    # The files the image's package is built from (make deb) and build-oci.sh's scripts; the
+    # package holds none of tests/, bench/ or bed/, so an edit there does not rebuild it.
     files = subprocess.run(["git", "-C", str(roots.REPO), "ls-files", "-co", "--exclude-standard", "-z",
                             "--", ".", ":!tests", ":!bench", ":!bed"],
                            check=True, stdout=subprocess.PIPE).stdout.decode().split("\0")
