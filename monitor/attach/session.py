@@ -237,6 +237,7 @@ def inspect_host(lean=False):
 
 def _gather(bcc, symbols):
     """This host's KernelFacts, with what the imported bcc can do."""
-    facts = kernel.gather(symbols, kfunc_support=bcc.BPF.support_kfunc, bcc_version=getattr(bcc, "__version__", ""))
+    facts = kernel.gather(symbols, kfunc_support=lambda: loader.kfunc_support(bcc, symbols),
+                          bcc_version=getattr(bcc, "__version__", ""))
     found, why = layout.read(facts.headers)
     return dataclasses.replace(facts, layout=found, layout_error=why)
