@@ -63,6 +63,15 @@ def start():
     return mon
 
 
+def discover(mon):
+    """What make bench does before its hour: each churn mode once, its callbacks attached."""
+    from bench import churn, overhead
+    churn.build()
+    modes = [m for m in churn.MODES if churn.notifier(m) != "kvm" or Path("/dev/kvm").exists()]
+    overhead.discover(mon, modes)
+    phase(f"discovered ({', '.join(modes)})")
+
+
 def top_growth(before, n=8):
     """The n allocation sites tracemalloc saw grow most since before."""
     after = tracemalloc.take_snapshot()
@@ -74,12 +83,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.memory_phases", description=__doc__)
     ap.add_argument("--scrapes", type=int, default=240, help="scrapes, 3 refresh() each (240: an hour)")
     ap.add_argument("--every", type=int, default=40, help="a line every this many scrapes")
+    ap.add_argument("--discover", action="store_true",
+                    help="before the scrapes, run each churn mode once as make bench does (callbacks "
+                         "attach, maps fill)")
     ap.add_argument("--tracemalloc", action="store_true", help="trace Python's allocations across the scrapes")
     args = ap.parse_args(argv)
 
     mon = start()
     scraper = scrape.Scraper(scrape.registry_for(mon))
     try:
+        if args.discover:
+            discover(mon)
         footprint.scrapes(mon, scraper.scrape, 3)
         phase("3 scrapes")
         before = None
