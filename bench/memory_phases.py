@@ -86,6 +86,8 @@ def main(argv=None):
     ap.add_argument("--discover", action="store_true",
                     help="before the scrapes, run each churn mode once as make bench does (callbacks "
                          "attach, maps fill)")
+    ap.add_argument("--idle", type=int, default=0,
+                    help="then this many idle windows of 15 s (the daemon's duty cycle), as make bench runs")
     ap.add_argument("--tracemalloc", action="store_true", help="trace Python's allocations across the scrapes")
     args = ap.parse_args(argv)
 
@@ -94,6 +96,9 @@ def main(argv=None):
     try:
         if args.discover:
             discover(mon)
+        if args.idle:
+            footprint.idle_windows(mon, scraper.scrape, args.idle)
+            phase(f"{args.idle} idle windows")
         footprint.scrapes(mon, scraper.scrape, 3)
         phase("3 scrapes")
         before = None
