@@ -31,7 +31,11 @@ def phase(what):
     mi = smaps.mallinfo()
     malloc = (f" | malloc used {mi['used'] / 2**20:.1f} free {mi['free'] / 2**20:.1f} "
               f"mmapped {mi['mmapped'] / 2**20:.1f}") if mi else ""
-    traced = f" | py {tracemalloc.get_traced_memory()[0] / 2**20:.1f}" if tracemalloc.is_tracing() else ""
+    traced = ""
+    if tracemalloc.is_tracing():
+        now, peak = tracemalloc.get_traced_memory()
+        traced = f" | py {now / 2**20:.1f} peak {peak / 2**20:.1f}"
+        tracemalloc.reset_peak()      # each line's peak: the transients of its phase alone
     print(f"[{time.monotonic() - T0:5.0f} s] {what:28} RSS {rss:6.1f} (anon {anon:5.1f} file {file_:5.1f}) | "
           f"{parts}{malloc}{traced}", flush=True)
 
@@ -73,10 +77,14 @@ def discover(mon):
 
 
 def top_growth(before, n=8):
-    """The n allocation sites tracemalloc saw grow most since before."""
+    """The n allocation sites tracemalloc saw grow most since before (a snapshot, or None:
+    not tracing); the snapshot now, for the next phase."""
+    if before is None:
+        return None
     after = tracemalloc.take_snapshot()
     for stat in after.compare_to(before, "lineno")[:n]:
         print(f"    {stat.size_diff / 1024:+8.1f} KiB {stat.count_diff:+6d} blocks  {stat.traceback}")
+    return after
 
 
 def main(argv=None):
@@ -88,31 +96,33 @@ def main(argv=None):
                          "attach, maps fill)")
     ap.add_argument("--idle", type=int, default=0,
                     help="then this many idle windows of 15 s (the daemon's duty cycle), as make bench runs")
-    ap.add_argument("--tracemalloc", action="store_true", help="trace Python's allocations across the scrapes")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="trace Python's allocations from the end of the start: growth and peak per phase")
     args = ap.parse_args(argv)
 
     mon = start()
     scraper = scrape.Scraper(scrape.registry_for(mon))
     try:
-        if args.discover:
-            discover(mon)
-        if args.idle:
-            footprint.idle_windows(mon, scraper.scrape, args.idle)
-            phase(f"{args.idle} idle windows")
-        footprint.scrapes(mon, scraper.scrape, 3)
-        phase("3 scrapes")
         before = None
         if args.tracemalloc:
             tracemalloc.start()
             before = tracemalloc.take_snapshot()
+        if args.discover:
+            discover(mon)
+            before = top_growth(before)
+        if args.idle:
+            footprint.idle_windows(mon, scraper.scrape, args.idle)
+            phase(f"{args.idle} idle windows")
+            before = top_growth(before)
+        footprint.scrapes(mon, scraper.scrape, 3)
+        phase("3 scrapes")
         done = 0
         while done < args.scrapes:
             n = min(args.every, args.scrapes - done)
             footprint.scrapes(mon, scraper.scrape, n)
             done += n
             phase(f"+{done} scrapes")
-        if before is not None:
-            top_growth(before)
+        top_growth(before)
         memory.malloc_trim()
         phase("after malloc_trim(0)")
     finally:
