@@ -2,6 +2,7 @@
 failures are LoadError with one line that says why."""
 import contextlib
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -29,6 +30,15 @@ def import_bcc():
         def _trace_autoload(self):
             pass
     return bcc, NoAutoload
+
+
+def kfunc_support(bcc, symbols):
+    """bcc's BPF.support_kfunc(), with the kernel's symbols already read (a
+    monitor.kernel.symbols.Symbols): bcc's asks its own cache of every kernel symbol,
+    which it keeps for the process's life, ~17 MB of the daemon's heap, to look up one name."""
+    return (platform.machine() == "x86_64"           # trampolines exist only there
+            and bool(bcc.lib.bpf_has_kernel_btf())
+            and "bpf_trampoline_link_prog" in symbols)
 
 
 def compile_program(plan, facts):

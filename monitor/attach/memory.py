@@ -49,6 +49,41 @@ def malloc_trim():
         return False
 
 
+def resident_kb(statm="/proc/self/statm"):
+    """This process's resident memory in kB (one short read: cheap enough for every refresh)."""
+    return int(Path(statm).read_text().split()[1]) * (os.sysconf("SC_PAGE_SIZE") // 1024)
+
+
+class Trimmer:
+    """malloc_trim(0) every `every` ticks, and at a tick that finds RSS grown by slack_kb
+    since the last trim.
+
+    Why sooner: the compile leaves tens of MB of free chunks between live ones in the
+    main heap. Trimmed, they cost no RSS; but a transient buffer (a verifier log, a
+    module's BTF, a /proc listing) carved from them makes their pages resident again,
+    and freed they stay so until the next trim: the daemon's RSS read 25 MB above the
+    trimmed figure after attaching callbacks on 6.1, between two trims a minute apart.
+    """
+
+    def __init__(self, every, slack_kb, rss_kb=resident_kb, trim=None):
+        self.every, self.slack_kb = every, slack_kb
+        self._rss_kb, self._trim = rss_kb, trim
+        self._ticks = 0
+        self._base = None            # RSS after the last trim (kB)
+
+    def tick(self):
+        """Trim if due; True if this tick trimmed."""
+        self._ticks += 1
+        rss = self._rss_kb()
+        if self._base is None:
+            self._base = rss
+        if self._ticks % self.every and rss - self._base < self.slack_kb:
+            return False
+        (self._trim or malloc_trim)()
+        self._base = self._rss_kb()
+        return True
+
+
 def _rss_mb():
     return status_kb()["VmRSS"] / 1024
 

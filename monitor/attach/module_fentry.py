@@ -225,18 +225,27 @@ class ModuleFentry:
 
     def load(self, insns, license, name, obj_fd, type_id, ret, what):
         """BPF_PROG_LOAD of insns (bytes) named name (bytes) as a tracing program on
-        (obj_fd, type_id); its fd."""
+        (obj_fd, type_id); its fd. Loaded without the verifier's log, which costs the
+        verifier's time and a 1 MB buffer per callback; asked for again with it only to say
+        why a load failed."""
         code = ctypes.create_string_buffer(bytes(insns), len(insns))
         lic = ctypes.create_string_buffer(license)
-        log = ctypes.create_string_buffer(_LOG_SIZE)
-        attr = ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(insns) // 8,
-                            insns=ctypes.addressof(code), license=ctypes.addressof(lic),
-                            log_level=1, log_size=_LOG_SIZE, log_buf=ctypes.addressof(log),
-                            prog_name=name[:15],
-                            expected_attach_type=BPF_TRACE_FEXIT if ret else BPF_TRACE_FENTRY,
-                            attach_btf_id=type_id, attach_btf_obj_fd=obj_fd)
-        fd = self.sys_bpf(BPF_PROG_LOAD, attr)
+
+        def attempt(log=None):
+            attr = ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(insns) // 8,
+                                insns=ctypes.addressof(code), license=ctypes.addressof(lic),
+                                log_level=1 if log else 0, log_size=len(log) if log else 0,
+                                log_buf=ctypes.addressof(log) if log else 0,
+                                prog_name=name[:15],
+                                expected_attach_type=BPF_TRACE_FEXIT if ret else BPF_TRACE_FENTRY,
+                                attach_btf_id=type_id, attach_btf_obj_fd=obj_fd)
+            return self.sys_bpf(BPF_PROG_LOAD, attr)
+        fd = attempt()
         if fd < 0:
+            log = ctypes.create_string_buffer(_LOG_SIZE)
+            again = attempt(log)
+            if again >= 0:          # passed the second time (a transient refusal): keep it
+                return again
             last = log.value.decode(errors="replace").strip().splitlines()[-1:] or [""]
             raise ModuleFentryError(f"{what}: loading: {os.strerror(-fd)}" + (f": {last[0]}" if last[0] else ""))
         return fd

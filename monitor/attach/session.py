@@ -26,8 +26,10 @@ from monitor.attach.probe import ProbeStatus, attach_spec, disabled  # noqa: F40
 from monitor.kernel.symbols import Symbols
 from monitor.attach.callback_watch import CallbackWatcher
 
-# refresh() hands malloc's free heap back every this many calls (a minute at 5 s).
+# refresh() hands malloc's free heap back every this many calls (a minute at 5 s), and at
+# once when RSS has grown by this much since the last time (memory.Trimmer says why).
 TRIM_EVERY = 12
+TRIM_GROWTH_KB = 2048
 # process_mrelease's syscall functions: the arch wrappers (__x64_sys_..., __arm64_sys_...),
 # __se_sys_ and __do_sys_ where not inlined, plain sys_ on architectures without wrappers.
 MRELEASE_FUNCS = re.compile(r"(__[a-z0-9]+_sys|__do_sys|__se_sys|sys)_process_mrelease")
@@ -51,7 +53,7 @@ class Monitor:
         self.cgroups = cgroups.CgroupNames()
         self.failures = reading.Failures()
         self._user_lost = 0
-        self._refreshes = 0
+        self._trimmer = memory.Trimmer(TRIM_EVERY, TRIM_GROWTH_KB)
 
     @classmethod
     def start(cls, disable=(), force=None, inflight=None, callbacks=None, lean=False):
@@ -104,15 +106,14 @@ class Monitor:
         """Attach callbacks found since last time (watch.CallbackWatcher.refresh). Cheap when
         nothing changed; the daemon calls it every few seconds."""
         # Scrapes free megabytes of buffers (the exposition, gzip, map reads) that glibc
-        # keeps in its free lists; given back once a minute at the default interval,
-        # RSS stays flat instead of creeping up by tens of MB over hours of scrapes.
-        # (0.2 ms a trim on real CPUs; every refresh cost a fifth of its CPU emulated.)
-        self._refreshes += 1
-        if self._refreshes % TRIM_EVERY == 0:
-            memory.malloc_trim()
-        if self.coverage.callbacks:     # none can attach here (or, lean, none by design)
-            return []
-        return self.watcher.refresh()
+        # keeps in its free lists; given back once a minute at the default interval, or
+        # sooner after a burst, RSS stays flat instead of creeping up by tens of MB over
+        # hours of scrapes. (0.2 ms a trim on real CPUs; every refresh cost a fifth of its
+        # CPU emulated. The check is one read of /proc/self/statm.)
+        # After the refresh: what attaching callbacks left resident goes back too.
+        found = [] if self.coverage.callbacks else self.watcher.refresh()   # none can attach (or lean)
+        self._trimmer.tick()
+        return found
 
     def all_statuses(self):
         """Planned probes' and callbacks' ProbeStatus, as mnmon_probe_attached shows them."""
@@ -237,6 +238,7 @@ def inspect_host(lean=False):
 
 def _gather(bcc, symbols):
     """This host's KernelFacts, with what the imported bcc can do."""
-    facts = kernel.gather(symbols, kfunc_support=bcc.BPF.support_kfunc, bcc_version=getattr(bcc, "__version__", ""))
+    facts = kernel.gather(symbols, kfunc_support=lambda: loader.kfunc_support(bcc, symbols),
+                          bcc_version=getattr(bcc, "__version__", ""))
     found, why = layout.read(facts.headers)
     return dataclasses.replace(facts, layout=found, layout_error=why)

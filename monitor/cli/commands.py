@@ -327,7 +327,7 @@ def notifiers(as_json):
     syms = Symbols.load()
     rows = [(cb.symbol, cb.module, cb.kind_name, cb.symbol in syms) for cb in scanner.scan()]
     # /proc/kallsyms shows zero addresses without CAP_SYSLOG: nothing is "in" it then.
-    hidden = not syms.symbols
+    hidden = not len(syms)
     if hidden:
         click.echo("note: /proc/kallsyms hides addresses from this user (needs root or CAP_SYSLOG): "
                    "whether a callback is inlined cannot be told", err=True)

@@ -65,13 +65,16 @@ class BTF:
         if magic != MAGIC:
             raise BTFError(f"bad magic {magic:#x}")
         self.base = base
-        self._strings = bytes(data[hdr_len + str_off: hdr_len + str_off + str_len])
-        self._str_base = len(base._all_strings()) if base else 0
+        # The strings stay where they are in data (kept whole for the types' trailers): a
+        # copy of them was ~3 MB of vmlinux's BTF held twice for the daemon's life.
+        self._data = data if isinstance(data, bytes) else bytes(data)
+        self._str_start, self.strings_len = hdr_len + str_off, str_len
+        self._str_base = base._str_base + base.strings_len if base else 0
         self._first_id = base.next_id if base else 1
         # kind, name_off, vlen, size_or_type, offset of trailer -- indexed by id - first_id
         self.types = _Types()
         self._structs = None            # struct name -> id, built at the first struct_id()
-        view = memoryview(data)[hdr_len + type_off: hdr_len + type_off + type_len]
+        view = memoryview(self._data)[hdr_len + type_off: hdr_len + type_off + type_len]
         pos, end = 0, len(view)
         while pos < end:
             name_off, info, size_or_type = _TYPE.unpack_from(view, pos)
@@ -85,15 +88,11 @@ class BTF:
         self._view = view
         self.next_id = self._first_id + len(self.types)
 
-    def _all_strings(self):
-        return (self.base._all_strings() if self.base else b"") + self._strings
-
     def name(self, name_off):
         if name_off < self._str_base:
             return self.base.name(name_off)
-        s = self._strings
-        i = name_off - self._str_base
-        return s[i: s.index(b"\0", i)].decode()
+        i = self._str_start + name_off - self._str_base
+        return self._data[i: self._data.index(b"\0", i)].decode()
 
     def type(self, type_id):
         """(kind, name, vlen, size_or_type, btf owning it, trailer offset) of a type id."""

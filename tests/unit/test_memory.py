@@ -67,3 +67,38 @@ def test_refresh_trims_the_heap_every_minute_even_where_callbacks_cannot_attach(
     for _ in range(probes.TRIM_EVERY):
         mon.refresh()
     assert len(trims) == 2
+
+
+def test_trimmer_trims_when_due_or_when_rss_grew():
+    from monitor.attach.memory import Trimmer
+    rss, trims = [100_000], []
+
+    def trim():
+        trims.append(rss[0])
+        rss[0] = 100_000            # what a trim gives back
+    t = Trimmer(every=12, slack_kb=2048, rss_kb=lambda: rss[0], trim=trim)
+    assert not any(t.tick() for _ in range(11))
+    assert t.tick() and trims == [100_000]          # the twelfth: a minute
+    rss[0] = 102_000
+    assert not t.tick()                             # grown, less than the slack
+    rss[0] = 102_048
+    assert t.tick() and trims == [100_000, 102_048]
+    assert not t.tick()
+
+
+def test_trimmer_takes_lasting_growth_as_its_new_base():
+    from monitor.attach.memory import Trimmer
+    rss, trims = [100_000], []
+    t = Trimmer(every=1000, slack_kb=2048, rss_kb=lambda: rss[0], trim=lambda: trims.append(1))
+    t.tick()
+    rss[0] = 110_000                # in use: a trim gives nothing back
+    assert t.tick()
+    assert not t.tick() and len(trims) == 1         # not trimmed at every tick after
+
+
+def test_resident_kb_reads_statm(tmp_path):
+    import os
+    from monitor.attach.memory import resident_kb
+    statm = tmp_path / "statm"
+    statm.write_text("5000 300 200 10 0 400 0\n")
+    assert resident_kb(statm) == 300 * os.sysconf("SC_PAGE_SIZE") // 1024

@@ -76,8 +76,10 @@ class FakeKernel:
             self.loads.append((attr.prog_type, attr.expected_attach_type, attr.attach_btf_id,
                                self.fd_name.get(attr.attach_btf_obj_fd), attr.insn_cnt,
                                ctypes.string_at(attr.license), attr.prog_name))
+            assert bool(attr.log_buf) == bool(attr.log_level) == bool(attr.log_size)
             if self.load_error:
-                ctypes.memmove(attr.log_buf, self.verifier_log + b"\0", len(self.verifier_log) + 1)
+                if attr.log_buf:
+                    ctypes.memmove(attr.log_buf, self.verifier_log + b"\0", len(self.verifier_log) + 1)
                 return -self.load_error
             return self._fd()
         if cmd == M.BPF_RAW_TRACEPOINT_OPEN:
@@ -131,6 +133,7 @@ def test_errors_name_the_function_and_the_reason(tmp_path, no_bcc):
                        match=r"^fexit kvm:kvm_start: loading: Permission denied: invalid access$"):
         mf.attach(FakeBPF(), "p", "kvm", "kvm_start", ret=True)
     assert mf.fds == []
+    assert len(kernel.loads) == 2       # without the verifier's log, then with it to say why
 
 
 def ld_imm64(reg, value):
