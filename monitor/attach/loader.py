@@ -36,6 +36,8 @@ def kfunc_support(bcc, symbols):
     """bcc's BPF.support_kfunc(), with the kernel's symbols already read (a
     monitor.kernel.symbols.Symbols): bcc's asks its own cache of every kernel symbol,
     which it keeps for the process's life, ~17 MB of the daemon's heap, to look up one name."""
+    if not len(symbols):        # kallsyms hides addresses from this user: bcc's own answer
+        return bcc.BPF.support_kfunc()
     return (platform.machine() == "x86_64"           # trampolines exist only there
             and bool(bcc.lib.bpf_has_kernel_btf())
             and "bpf_trampoline_link_prog" in symbols)
