@@ -6,13 +6,15 @@
 Each leg fetches its kernel (build/kernels/), builds the fixture for it, and boots it with
 the instruction-counting plugin to run `python -m bench` with the configurations the
 matrix table shows (the default and lean builds, not the kprobe and in-flight-hash ones).
-A plugin's guest holds every guest slot (bed/slots.py), so no other guest shares the
-machine with its timings. build/bench/<release>/ keeps the leg's RESULTS.md,
+The run holds every guest slot (bed/slots.py) from its first leg to its last, as a
+plugin's guest does, so no other guest shares the machine with the timings, nor starts
+between two legs. build/bench/<release>/ keeps the leg's RESULTS.md,
 RESULTS.json, log.txt and leg.json (exit status, seconds); bed/bench_table.py writes
 the README's table from those. Exit status: 0 when every leg passed.
 """
 import argparse
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -20,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from bed import kernels, matrix
+from bed import kernels, matrix, slots
 
 REPO = kernels.REPO
 OUT = REPO / "build" / "bench"
@@ -55,7 +57,7 @@ def booted_seconds(log_text):
     return int(found[-1]) if found else None
 
 
-def run_leg(release, out=OUT, extra=(), timeout=LEG_TIMEOUT):
+def run_leg(release, out=OUT, extra=(), timeout=LEG_TIMEOUT, env=None):
     """Fetch, build the fixture for, boot and benchmark one kernel; returns its leg.json as a dict."""
     d = leg_dir(release, out)
     d.mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,7 @@ def run_leg(release, out=OUT, extra=(), timeout=LEG_TIMEOUT):
             if rc == 0:
                 cmd = bench_command(release, out, extra=extra, timeout=timeout)
                 print("bench-matrix:", shlex.join(cmd), file=log, flush=True)
-                rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+                rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         except kernels.KernelError as e:
             print(f"bench-matrix: {release}: {e}", file=log)
             rc, prepared = 2, time.monotonic() - t0
@@ -98,17 +100,26 @@ def main(argv=None):
     if not PLUGIN.exists():
         ap.error(f"{PLUGIN.relative_to(REPO)} is missing: make bench-matrix builds it")
     t0, legs = time.monotonic(), []
-    for release in releases:
-        print(f"bench-matrix: {release} ...", flush=True)
-        leg = run_leg(release, extra=shlex.split(args.bench_args))
-        legs.append(leg)
-        print(f"bench-matrix: {release}: {'done' if leg['rc'] == 0 else 'FAILED rc=%d' % leg['rc']} in "
-              f"{leg['wall_seconds']} s ({leg['booted_seconds']} s booted; log: "
-              f"{(leg_dir(release) / 'log.txt').relative_to(REPO)})", flush=True)
-        if leg["rc"]:           # a CI log should say why without the artifact
-            print("".join((leg_dir(release) / "log.txt").read_text().splitlines(True)[-40:]), flush=True)
-    print(f"bench-matrix: {len(legs)} legs in {time.monotonic() - t0:.0f} s", flush=True)
+    print("bench-matrix: waiting for every guest slot (other guests finish first)...", flush=True)
+    with slots.slot(whole_machine=True):
+        held = time.monotonic()
+        for release in releases:
+            legs.append(run_and_report(release, shlex.split(args.bench_args)))
+    print(f"bench-matrix: {len(legs)} legs in {time.monotonic() - held:.0f} s with the machine held "
+          f"({held - t0:.0f} s waiting for it)", flush=True)
     return 0 if legs and all(leg["rc"] == 0 for leg in legs) else 1
+
+
+def run_and_report(release, extra):
+    """One leg, its guest told that the run holds every slot (its bed.vm takes none)."""
+    print(f"bench-matrix: {release} ...", flush=True)
+    leg = run_leg(release, extra=extra, env=dict(os.environ, **{slots.HELD: "whole"}))
+    print(f"bench-matrix: {release}: {'done' if leg['rc'] == 0 else 'FAILED rc=%d' % leg['rc']} in "
+          f"{leg['wall_seconds']} s ({leg['booted_seconds']} s booted; log: "
+          f"{(leg_dir(release) / 'log.txt').relative_to(REPO)})", flush=True)
+    if leg["rc"]:           # a CI log should say why without the artifact
+        print("".join((leg_dir(release) / "log.txt").read_text().splitlines(True)[-40:]), flush=True)
+    return leg
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bed import bench_matrix, bench_table, kernels, matrix_table
+from bed import bench_matrix, bench_table, kernels, matrix_table, slots
 from bench import churn, results_json
 from bench.__main__ import VARIANTS, variants
 from bench.overhead import ModeResult
@@ -150,3 +150,13 @@ def test_the_readme_has_the_tables_place():
     new = matrix_table.replace_section(text, "TABLE\n", bench_table.BEGIN, bench_table.END)
     assert f"{bench_table.BEGIN}\nTABLE\n{bench_table.END}" in new
     assert matrix_table.BEGIN in new        # the support table stays where it was
+
+
+def test_a_guest_of_a_run_that_holds_the_machine_takes_no_slot(monkeypatch, tmp_path):
+    monkeypatch.setattr(slots, "LOCK", str(tmp_path / "lock"))
+    monkeypatch.setenv(slots.HELD, "whole")
+    with slots.slot(whole_machine=True):
+        assert not list(tmp_path.iterdir())
+    monkeypatch.delenv(slots.HELD)
+    with slots.slot(whole_machine=True):
+        assert len(list(tmp_path.iterdir())) == slots.count()
