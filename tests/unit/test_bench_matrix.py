@@ -26,6 +26,7 @@ def test_a_leg_boots_its_kernel_on_one_vcpu_with_the_counter_and_keeps_its_files
     assert guest[guest.index("--results") + 1] == str(leg / "RESULTS.md")
     # Only the configurations the table shows: the default build and lean.
     assert guest[guest.index("--variants") + 1] == "lean"
+    assert guest[guest.index("--reps") + 1] == "3"
     assert guest[-2:] == ["--reps", "3"]
 
 
