@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.__main__ import INSN_REPEAT
 from bench.results_json import DEFAULT, EVERY_PROBE, LEAN
 from bed import kernels, matrix_table
 
@@ -33,7 +34,10 @@ def ratio_cell(config, mode):
     fig = config.get("instructions", {}).get(mode)
     if fig is None:
         return "KVM not in the guest" if mode.startswith("kvm") else f"{mode}: not measured"
-    return f"{fig['ratio']:.3f} ({fig['off']:,.0f} -> {fig['full']:,.0f})"
+    cell = f"{fig['ratio']:.3f} ({fig['off']:,.0f} -> {fig['full']:,.0f})"
+    if fig.get("repeat") is not None and fig["repeat"] > INSN_REPEAT:
+        cell += f"; runs did not repeat (least two {fig['repeat']:.0%} apart)"
+    return cell
 
 
 def row(d):

@@ -3,7 +3,8 @@ the kernel matrix's table in bed/bench_table.py), beside RESULTS.md, which is fo
 
     {"kernel": release, "date": ...,
      "instructions_per_invalidation": {"mode/method[variant]/state": n},   # bench.compare
-     "configurations": {name: {"instructions": {mode: {"off", "core", "full", "ratio"}}}
+     "configurations": {name: {"instructions": {mode: {"off", "core", "full", "ratio",
+                                                        "repeat", "runs"}}}
                               or {"not_run": why}},
      "footprint": {"start_s", "rss_before_mb", "rss_start_mb", "rss_hour_mb",
                    "rss_trimmed_mb", "scrapes", "idle_cpu_pct", "scrape_ms"},
@@ -28,6 +29,11 @@ def configuration(results):
             continue
         fig = {s: round(r.insns_of(s), 1) for s in r.insns}
         fig["ratio"] = round(r.insn_ratio("full"), 6)
+        # How far apart each state's least two runs are, the widest: a figure is a count
+        # the runs repeat only when this is small (bench: INSN_REPEAT).
+        widest = max(r.insn_agreement(s) for s in r.insns)
+        fig["repeat"] = round(widest, 4) if widest != float("inf") else None     # one run: unknown
+        fig["runs"] = {s: [round(x) for x in v] for s, v in r.insns.items()}
         out[mode] = fig
     return {"method": next(iter(results.values())).method if results else "",
             "instructions": out}

@@ -64,7 +64,10 @@ def test_a_configurations_figures_are_the_least_runs_and_their_ratio():
     conf = results_json.configuration({"kvm": result("kvm", [1000.0, 990.0], [1250.0, 1300.0]),
                                        "kvm:64": result("kvm:64", [50000.0], [50300.0])})
     assert conf["method"] == "fentry"
-    assert conf["instructions"]["kvm"] == {"off": 990.0, "core": 990.0, "full": 1250.0, "ratio": 1.262626}
+    assert conf["instructions"]["kvm"] == {"off": 990.0, "core": 990.0, "full": 1250.0, "ratio": 1.262626,
+                                           "repeat": 0.04, "runs": {"off": [1000, 990], "core": [1000, 990],
+                                                                    "full": [1250, 1300]}}
+    assert conf["instructions"]["kvm:64"]["repeat"] is None        # one run repeats nothing
     assert conf["instructions"]["kvm:64"]["ratio"] == 1.006
     # Without the plugin there are no counts: no figures, not zeros.
     assert results_json.configuration({"kvm": ModeResult("kvm", "fentry")})["instructions"] == {}
@@ -95,6 +98,14 @@ def _leg(out, release, rc=0, booted=400, configurations=None, footprint=True):
     if fp:
         summary["footprint"] = fp
     (d / "RESULTS.json").write_text(results_json.document(release, "2026-12-05", {}, summary))
+
+
+def test_a_ratio_whose_runs_did_not_repeat_says_so():
+    fig = dict(_figures(9980, 13579), repeat=1.2299)
+    cell = bench_table.ratio_cell({"instructions": {"kvm": fig}}, "kvm")
+    assert cell == "1.361 (9,980 -> 13,579); runs did not repeat (least two 123% apart)"
+    fig["repeat"] = 0.004
+    assert bench_table.ratio_cell({"instructions": {"kvm": fig}}, "kvm") == "1.361 (9,980 -> 13,579)"
 
 
 def default_and_lean(lean):
