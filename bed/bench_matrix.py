@@ -35,7 +35,8 @@ PLUGIN = OUT / "plugin" / "libinsncount.so"
 # two of three still have to agree within 1 % (RESULTS.md says where they do not).
 # Exactness is not in the table: 100,000 invalidations show a kernel's counts agree.
 BENCH_ARGS = ["--variants", "lean", "--reps", "3", "--million", "100000"]
-# A leg takes 6-9 minutes booted; a frozen guest fails its leg instead of the night.
+# A leg takes 5-8 minutes booted (5.10 the longest: bcc compiles for 100 s there, twice);
+# a frozen guest fails its leg instead of the run.
 LEG_TIMEOUT = 1500
 
 
