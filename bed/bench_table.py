@@ -36,7 +36,9 @@ def ratio_cell(config, mode):
         return "KVM not in the guest" if mode.startswith("kvm") else f"{mode}: not measured"
     cell = f"{fig['ratio']:.3f} ({fig['off']:,.0f} -> {fig['full']:,.0f})"
     if fig.get("repeat") is not None and fig["repeat"] > INSN_REPEAT:
-        cell += f"; runs did not repeat (least two {fig['repeat']:.0%} apart)"
+        apart = 100 * fig["repeat"]
+        cell += f"; runs did not repeat (least two {apart:.2f}% apart)" if apart < 10 else \
+            f"; runs did not repeat (least two {apart:.0f}% apart)"
     return cell
 
 

@@ -104,6 +104,8 @@ def test_a_ratio_whose_runs_did_not_repeat_says_so():
     fig = dict(_figures(9980, 13579), repeat=1.2299)
     cell = bench_table.ratio_cell({"instructions": {"kvm": fig}}, "kvm")
     assert cell == "1.361 (9,980 -> 13,579); runs did not repeat (least two 123% apart)"
+    fig["repeat"] = 0.0103                  # just over the bench's 1 %: not rounded down to it
+    assert bench_table.ratio_cell({"instructions": {"kvm": fig}}, "kvm").endswith("(least two 1.03% apart)")
     fig["repeat"] = 0.004
     assert bench_table.ratio_cell({"instructions": {"kvm": fig}}, "kvm") == "1.361 (9,980 -> 13,579)"
 
