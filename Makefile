@@ -15,7 +15,7 @@ FIXTURE := build/fixture/$(KVER)/mnmon_fixture.ko
 # make test-kernel KTESTS=tests/kernel/test_serve.py PYTEST_ARGS=-x: a part of the tier
 KTESTS  ?= tests/kernel
 
-.PHONY: setup setup-test run deb test test-unit test-host test-kernel test-system test-matrix matrix-table demo bench bench-profile fixture clean
+.PHONY: setup setup-test run deb test test-unit test-host test-kernel test-system test-matrix matrix-table demo bench bench-matrix bench-table bench-profile fixture clean
 
 setup:
 	deploy/install-debian.sh
@@ -102,6 +102,16 @@ bench: setup-test fixture $(PLUGIN)
 	rm -f $(INSNS)
 	$(PY) -m bed.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS) -- \
 		$(PY) -m bench --insns $(INSNS) $(BENCH_ARGS)
+
+# The bench on every pinned stock kernel, one boot each (bed/bench_matrix.py: the default
+# and lean builds), and the README's per-kernel table from it (bed/bench_table.py).
+# build/bench/<release>/ keeps each leg's results and log. BENCH_MATRIX_ARGS=--kernels=5.10.0-46-amd64
+bench-matrix: setup-test $(PLUGIN)
+	$(PY) -m bed.bench_matrix $(BENCH_MATRIX_ARGS); rc=$$?; $(PY) -m bed.bench_table --write; exit $$rc
+
+# The README's per-kernel benchmark table, from the last bench matrix run.
+bench-table:
+	$(PY) -m bed.bench_table --write
 
 # Where the bench's instructions go, per kernel function and BPF program (bench/profile.py).
 # Its own boot: counting per block slows the emulation by a third, which make bench cannot afford.

@@ -9,14 +9,13 @@ writes both with how they were measured to --results (build/bench/RESULTS.md).
 """
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from bench import churn, cpus, footprint, hotspots, insns, report, scrape, watchdog
+from bench import churn, cpus, footprint, hotspots, insns, report, results_json, scrape, watchdog
 from bench.report import PEER, Row, us, verdict
 from monitor.plan import catalogue
 from monitor.attach import memory
@@ -32,6 +31,8 @@ INSN_TARGET_ONE_PAGE, INSN_TARGET_MULTI_PAGE, INSN_REPEAT = 1.10, 1.02, 0.01
 # ... and of the lean configuration, one-page KVM invalidations.
 INSN_TARGET_LEAN = 1.05
 LEAN_VARIANT = "lean"
+# The builds measured besides the default one (--variants): the kernel matrix needs only lean.
+VARIANTS = ("kprobe", "hash", "lean")
 
 
 T0 = time.monotonic()
@@ -155,8 +156,17 @@ def overhead_of_another_build(args, modes, what, counter=None, **start):
         mon.close()
 
 
-def kernel_rows(args, details, figures):
-    """The kernel benchmarks' rows; figures gets insn_figures()."""
+def variants(text):
+    """--variants' value: the builds besides the default one, in VARIANTS."""
+    asked = [v for v in text.split(",") if v]
+    if bad := [v for v in asked if v not in VARIANTS]:
+        raise argparse.ArgumentTypeError(f"unknown variant {', '.join(bad)}; known: {', '.join(VARIANTS)}")
+    return asked
+
+
+def kernel_rows(args, details, figures, summary):
+    """The kernel benchmarks' rows; figures gets insn_figures(), summary what RESULTS.json
+    says of the configurations, the footprint and exactness (bench/results_json.py)."""
     from bench import exactness, overhead
     from monitor.plan.attach_plan import HASH
     from monitor.attach.session import Monitor, MonitorError
@@ -209,16 +219,27 @@ def kernel_rows(args, details, figures):
     finally:
         scraper.close()
         mon.close()
-    results_k = overhead_of_another_build(args, modes, "force=kprobe", counter, force=FORCE_KPROBE)
-    # The hot-spot fix, measured: in-flight records where kernels before 5.12 keep them.
-    results_h = overhead_of_another_build(args, modes, "inflight=hash", counter, inflight=HASH)
+    results_k = results_h = results_l = {}
+    if "kprobe" in args.variants:
+        results_k = overhead_of_another_build(args, modes, "force=kprobe", counter, force=FORCE_KPROBE)
+    if "hash" in args.variants:
+        # The hot-spot fix, measured: in-flight records where kernels before 5.12 keep them.
+        results_h = overhead_of_another_build(args, modes, "inflight=hash", counter, inflight=HASH)
 
-    # The lean configuration (attach_plan.plan(lean=True)): one fexit per invalidation.
-    try:
-        results_l = overhead_of_another_build(args, modes, "lean", counter, lean=True)
-    except MonitorError as e:       # a kernel without it: the other builds' figures stand
-        details.append(f"lean configuration not measured: {e}")
-        results_l = {}
+    default = results_json.configuration(results)
+    configurations = {results_json.DEFAULT: default,
+                      # Today Monitor.start() with no arguments attaches every probe.
+                      results_json.EVERY_PROBE: results_json.same_as(default, results_json.DEFAULT),
+                      results_json.LEAN: results_json.not_run("not asked (--variants)")}
+    if "lean" in args.variants:
+        # The lean configuration (attach_plan.plan(lean=True)): one fexit per invalidation.
+        try:
+            results_l = overhead_of_another_build(args, modes, "lean", counter, lean=True)
+            configurations[results_json.LEAN] = results_json.configuration(results_l)
+        except MonitorError as e:       # a kernel without it: the other builds' figures stand
+            details.append(f"lean configuration not measured: {e}")
+            configurations[results_json.LEAN] = results_json.not_run(str(e))
+    summary["configurations"] = configurations
 
     builds = [(results, ""), (results_k, ""), (results_h, f", {HASH_VARIANT}"), (results_l, f", {LEAN_VARIANT}")]
     rows += insn_rows(builds, details)
@@ -247,6 +268,10 @@ def kernel_rows(args, details, figures):
                     f"(overhead rows)"))
     rows.append(Row("scrape of the live maps (snapshot + exposition)",
                     f"median {statistics.median(times):.1f} ms, {len(body.splitlines())} lines"))
+    summary["footprint"] = results_json.footprint(start_s, rss_before, rss_start, rss_hour, rss_trim, args.scrapes,
+                                                  idle.core_pct, statistics.median(times))
+    summary["exactness"] = {"iterations": ex.iterations, "mnmon": ex.mnmon, "fixture": ex.fixture,
+                            "lost": ex.lost, "exact": ex.exact}
     per = lambda cpu, n: f"{1e3 * cpu / n:.1f} ms" if n else "-"
     details.append(f"idle CPU: refresh() {per(idle.refresh_cpu_s, idle.refreshes)} CPU each, "
                    f"scrape {per(idle.scrape_cpu_s, idle.scrapes)} CPU each; "
@@ -271,12 +296,16 @@ def main(argv=None):
     ap.add_argument("--idle-windows", type=int, default=3,
                     help="idle CPU windows of 15 s (a scrape, 3 refreshes); the median counts")
     ap.add_argument("--scrapes", type=int, default=240, help="scrapes of the hour-equivalent (15 s apart)")
-    ap.add_argument("--results", default=str(RESULTS), help="markdown file to write ('' for none)")
+    ap.add_argument("--results", default=str(RESULTS), help="markdown file to write ('' for none); "
+                    "its figures go beside it, as RESULTS.json")
+    ap.add_argument("--variants", type=variants, default=list(VARIANTS),
+                    help="the builds measured besides the default one, comma-separated (default "
+                         f"{','.join(VARIANTS)}); each costs a compile and its overhead runs")
     ap.add_argument("--all-cpus", action="store_true",
                     help="keep every CPU of the emulated guest online (see bench/cpus.py)")
     args = ap.parse_args(argv)
 
-    details, figures = [], {}
+    details, figures, summary = [], {}, {}
     one_cpu = emulated() and not args.all_cpus and not args.only
     with cpus.only_cpu0() if one_cpu else contextlib.nullcontext():
         env = environment()
@@ -286,7 +315,7 @@ def main(argv=None):
         if one_cpu:
             details.append("one CPU online in the guest: attaching on two emulated vCPUs froze the guest "
                            "now and then (bench/cpus.py)")
-        rows = [] if args.only else kernel_rows(args, details, figures)
+        rows = [] if args.only else kernel_rows(args, details, figures, summary)
         rows += scrape_rows(details)
 
     print()
@@ -305,9 +334,10 @@ def main(argv=None):
                         f"{report.markdown(rows)}\n\nDetails:\n\n" +
                         "".join(f"    {d}\n" for d in details) + "\n" + report.METHOD)
         log(f"written to {path}")
-        if figures:
-            path.with_suffix(".json").write_text(json.dumps({"instructions_per_invalidation": figures}, indent=1))
-            log(f"instruction counts written to {path.with_suffix('.json')} (python -m bench.compare A B)")
+        if figures or summary:
+            path.with_suffix(".json").write_text(
+                results_json.document(os.uname().release, time.strftime("%Y-%m-%d"), figures, summary))
+            log(f"figures written to {path.with_suffix('.json')} (python -m bench.compare A B)")
     return 0
 
 

@@ -9,6 +9,8 @@ Groups (monitor/plan/catalogue.py's, per probe):
     callbacks   each notifier's callback probes (notifier:*), by fentry or kprobe as attached
     other       the rest: registration kprobes, the OOM probes and tracepoints
 """
+import os
+
 from monitor.attach import probe as attach
 from monitor.plan import attach_plan
 from monitor.plan import catalogue
@@ -57,7 +59,7 @@ class Toggle:
             for target in targets:
                 for fn, is_ret in (order if on else order[::-1]):    # entries go first, come last
                     if fn:
-                        (attach.attach if on else attach.detach)(bpf, method, target, fn, is_ret)
+                        (reattach if on else attach.detach)(bpf, method, target, fn, is_ret)
         if group != "callbacks":
             return
         # Off, the core probes' walk of subscriptions is what counts each notifier's calls
@@ -76,3 +78,22 @@ class Toggle:
                 attach.attach_callback(bpf, cb.kind_name, cb.symbol)
             else:
                 attach.detach_callback(bpf, cb.kind_name, cb.symbol)
+
+
+def reattach(bpf, method, target, fn, is_ret):
+    """attach.attach() a program detached before. Kernels without re-attachable tracing
+    programs (5.10: the first link took the program's trampoline with it, and a second
+    attach fails with ENOENT) get the fentry/fexit program loaded afresh: same code, same
+    maps, a new program."""
+    try:
+        attach.attach(bpf, method, target, fn, is_ret)
+    except Exception:      # noqa: BLE001 -- bcc raises bare Exception
+        if method not in (attach_plan.FENTRY, attach_plan.LEAN_FEXIT):
+            raise
+        name = fn.encode() if isinstance(fn, str) else fn
+        name = name if name.startswith((b"kfunc__", b"kretfunc__")) else (b"kretfunc__" if is_ret else b"kfunc__") + name
+        spent = bpf.funcs.pop(name, None)
+        if spent is None:
+            raise
+        os.close(spent.fd)
+        attach.attach(bpf, method, target, fn, is_ret)
