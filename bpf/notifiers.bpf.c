@@ -27,22 +27,29 @@ BPF_ARRAY(release_walked, u8, 1);
 /* Callbacks called outside a core start: interval notifiers at mm teardown (mn_itree_release). */
 BPF_HASH(cb_inflight, u32, struct cb_inflight, 10240);
 
+/* A notifier's calls of one kind, mode and result (created at 0). */
+static __always_inline struct notifier_calls *calls_of(u64 ip, u8 kind, u8 mode, u8 res)
+{
+	struct notifier_calls none = {};
+	struct notifier_key k = {};
+
+	k.ip = ip;
+	k.kind = kind;
+	k.mode = mode;
+	k.result = res;
+	return notifier_invalidations.lookup_or_try_init(&k, &none);
+}
+
 /*
  * One call of a notifier callback. timed: its time was measured (by its own probes);
  * a call the core probes counted for it has no time of its own.
  */
 static __always_inline void count_call(u64 ip, u8 kind, u8 mode, u8 res, u64 ns, bool timed)
 {
-	struct notifier_calls none = {}, *calls;
+	struct notifier_calls *calls = calls_of(ip, kind, mode, res);
 	struct notifier_lat_key lk = {};
-	struct notifier_key k = {};
 	u64 zero = 0, *v;
 
-	k.ip = ip;
-	k.kind = kind;
-	k.mode = mode;
-	k.result = res;
-	calls = notifier_invalidations.lookup_or_try_init(&k, &none);
 	if (calls) {
 		__sync_fetch_and_add(&calls->count, 1);
 		if (timed)
@@ -62,14 +69,8 @@ static __always_inline void count_call(u64 ip, u8 kind, u8 mode, u8 res, u64 ns,
  * callbacks beyond the ones it counts apart (user space: notifier="unattributed"). */
 static __always_inline void count_calls(u64 ip, u8 kind, u8 mode, u8 res, u64 n)
 {
-	struct notifier_calls none = {}, *calls;
-	struct notifier_key k = {};
+	struct notifier_calls *calls = calls_of(ip, kind, mode, res);
 
-	k.ip = ip;
-	k.kind = kind;
-	k.mode = mode;
-	k.result = res;
-	calls = notifier_invalidations.lookup_or_try_init(&k, &none);
 	if (calls)
 		__sync_fetch_and_add(&calls->count, n);
 }
