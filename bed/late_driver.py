@@ -62,7 +62,14 @@ def child_churn(args):
     fx = Fixture()
     m = mmap.mmap(-1, args.pages * PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-    slots = {"list": fx.add_list(args.list), "interval": fx.add_interval(args.interval, addr, len(m))}
+    if args.crowd:
+        # A crowd, as a GPU driver's one interval notifier per userptr buffer: every one over
+        # the same range, the first half of one callback, the second of another.
+        behaviours = ["never_fail" if i < args.crowd // 2 else "sleep"
+                      for i in range(args.crowd)]
+        slots = {"crowd": [fx.add_interval(b, addr, len(m)) for b in behaviours]}
+    else:
+        slots = {"list": fx.add_list(args.list), "interval": fx.add_interval(args.interval, addr, len(m))}
     print(json.dumps({"pid": os.getpid(), "slots": slots}), flush=True)
     for i in range(args.iterations):          # at once: nobody is waited for
         if i == args.pause_at:                # only where a test wants both sides of a hand-over
@@ -75,11 +82,12 @@ def child_churn(args):
 
 
 def run_register_and_churn(iterations, list_behaviour="never_fail", interval_behaviour="never_fail",
-                           at_done=None, timeout=600, pause_at=-1, at_pause=None):
+                           at_done=None, timeout=600, pause_at=-1, at_pause=None, crowd=0):
     """Run the child; at_done() runs after its churn, before it exits. Returns (info, at_done's value).
     pause_at: the child stops after that many iterations until at_pause() has returned."""
     p = subprocess.Popen([sys.executable, "-m", "bed.late_driver", "churn", "--iterations", str(iterations),
-                          "--list", list_behaviour, "--interval", interval_behaviour, "--pause-at", str(pause_at)],
+                          "--list", list_behaviour, "--interval", interval_behaviour, "--pause-at", str(pause_at),
+                          "--crowd", str(crowd)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         info = json.loads(p.stdout.readline())
@@ -110,6 +118,7 @@ def main(argv=None):
     c.add_argument("--list", default="never_fail")
     c.add_argument("--interval", default="never_fail")
     c.add_argument("--pause-at", type=int, default=-1)
+    c.add_argument("--crowd", type=int, default=0, help="only this many interval notifiers over one range")
     args = ap.parse_args(argv)
     child_churn(args)
 

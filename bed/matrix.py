@@ -27,6 +27,7 @@ PY = str(REPO / ".venv" / "bin" / "python")
 # The probe and OOM tests, and drivers that come while mnmon runs; the million-invalidation
 # load test stays in 6.1's full tier.
 LEG_TESTS = ["tests/kernel/test_bed.py", "tests/kernel/test_layout.py", "tests/kernel/test_first_invalidation.py",
+             "tests/kernel/test_crowd.py",
              "tests/kernel/test_probes.py", "tests/kernel/test_two_pass.py", "tests/kernel/test_premature.py",
              "tests/kernel/test_zz_mrelease.py"]
 LEG_SELECT = "not a_million"

@@ -141,31 +141,36 @@ static __always_inline u64 interval_fn(u64 sub)
 
 /*
  * The interval subscriptions overlapping [start, last], in the order the kernel calls
- * them (interval_tree_iter_first/next: by start), from the tree's leftmost node. Returns
- * how many, or MAX_SUBS + 1 when there are more than out[] holds.
+ * them (interval_tree_iter_first/next: by start), from the tree's leftmost node, into w
+ * (map memory, zeroed): the first MAX_SUBS one by one, the rest by callback.
  */
-static __always_inline u32 walk_intervals(u64 node, u64 start, u64 last, u64 *out)
+static __always_inline void walk_intervals(u64 node, u64 start, u64 last, struct interval_walk *w)
 {
-	u32 i, n = 0;
+	u64 sub;
+	u32 i, n;
 
 #pragma clang loop unroll(disable)
-	for (i = 0; i < MAX_SUBS * 2 && node; i++) {
+	for (i = 0; i < MAX_WALK && node; i++) {
 		/* node is the rb member of an interval_tree_node, itself the interval_tree
 		 * member of a struct mmu_interval_notifier (both at 0 as of 7.x) */
 		u64 it[MAX2(F_ITN_START, F_ITN_LAST) / 8 + 1] = {};
 
 		bpf_probe_read_kernel(it, sizeof(it), (void *)(node - F_ITN_RB));
 		if (RAW_U64(it, F_ITN_START) > last)	/* in order of start: nothing further overlaps */
-			return n;
+			return;
 		if (RAW_U64(it, F_ITN_LAST) >= start) {
-			if (n >= MAX_SUBS)
-				return MAX_SUBS + 1;
-			out[masked(n, MAX_SUBS - 1)] = node - F_ITN_RB - F_MNI_TREE;
-			n++;
+			sub = node - F_ITN_RB - F_MNI_TREE;
+			n = w->n;
+			if (n < MAX_SUBS)
+				w->subs[masked(n, MAX_SUBS - 1)] = sub;
+			else
+				tally_add(&w->crowd, interval_fn(sub));
+			w->n = n + 1;
 		}
 		node = rb_next_node(node);
 	}
-	return node ? MAX_SUBS + 1 : n;
+	if (node)
+		w->capped = 1;
 }
 
 /*
@@ -215,12 +220,11 @@ static __always_inline void record_subs(struct core_inflight *c, u64 subs, struc
 	c->list_first = h->list_first;
 	if (!h->has_itree || c->end <= c->start)
 		return;
-	n = walk_intervals(h->leftmost, c->start, c->end - 1, c->intervals);
-	if (n > MAX_SUBS) {
+	walk_intervals(h->leftmost, c->start, c->end - 1, &c->itv);
+	if (c->itv.capped)
 		count_lost();
-		n = MAX_SUBS;
-	}
-	c->nintervals = n;
+	n = c->itv.n;
+	c->nintervals = n < MAX_SUBS ? n : MAX_SUBS;
 }
 
 /* At a core start's entry, kprobe flavour: the subscriptions it will call. */
@@ -271,7 +275,7 @@ static __always_inline bool attribute_intervals(void *ctx, struct core_inflight 
 	for (i = 0; i < MAX_SUBS; i++) {
 		if (i >= c->nintervals)
 			break;
-		sub = c->intervals[i];
+		sub = c->itv.subs[i];
 		if (!was_seen(c, sub))
 			continue;
 		if (sub == c->failed_interval) {
@@ -285,7 +289,7 @@ static __always_inline bool attribute_intervals(void *ctx, struct core_inflight 
 	for (i = 0; i < MAX_SUBS; i++) {
 		if (i >= c->nintervals)
 			break;
-		if (i + 1 > c->last_seen && !was_seen(c, c->intervals[i])) {
+		if (i + 1 > c->last_seen && !was_seen(c, c->itv.subs[i])) {
 			if (!c->ntail)
 				c->first_tail = i + 1;
 			c->ntail++;
@@ -300,7 +304,7 @@ static __always_inline bool attribute_intervals(void *ctx, struct core_inflight 
 	for (i = 0; i < MAX_SUBS; i++) {
 		if (i >= c->nintervals)
 			break;
-		sub = c->intervals[i];
+		sub = c->itv.subs[i];
 		if (was_seen(c, sub))
 			continue;
 		if (c->failed_at && i + 1 > c->failed_at)
@@ -343,6 +347,90 @@ static __always_inline void read_list_sub(u64 sub, struct list_sub *l)
 }
 
 
+/* Of fn's calls, how many (at most max) its own probes counted; those are taken. A
+ * kprobe's address may lie a few bytes into its function (ftrace's call, IBT's endbr). */
+static __always_inline u32 take_seen(struct tally *seen, u64 fn, u32 max)
+{
+	u32 i, k;
+
+#pragma unroll
+	for (i = 0; i < MAX_CROWD_FNS; i++) {
+		if (seen->fn[i] - fn < 16 && seen->n[i]) {
+			k = seen->n[i] < max ? seen->n[i] : max;
+			seen->n[i] -= k;
+			return k;
+		}
+	}
+	return 0;
+}
+
+/*
+ * A start that called more than the record follows one by one: more overlapping
+ * intervals than itv.subs[] (a crowd), or more calls seen than seen[]. Counted per
+ * callback: every call it made minus those the callbacks' own probes counted. Only a
+ * start that succeeded says what it called (a failed non-blockable pass stops at its
+ * failure): after a failure only the callbacks' own probes count, and it is lost.
+ */
+static __always_inline void attribute_crowd(struct core_inflight *c, int ret)
+{
+	struct tally *t = &c->itv.crowd;
+	struct list_sub l;
+	u64 sub, fn;
+	u32 i, n, left;
+
+	if (ret) {
+		count_lost();
+		return;
+	}
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (i >= c->nintervals)
+			break;
+		fn = interval_fn(c->itv.subs[i]);
+		if (fn)
+			tally_add(t, fn);
+	}
+#pragma unroll
+	for (i = 0; i < MAX_CROWD_FNS; i++) {
+		fn = t->fn[i];
+		if (!fn)
+			break;
+		discover(fn, KIND_INTERVAL);
+		n = t->n[i] - take_seen(&c->seen_fns, fn, t->n[i]);
+		if (n)
+			count_calls(fn, KIND_INTERVAL, c->mode, RESULT_OK, n);
+	}
+	if (t->other) {
+		/* Calls seen and not matched above were of these callbacks. */
+		left = c->seen_fns.other;
+#pragma unroll
+		for (i = 0; i < MAX_CROWD_FNS; i++)
+			left += c->seen_fns.n[i];
+		if (left < t->other)
+			count_calls(0, KIND_INTERVAL, c->mode, RESULT_OK, t->other - left);
+	}
+	/* The list pass, every notifier called. */
+	sub = c->list_first;
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (!sub)
+			break;
+		read_list_sub(sub, &l);
+		if (l.start_fn) {
+			discover(l.start_fn, KIND_LIST);
+			if (!take_seen(&c->seen_fns, l.start_fn, 1))
+				count_calls(l.start_fn, KIND_LIST, c->mode, RESULT_OK, 1);
+		}
+		if (!i)
+			c->lone_end_fn = l.end_fn;
+		sub = l.next;
+	}
+	if (sub)
+		count_lost();
+	else
+		c->nlist = i;
+}
+
 /*
  * At the return of a core start that returned ret: count the calls no callback probe
  * counted. Returns whether a failure of this start was given an owner.
@@ -355,13 +443,13 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 	bool failed = ret != 0, owned = false;
 	u32 i, ncand = 0;
 
-	if (c->nseen > MAX_SEEN) {	/* more calls than the record holds: cannot tell seen ones */
-		count_lost();
-		return false;
-	}
 	/* Read at entry (record_intervals): the list the kernel is about to walk. */
 	if (!c->subs)
 		return false;
+	if (c->itv.crowd.total || c->nseen > MAX_SEEN) {
+		attribute_crowd(c, ret);
+		return false;
+	}
 	first = c->list_first;
 	if (!attribute_intervals(ctx, c, res, !first, &owned) || !first)
 		return owned;
@@ -459,35 +547,51 @@ static __always_inline void attribute_end(u64 mm, const char *subs_now)
 		count_lost();
 }
 
+/* The walk at mm teardown, in map memory (see struct interval_walk): one per CPU, for the
+ * length of one program run. */
+BPF_PERCPU_ARRAY(release_walk, struct interval_walk, 1);
+
 /* At mm teardown: every interval notifier is called once, blockable (mn_itree_release). */
 static __always_inline void attribute_release(u64 mm)
 {
-	u64 subs = mm_subscriptions(mm), found[MAX_SUBS] = {};
+	u64 subs = mm_subscriptions(mm);
+	struct interval_walk *w;
 	struct subs_head h;
-	u32 i, n;
+	u32 i, zero = 0;
 
 	if (!subs)
 		return;
 	read_subs_head(subs, &h);
 	if (!h.has_itree)
 		return;
-	n = walk_intervals(h.leftmost, 0, ~0UL, found);
-	if (n > MAX_SUBS) {
+	w = release_walk.lookup(&zero);
+	if (!w)
+		return;
+	__builtin_memset(w, 0, sizeof(*w));
+	walk_intervals(h.leftmost, 0, ~0UL, w);
+	if (w->capped)
 		count_lost();
-		n = MAX_SUBS;
-	}
 #pragma unroll
 	for (i = 0; i < MAX_SUBS; i++) {
 		u64 fn;
 
-		if (i >= n)
+		if (i >= w->n)
 			break;
-		fn = interval_fn(found[i]);
+		fn = interval_fn(w->subs[i]);
 		if (!fn)
 			continue;
 		count_call(fn, KIND_INTERVAL, MODE_BLOCKABLE, RESULT_OK, 0, false);
 		discover(fn, KIND_INTERVAL);
 	}
+#pragma unroll
+	for (i = 0; i < MAX_CROWD_FNS; i++) {
+		if (!w->crowd.fn[i])
+			break;
+		count_calls(w->crowd.fn[i], KIND_INTERVAL, MODE_BLOCKABLE, RESULT_OK, w->crowd.n[i]);
+		discover(w->crowd.fn[i], KIND_INTERVAL);
+	}
+	if (w->crowd.other)
+		count_calls(0, KIND_INTERVAL, MODE_BLOCKABLE, RESULT_OK, w->crowd.other);
 }
 #else
 static __always_inline void record_intervals(struct core_inflight *c) {}

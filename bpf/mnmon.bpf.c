@@ -76,6 +76,30 @@ struct cb_inflight {
 };
 
 /*
+ * Calls counted per callback rather than per subscription: the overlapping intervals
+ * beyond intervals[] (a crowd: a GPU driver's one per userptr buffer), and the calls
+ * the callbacks' own probes counted (attribute.bpf.c, attribute_crowd()).
+ */
+struct tally {
+	u64 fn[MAX_CROWD_FNS];
+	u32 n[MAX_CROWD_FNS];
+	u32 other;		/* calls of callbacks beyond fn[] */
+	u32 total;
+};
+
+/*
+ * What a walk of an mm's interval tree found (attribute.bpf.c, walk_intervals()). Kept in
+ * map memory, not in registers: values the verifier cannot know let its states prune
+ * across the loop's iterations and exits, where known ones multiply them.
+ */
+struct interval_walk {
+	u64 subs[MAX_SUBS];	/* the first overlapping subscriptions, in the kernel's order */
+	struct tally crowd;	/* the ones beyond subs[], by callback */
+	u32 n;			/* how many overlap */
+	u8 capped;		/* the walk stopped at MAX_WALK nodes with more to go */
+};
+
+/*
  * A core invalidate_range_start in flight on a thread (notifier callbacks run inside
  * it), and what the core probes need to count, at its return, the calls that no
  * callback probe saw (notifiers.bpf.c, attribute_start()).
@@ -87,7 +111,8 @@ struct core_inflight {
 	u64 started[MAX_STARTED];	/* list subscriptions whose start succeeded and await an end */
 	u64 seen[MAX_SEEN];		/* subscriptions whose own probes counted this call */
 	u64 failed_interval;		/* a probed interval callback that failed here */
-	u64 intervals[MAX_SUBS];	/* overlapping interval subscriptions, in the kernel's order */
+	struct interval_walk itv;	/* overlapping interval subscriptions */
+	struct tally seen_fns;		/* the calls in seen[], and any beyond it, by callback */
 	/* Read at entry, for the return not to read them again (attribute.bpf.c): the mm's
 	 * struct mmu_notifier_subscriptions and its list's first subscription. */
 	u64 subs, list_first;

@@ -70,6 +70,11 @@
 #define MAX_STARTED		8	/* list notifiers tracked for pairing per start */
 #define MAX_SUBS		8	/* subscriptions of one mm walked per invalidation */
 #define MAX_SEEN		8	/* callbacks whose own probes counted them, per invalidation */
+/* Interval tree nodes the walk visits per invalidation: a bounded loop, since bcc 0.26
+ * cannot pass bpf_loop() a callback (its address is not relocated: "R2 type=scalar
+ * expected=func"). Overlapping intervals beyond MAX_SUBS are counted per callback. */
+#define MAX_WALK		256
+#define MAX_CROWD_FNS		4	/* callbacks counted apart in such a crowd; the rest: unattributed */
 #define NR_MRELEASE_TEXT	4	/* process_mrelease's syscall functions (per-arch wrappers) */
 #define MAX_CALLER_FRAMES	12	/* frames searched for them above __oom_reap_task_mm */
 #define MAX_HELD		8	/* given-up victims' mms followed to their teardown at once */

@@ -27,22 +27,29 @@ BPF_ARRAY(release_walked, u8, 1);
 /* Callbacks called outside a core start: interval notifiers at mm teardown (mn_itree_release). */
 BPF_HASH(cb_inflight, u32, struct cb_inflight, 10240);
 
+/* A notifier's calls of one kind, mode and result (created at 0). */
+static __always_inline struct notifier_calls *calls_of(u64 ip, u8 kind, u8 mode, u8 res)
+{
+	struct notifier_calls none = {};
+	struct notifier_key k = {};
+
+	k.ip = ip;
+	k.kind = kind;
+	k.mode = mode;
+	k.result = res;
+	return notifier_invalidations.lookup_or_try_init(&k, &none);
+}
+
 /*
  * One call of a notifier callback. timed: its time was measured (by its own probes);
  * a call the core probes counted for it has no time of its own.
  */
 static __always_inline void count_call(u64 ip, u8 kind, u8 mode, u8 res, u64 ns, bool timed)
 {
-	struct notifier_calls none = {}, *calls;
+	struct notifier_calls *calls = calls_of(ip, kind, mode, res);
 	struct notifier_lat_key lk = {};
-	struct notifier_key k = {};
 	u64 zero = 0, *v;
 
-	k.ip = ip;
-	k.kind = kind;
-	k.mode = mode;
-	k.result = res;
-	calls = notifier_invalidations.lookup_or_try_init(&k, &none);
 	if (calls) {
 		__sync_fetch_and_add(&calls->count, 1);
 		if (timed)
@@ -58,6 +65,37 @@ static __always_inline void count_call(u64 ip, u8 kind, u8 mode, u8 res, u64 ns,
 		__sync_fetch_and_add(v, 1);
 }
 
+/* n calls the core probes counted for a notifier (untimed). ip 0: calls of a crowd's
+ * callbacks beyond the ones it counts apart (user space: notifier="unattributed"). */
+static __always_inline void count_calls(u64 ip, u8 kind, u8 mode, u8 res, u64 n)
+{
+	struct notifier_calls *calls = calls_of(ip, kind, mode, res);
+
+	if (calls)
+		__sync_fetch_and_add(&calls->count, n);
+}
+
+/* One more call of fn in a tally (struct tally, mnmon.bpf.c). */
+static __always_inline void tally_add(struct tally *t, u64 fn)
+{
+	u32 i;
+
+	t->total++;
+#pragma unroll
+	for (i = 0; i < MAX_CROWD_FNS; i++) {
+		if (t->fn[i] == fn) {
+			t->n[i]++;
+			return;
+		}
+		if (!t->fn[i]) {
+			t->fn[i] = fn;
+			t->n[i] = 1;
+			return;
+		}
+	}
+	t->other++;
+}
+
 static __always_inline void count_end(u64 ip)
 {
 	u64 zero = 0, *v = notifier_ends.lookup_or_try_init(&ip, &zero);
@@ -66,10 +104,13 @@ static __always_inline void count_end(u64 ip)
 		__sync_fetch_and_add(v, 1);
 }
 
-/* This call was counted by the callback's own probes: the core probes leave it alone. */
-static __always_inline void mark_seen(struct core_inflight *c, u64 key)
+/* This call (sub's, of callback ip) was counted by the callback's own probes: the core
+ * probes leave it alone. */
+static __always_inline void mark_seen(struct core_inflight *c, u64 key, u64 ip)
 {
 	u8 n = c->nseen;
+
+	tally_add(&c->seen_fns, ip);
 
 	if (n < MAX_SEEN)
 		c->seen[masked(n, MAX_SEEN - 1)] = key;
@@ -183,7 +224,7 @@ static __always_inline void cb_exit(void *ctx, u8 kind, u8 res, const struct mmu
 	ns = bpf_ktime_get_ns() - c->ts;
 	if (core) {
 		/* Inside a core start: its return counts what no probe saw (attribute.bpf.c). */
-		mark_seen(core, c->sub);
+		mark_seen(core, c->sub, c->ip);
 		if (kind == KIND_LIST) {
 #if CB_KFUNC
 			if (sub_btf)

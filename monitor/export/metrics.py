@@ -42,7 +42,10 @@ FAMILIES = {f.name: f for f in [
        "(the skipped-end bug fixed by c2655835fd8c in 5.12)."),
     _f("mnmon_notifier_invalidations_total", "counter",
        "Notifier invalidate callbacks by outcome. eagain: the notifier would have blocked; "
-       "unobserved: called, but its outcome could not be observed (before its probes attached).",
+       "unobserved: called, but its outcome could not be observed (before its probes attached). "
+       "notifier=\"unattributed\": calls to interval notifiers of a crowd (more than 8 over "
+       "one range) whose callback was not among the 4 the walk counts apart: called, callback not "
+       "named; notifier=\"unknown\": failed starts no notifier was named for.",
        "notifier", "module", "kind", "mode", "result"),
     _f("mnmon_notifier_invalidate_range_end_total", "counter",
        "invalidate_range_end callbacks of list notifiers.", "notifier", "module"),

@@ -24,6 +24,9 @@ from monitor.export.metrics import HELD_BUCKETS
 from monitor.export.model import Snapshot, log2_histogram
 
 UNKNOWN = ("unknown", "unknown")
+# Calls the core probes counted without a callback (ip 0): a crowd of interval notifiers
+# over one range with more callbacks than the walk counts apart (bpf/attribute.bpf.c).
+UNATTRIBUTED = ("unattributed", "unattributed")
 END_KIND = KINDS[contract.DEFINES["KIND_LIST_END"]]     # counted, never timed
 
 ARRAYS = ("oom_victims", "oom_reap_attempts", "oom_reap_calls", "oom_reaper_gave_up", "oom_reap_latency",
@@ -190,7 +193,7 @@ def _notifiers(s, raw, ctx):
                 s.set("mnmon_notifier_invalidations_total", 0, notifier=symbol, module=module, kind=kind,
                       mode=mode, result=result)
     for (ip, kind, mode, result), n in raw.get("notifier_invalidations", {}).items():
-        name, module = resolve(ip)
+        name, module = resolve(ip) if ip else UNATTRIBUTED
         s.add("mnmon_notifier_invalidations_total", n, notifier=name, module=module, kind=KINDS[kind],
               mode=MODES[mode], result=RESULTS[result])
     # Failed starts no notifier was named for: an explicit "unknown" notifier, never dropped.

@@ -385,6 +385,20 @@ def test_an_unknown_blocker_is_never_resolved():
         ({"module": "unknown", "notifier": "unknown"}, 3), ({"module": "vmlinux", "notifier": "nearest_symbol"}, 1)]
 
 
+def test_a_crowds_calls_without_a_callback_are_unattributed_not_resolved():
+    # ip 0 in notifier_invalidations: a crowd's calls the walk could not name (bpf/attribute.bpf.c);
+    # a resolver that names every address must not be asked.
+    raw = zeros()
+    raw["notifier_invalidations"] = {(0, 1, 0, 0): 37, (NOUVEAU, 1, 0, 0): 400}
+    snap = build_snapshot(raw, lambda ip: ("nearest_symbol", "vmlinux"),
+                          [], [Status("invalidate_range_start", "fentry", True)])
+    assert snap.family("mnmon_notifier_invalidations_total") == [
+        ({"kind": "interval", "mode": "blockable", "module": "unattributed", "notifier": "unattributed",
+          "result": "ok"}, 37),
+        ({"kind": "interval", "mode": "blockable", "module": "vmlinux", "notifier": "nearest_symbol",
+          "result": "ok"}, 400)]
+
+
 def test_lean_exports_what_it_measures_only():
     # one fexit on the core start: no latency, events or ends (an in-progress count would only grow)
     statuses = [Status("invalidate_range_start", "lean-fexit", True),
