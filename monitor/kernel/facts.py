@@ -185,7 +185,7 @@ def gather(symbols, kfunc_support=lambda: False, bcc_version=""):
         if fmt.exists():
             mv = parse_tracepoint_format(fmt.read_text())
     kprobes = Path("/sys/bus/event_source/devices/kprobe").exists() or bool(tfs and (tfs / "kprobe_events").exists())
-    kallsyms_readable = bool(getattr(symbols, "symbols", True)) or not Path("/proc/kallsyms").exists()
+    kallsyms_readable = bool(len(symbols)) or not Path("/proc/kallsyms").exists()
     if not kallsyms_readable:
         unreadable.append("/proc/kallsyms: addresses hidden (needs root or CAP_SYSLOG)")
     return KernelFacts(
