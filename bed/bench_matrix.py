@@ -20,7 +20,6 @@ import shlex
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from bed import kernels, matrix, slots
 
@@ -72,10 +71,7 @@ def run_leg(release, out=OUT, extra=(), timeout=LEG_TIMEOUT, env=None):
     t0 = time.monotonic()
     with (d / "log.txt").open("w") as log:
         try:
-            if not Path(f"/lib/modules/{release}/build").exists():
-                kernels.fetch(release)
-            rc = subprocess.run(["make", "--no-print-directory", "fixture", f"KVER={release}"],
-                                cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+            rc = matrix.prepare(release, log)
             prepared = time.monotonic() - t0
             if rc == 0:
                 cmd = bench_command(release, out, extra=extra, timeout=timeout)

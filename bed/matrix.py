@@ -34,6 +34,15 @@ LEG_SELECT = "not a_million"
 LEG_TIMEOUT = 1500
 
 
+def prepare(release, log):
+    """Fetch release if it is not installed and build the fixture for it, output to log;
+    make's exit status."""
+    if not Path(f"/lib/modules/{release}/build").exists():
+        kernels.fetch(release)
+    return subprocess.run(["make", "--no-print-directory", "fixture", f"KVER={release}"],
+                          cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
 def record(mon, out=None):
     """Inside a leg: write what this Monitor attached, and how, for the support table."""
     out = out or os.environ.get("MNMON_MATRIX_OUT")
@@ -96,10 +105,7 @@ def run_leg(release, out=OUT, tests=LEG_TESTS, select=LEG_SELECT, timeout=LEG_TI
     t0 = time.monotonic()
     log = (d / "log.txt").open("w")
     try:
-        if not Path(f"/lib/modules/{release}/build").exists():
-            kernels.fetch(release)
-        rc = subprocess.run(["make", "--no-print-directory", "fixture", f"KVER={release}"],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = prepare(release, log)
         built = time.monotonic() - t0
         if rc == 0:
             # Tests print their figures next to ground truth: junit.xml keeps them.
