@@ -1,5 +1,6 @@
 """mnmon's numbers against ground truth on the real kernel: the fixture's own counts,
 KVM's own count of its notifier's calls, the oom:* tracepoints, the kernel log."""
+import math
 import re
 import subprocess
 import time
@@ -264,16 +265,23 @@ def test_sleeping_notifier_latency_lands_in_the_bucket_of_its_sleep(mon):
     les = [le for le, _ in h.buckets]
     mass = {le: per_bucket[le] - (per_bucket[les[i - 1]] if i else 0) for i, le in enumerate(les)}
     top = max(mass, key=mass.get)
-    # 1.5 ms lies in (2^20, 2^21] ns: le = 2.097152 ms; the fixture timed itself there too.
-    assert top == pytest.approx((1 << 21) / 1e9)
     fx = fixture[child.info["slot"]].hist_log2_ns
-    assert fx.index(max(fx)) == 20
+    # The fixture times each sleep itself: slot k holds (2^k, 2^(k+1)] ns. A 1.5 ms sleep is
+    # never shorter than 2^20 ns; a busy host (two guests on two cores) stretches sleeps,
+    # and then both clocks see it, so the bucket is the fixture's, not a fixed one.
+    fx_top = fx.index(max(fx))
+    assert fx_top >= 20
+    assert top == pytest.approx((1 << (fx_top + 1)) / 1e9)
     # mnmon times from probe to return probe, around the fixture's own timing: a call can
-    # only move up a bucket (a busy host stretches some sleeps past 2.1 ms in both).
-    fixture_upto, mnmon_upto = sum(fx[:21]), per_bucket[top]
-    assert fixture_upto - 2 <= mnmon_upto <= fixture_upto
-    assert mass[top] >= 0.5 * 40
-    print(f"sleeping notifier (1.5 ms): {mnmon_upto} of 40 calls <= 2.1 ms, fixture's own timing {fixture_upto}")
+    # only move up a bucket, and only when it lies within the probes' overhead of the bound.
+    for le in les[:-1]:
+        slot = round(math.log2(le * 1e9))
+        fixture_upto = sum(fx[:slot])
+        assert fixture_upto - 2 <= per_bucket[le] <= fixture_upto, le
+    assert per_bucket[les[-1]] == sum(fx) == 40
+    print(f"sleeping notifier (1.5 ms): mnmon's busiest bucket le={top * 1e3:.3f} ms holds {mass[top]} of 40, "
+          f"the fixture's own timing {fx[fx_top]}; <= 2.1 ms: mnmon {per_bucket[(1 << 21) / 1e9]}, "
+          f"fixture {sum(fx[:21])}")
 
 
 def test_a_million_invalidations_counted_exactly(mon):
