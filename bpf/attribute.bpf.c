@@ -603,11 +603,13 @@ static __always_inline void attribute_release(u64 mm) {}
 #endif
 
 /* mm teardown: kprobe and fentry flavours (user space attaches one). */
+#if KPROBE_TWINS
 int on_notifier_release(struct pt_regs *ctx)
 {
 	attribute_release(PT_REGS_PARM1(ctx));
 	return 0;
 }
+#endif
 
 #if CORE_KFUNC
 KFUNC_PROBE(__mmu_notifier_release, struct mm_struct *mm)

@@ -92,6 +92,7 @@ static __always_inline u64 end_mm(u64 arg)
 #endif
 }
 
+#if KPROBE_TWINS
 /* kprobe/kretprobe flavour, attached from user space. */
 int core_start_entry(struct pt_regs *ctx)
 {
@@ -120,6 +121,7 @@ int core_end_entry(struct pt_regs *ctx)
 	core_end(end_mm(PT_REGS_PARM1(ctx)), NULL);
 	return 0;
 }
+#endif
 
 #if CORE_KFUNC && LEAN
 /*

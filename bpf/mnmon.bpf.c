@@ -22,6 +22,9 @@
  *   CB_KFUNC      1: fentry/fexit programs for notifier callbacks, loaded per callback
  *                 against its module's BTF (notifiers.bpf.c, monitor/attach/module_fentry.py)
  *   REAP_KFUNC    1: fentry/fexit on __oom_reap_task_mm
+ *   KPROBE_TWINS  1: the kprobe flavour of the probes that also have an fentry one (core
+ *                 start/end, mm teardown, the reaper); 0 where all of them prefer fentry:
+ *                 the flavour not attached would double the compile
  *   USE_RINGBUF   1: BPF ring buffer (5.8+), else a perf buffer
  *   TASK_STORAGE  1: a thread's in-flight invalidation lives in task-local storage
  *                 (tracing programs may use it since 5.12), else in a hash keyed by tid
@@ -59,6 +62,9 @@
 #endif
 #ifndef LEAN
 #define LEAN 0
+#endif
+#ifndef KPROBE_TWINS
+#define KPROBE_TWINS 1
 #endif
 #ifndef CB_KFUNC
 #define CB_KFUNC 0

@@ -300,6 +300,7 @@ static __always_inline void reap_exit(void *ctx, bool reaped)
 	reap_inflight.delete(&t);
 }
 
+#if KPROBE_TWINS
 int reap_entry(struct pt_regs *ctx)
 {
 	reap_enter(ctx, PT_REGS_PARM1(ctx));
@@ -311,6 +312,7 @@ int reap_return(struct pt_regs *ctx)
 	reap_exit(ctx, PT_REGS_RC(ctx) & 0xff);
 	return 0;
 }
+#endif
 
 #if REAP_KFUNC
 KFUNC_PROBE(__oom_reap_task_mm, void *mm)

@@ -70,15 +70,12 @@ class Monitor:
                                    "(CAP_SYS_ADMIN on kernels before 5.8)")
             symbols = Symbols.load()
             facts = _gather(bcc, symbols)
-            plan = attach_plan.plan(facts, force, inflight, callbacks, lean)
-            bpf = loader.compile_program(plan, facts)
-        except (loader.LoadError, ValueError) as e:       # ValueError: what was asked cannot run here
+        except (loader.LoadError, ValueError) as e:
             raise MonitorError(str(e)) from None
-        _mark_mrelease_text(bpf, symbols)
         # bcc and libbpf print why an attach failed; the ProbeStatus says it once.
         with loader.stderr_to(tempfile.TemporaryFile()):
-            statuses = {spec.probe: disabled(spec.probe) if spec.probe in disable else attach_spec(bpf, spec)
-                        for spec in plan.probes}
+            bpf, plan, statuses = compile_and_attach(facts, symbols, dict(force or {}), inflight, callbacks, lean,
+                                                     disable)
             mon = cls(bpf, facts, plan, symbols, statuses, started_at=time.time())
             if statuses.get("notifier_release") and statuses["notifier_release"].attached:
                 # mm teardown's walk counts interval calls outside a start (attribute.bpf.c)
@@ -221,6 +218,46 @@ def _mark_mrelease_text(bpf, symbols):
 
 def start_monitor(disable=(), callbacks=None, lean=False):
     return Monitor.start(disable=disable, callbacks=callbacks, lean=lean)
+
+
+def compile_and_attach(facts, symbols, force, inflight, callbacks, lean, disable):
+    """(bpf, plan, {probe: ProbeStatus}): the plan compiled and its probes attached, but
+    those in disable. MonitorError when it cannot compile or what was asked cannot run."""
+    def attempt(force):
+        try:
+            plan = attach_plan.plan(facts, force, inflight, callbacks, lean)
+            bpf = loader.compile_program(plan, facts)
+        except (loader.LoadError, ValueError) as e:       # ValueError: what was asked cannot run here
+            raise MonitorError(str(e)) from None
+        return bpf, plan, _attach_planned(bpf, plan, symbols, disable)
+
+    bpf, plan, statuses = attempt(force)
+    retry = plan.fallbacks(statuses)
+    if not retry:
+        return bpf, plan, statuses
+    # An fentry the kernel refused after all: its kprobe flavour needs a compile of its own.
+    bpf.cleanup()
+    failed = statuses
+    bpf, plan, statuses = attempt({**force, **retry})
+    for probe in retry:
+        if statuses[probe].attached:
+            statuses[probe].reason = f"fentry refused ({failed[probe].reason}): kprobe stands in"
+    return bpf, plan, statuses
+
+
+def _attach_planned(bpf, plan, symbols, disable):
+    """{probe: ProbeStatus} of attaching plan's probes, but those in disable, to bpf. Where
+    the compile left out the kprobe flavour (Plan.kprobe_twins), fentry is the only try."""
+    _mark_mrelease_text(bpf, symbols)
+    statuses = {}
+    for spec in plan.probes:
+        if spec.probe in disable:
+            statuses[spec.probe] = disabled(spec.probe)
+            continue
+        if not plan.kprobe_twins and spec.methods[:1] == (attach_plan.FENTRY,):
+            spec = dataclasses.replace(spec, methods=spec.methods[:1])
+        statuses[spec.probe] = attach_spec(bpf, spec)
+    return statuses
 
 
 def inspect_host(lean=False):

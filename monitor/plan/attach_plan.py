@@ -48,6 +48,22 @@ class Plan:
     lean: bool = False                      # the lean configuration (see plan())
     facts: dict = field(default_factory=dict)   # feature -> "probed" or "kernel version": how it was known
 
+    @property
+    def kprobe_twins(self):
+        """Whether the kprobe flavour of the probes that have an fentry one is compiled.
+        It doubles the compile (the walk is the biggest code), so it is left out where every
+        such probe prefers fentry; a start whose fentry then fails compiles again with it."""
+        return "-DKPROBE_TWINS=1" in self.cflags
+
+    def fallbacks(self, statuses):
+        """{probe: KPROBE} for probes whose fentry failed where their kprobe flavour was
+        not compiled: what a second compile must force."""
+        if self.kprobe_twins:
+            return {}
+        return {p.probe: KPROBE for p in self.probes
+                if p.methods[:1] == (FENTRY,) and KPROBE in p.methods and not statuses[p.probe].attached
+                and not statuses[p.probe].disabled}
+
 
 def api_generation(version):
     """The notifier API generation of a kernel version (see bpf/mnmon.bpf.c, MN_API)."""
@@ -219,6 +235,7 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
         f"-DENDS_IN_FAILED_START={int(ends_paired)}",
         f"-DCB_KFUNC={int(not cb_fentry and not lean)}",       # fentry programs for notifier callbacks
         f"-DLEAN={int(bool(lean))}",
+        f"-DKPROBE_TWINS={int(any(p.methods[:1] == (KPROBE,) and FENTRY in p.programs for p in by.values()))}",
     ]
     out += _layout(facts).cflags() if _layout(facts) else ["-DBTF_LAYOUT=0"]
     if all(k in mv for k in ("anon_rss", "file_rss", "shmem_rss")):     # oom:mark_victim, 6.9+

@@ -2,6 +2,8 @@
 import os
 import re
 
+from monitor.plan.attach_plan import HASH, TASK_STORAGE
+
 
 def version(release=None):
     """(major, minor) of a release string such as '5.10.0-46-amd64' (default: the running kernel)."""
@@ -31,3 +33,12 @@ def ends_paired_on_failure(release=None):
     started (c2655835fd8c, 5.12, and backported to 5.10.y): before it their ends are
     skipped, left unpaired."""
     return at_least(5, 12, release) or version(release) == (5, 10)
+
+
+def stores(release=None):
+    """The in-flight stores the tests run mnmon with: both (the installed kernel's full tier),
+    or with MNMON_STORES=default (a matrix leg) only the one mnmon picks on this kernel:
+    task storage from 5.12 (4cf1bc1f1045), the hash before."""
+    if os.environ.get("MNMON_STORES") == "default":
+        return [TASK_STORAGE if at_least(5, 12, release) else HASH]
+    return [TASK_STORAGE, HASH]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from monitor.plan.attach_plan import HASH, TASK_STORAGE
+from monitor.plan.attach_plan import TASK_STORAGE
 from bed import late_driver, scenarios
 from tests.kernel import kernel_facts
 from bed.evidence import KernelLog, TraceInstance, kvm_invalidations
@@ -28,7 +28,7 @@ INTERVAL = "mnmon_fx_interval_never_fail"
 FX = "mnmon_fixture"
 
 
-@pytest.fixture(scope="module", params=[TASK_STORAGE, HASH])
+@pytest.fixture(scope="module", params=kernel_facts.stores())
 def mon(request):
     from monitor.attach.session import Monitor
     if request.param == TASK_STORAGE and not kernel_facts.at_least(5, 12):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.plan.attach_plan import HASH, TASK_STORAGE
+from monitor.plan.attach_plan import TASK_STORAGE
 from bed import matrix, scenarios
 from tests.kernel import kernel_facts
 from bed.evidence import KernelLog, TraceInstance, kvm_invalidations
@@ -33,10 +33,10 @@ EXIT_MMAP_CALLS = 1 if kernel_facts.exit_mmap_reaps() else 0
 REAP_CALLS = kernel_facts.oom_reap_calls_per_victim(retries=MAX_OOM_REAP_RETRIES)
 
 
-@pytest.fixture(scope="module", params=[TASK_STORAGE, HASH])
+@pytest.fixture(scope="module", params=kernel_facts.stores())
 def mon(request):
     """Every test runs with in-flight invalidations in task storage (6.1's default) and
-    in the hash kernels before 5.12 use."""
+    in the hash kernels before 5.12 use; in a matrix leg, with the store mnmon picks there."""
     from monitor.attach.session import Monitor
     if request.param == TASK_STORAGE and not kernel_facts.at_least(5, 12):
         pytest.skip("task storage for tracing programs needs 5.12+ (4cf1bc1f1045); this kernel has the hash")

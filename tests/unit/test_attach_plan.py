@@ -63,7 +63,7 @@ def by_name(p):
 
 
 def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0, walk=0, ends=0, victim_task=0,
-           cb_kfunc=None, lean=0, btf=1, cgroup=1, premature=None):
+           cb_kfunc=None, lean=0, btf=1, cgroup=1, premature=None, twins=None):
     out = [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCGROUP_FIELDS={cgroup}", f"-DCORE_KFUNC={core_kfunc}",
            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}",
            f"-DTASK_STORAGE={task_storage}", f"-DMN_SUBS={walk}", f"-DMV_TASK_ARG={victim_task}",
@@ -71,7 +71,10 @@ def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=
     # fentry on callbacks: by default wherever module BTF exists (5.11+) with the core's fentry
     if cb_kfunc is None:
         cb_kfunc = int(bool(structs and core_kfunc and task_storage))
-    out += [f"-DCB_KFUNC={cb_kfunc}", f"-DLEAN={lean}"]
+    # the kprobe flavour of fentry probes: compiled where one of them prefers kprobe
+    if twins is None:
+        twins = int(structs and not (core_kfunc and reap_kfunc))
+    out += [f"-DCB_KFUNC={cb_kfunc}", f"-DLEAN={lean}", f"-DKPROBE_TWINS={twins}"]
     return out + (LAYOUT.cflags() if btf else ["-DBTF_LAYOUT=0"])
 
 
@@ -183,7 +186,7 @@ def test_sandbox_host(kfunc, core, reap_kfunc):
     p = plan(f)
     assert p.api == 505
     assert p.cflags == cflags(505, 1, reap_kfunc, reap_kfunc, 0, 1, 1, walk=1, ends=1, victim_task=1,
-                              cb_kfunc=reap_kfunc, premature=0) + [
+                              cb_kfunc=reap_kfunc, premature=0, twins=0) + [
         "-DMV_ANON_RSS_OFF=24", "-DMV_FILE_RSS_OFF=32", "-DMV_SHMEM_RSS_OFF=40", "-DMV_COMM_LOC_OFF=12"]
     by = by_name(p)
     assert methods(p) == {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": (),
@@ -331,7 +334,8 @@ def test_missing_symbols():
         ("mmu_interval_notifier_insert",), K)
     # the walk of subscriptions needs no symbol; mm teardown's probe does
     assert by["notifier_release"].reason == f"__mmu_notifier_release {KALLSYMS_REASON}"
-    assert p.cflags == cflags(505, 1, 1, 0, 0, 1, 1, walk=1, ends=1, premature=0)
+    # no reap probe: nothing prefers kprobe, so no kprobe flavour is compiled
+    assert p.cflags == cflags(505, 1, 1, 0, 0, 1, 1, walk=1, ends=1, premature=0, twins=0)
 
 
 def test_missing_all_targets_and_tracepoints():
