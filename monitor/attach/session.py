@@ -72,10 +72,9 @@ class Monitor:
             facts = _gather(bcc, symbols)
         except (loader.LoadError, ValueError) as e:
             raise MonitorError(str(e)) from None
+        bpf, plan, statuses = compile_and_attach(facts, symbols, dict(force or {}), inflight, callbacks, lean, disable)
         # bcc and libbpf print why an attach failed; the ProbeStatus says it once.
         with loader.stderr_to(tempfile.TemporaryFile()):
-            bpf, plan, statuses = compile_and_attach(facts, symbols, dict(force or {}), inflight, callbacks, lean,
-                                                     disable)
             mon = cls(bpf, facts, plan, symbols, statuses, started_at=time.time())
             if statuses.get("notifier_release") and statuses["notifier_release"].attached:
                 # mm teardown's walk counts interval calls outside a start (attribute.bpf.c)
@@ -250,13 +249,16 @@ def _attach_planned(bpf, plan, symbols, disable):
     the compile left out the kprobe flavour (Plan.kprobe_twins), fentry is the only try."""
     _mark_mrelease_text(bpf, symbols)
     statuses = {}
-    for spec in plan.probes:
-        if spec.probe in disable:
-            statuses[spec.probe] = disabled(spec.probe)
-            continue
-        if not plan.kprobe_twins and spec.methods[:1] == (attach_plan.FENTRY,):
-            spec = dataclasses.replace(spec, methods=spec.methods[:1])
-        statuses[spec.probe] = attach_spec(bpf, spec)
+    # bcc and libbpf print why an attach failed; the ProbeStatus says it once. (Not around
+    # the compile: mnmon's own log lines from it must reach the log.)
+    with loader.stderr_to(tempfile.TemporaryFile()):
+        for spec in plan.probes:
+            if spec.probe in disable:
+                statuses[spec.probe] = disabled(spec.probe)
+                continue
+            if not plan.kprobe_twins and spec.methods[:1] == (attach_plan.FENTRY,):
+                spec = dataclasses.replace(spec, methods=spec.methods[:1])
+            statuses[spec.probe] = attach_spec(bpf, spec)
     return statuses
 
 
