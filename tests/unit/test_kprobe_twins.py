@@ -4,6 +4,8 @@ refuses after all compiles again with kprobe forced on the refused probes."""
 import re
 from pathlib import Path
 
+import pytest
+
 from monitor.attach import session
 from monitor.attach.probe import ProbeStatus
 from monitor.plan import attach_plan
@@ -14,6 +16,7 @@ from tests.unit import test_attach_plan
 def facts(kfunc=True):
     """Debian 12's kernel with BTF: every probe with an fentry flavour can take it."""
     return test_attach_plan.facts("6.1.0-56-amd64", btf=True, kfunc=kfunc)
+
 
 BPF = Path(__file__).resolve().parents[2] / "bpf"
 TWINS = ("invalidate_range_start", "invalidate_range_end", "notifier_release", "oom_reap_task_mm")
@@ -52,10 +55,17 @@ class FakeBPF:
         self.cleaned = True
 
 
-def test_a_refused_fentry_compiles_again_with_kprobe_on_that_probe(monkeypatch):
-    compiled, tried = [], []
-    monkeypatch.setattr(session.loader, "compile_program", lambda plan, f: compiled.append(FakeBPF(plan)) or compiled[-1])
+@pytest.fixture
+def compiled(monkeypatch):
+    """The FakeBPF of each compile, in order."""
+    out = []
+    monkeypatch.setattr(session.loader, "compile_program", lambda plan, f: out.append(FakeBPF(plan)) or out[-1])
     monkeypatch.setattr(session, "_mark_mrelease_text", lambda bpf, symbols: None)
+    return out
+
+
+def test_a_refused_fentry_compiles_again_with_kprobe_on_that_probe(monkeypatch, compiled):
+    tried = []
 
     def attach(bpf, spec):
         tried.append((len(compiled), spec.probe, spec.methods))
@@ -78,11 +88,9 @@ def test_a_refused_fentry_compiles_again_with_kprobe_on_that_probe(monkeypatch):
     assert start.reason == "fentry refused (fentry: Operation not supported): kprobe stands in"
 
 
-def test_fentry_that_attaches_compiles_once_and_disabled_probes_do_not_retry(monkeypatch):
-    compiled = []
-    monkeypatch.setattr(session.loader, "compile_program", lambda plan, f: compiled.append(FakeBPF(plan)) or compiled[-1])
-    monkeypatch.setattr(session, "_mark_mrelease_text", lambda bpf, symbols: None)
-    monkeypatch.setattr(session, "attach_spec", lambda bpf, spec: ProbeStatus(spec.probe, spec.methods[0] if spec.methods else "", bool(spec.methods)))
+def test_fentry_that_attaches_compiles_once_and_disabled_probes_do_not_retry(monkeypatch, compiled):
+    monkeypatch.setattr(session, "attach_spec",
+                        lambda bpf, spec: ProbeStatus(spec.probe, spec.methods[0] if spec.methods else "", bool(spec.methods)))
     _, _, statuses = session.compile_and_attach(facts(), None, {}, None, None, False, ("invalidate_range_end",))
     assert len(compiled) == 1
     assert statuses["invalidate_range_end"].disabled
