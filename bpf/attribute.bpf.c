@@ -439,8 +439,9 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 {
 	struct list_sub l;
 	u64 first = 0, sub, cands[MAX_SUBS] = {};
-	u8 res = classify_int(ret);
+	u8 res = classify_int(ret), r;
 	bool failed = ret != 0, owned = false;
+	struct logged_batch *logged = 0;
 	u32 i, ncand = 0;
 
 	/* Read at entry (record_intervals): the list the kernel is about to walk. */
@@ -451,8 +452,16 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 		return false;
 	}
 	first = c->list_first;
-	if (!attribute_intervals(ctx, c, res, !first, &owned) || !first)
+	if (failed && failure_log_live()) {
+		/* A logged list failure: the interval pass had succeeded. None: it failed there. */
+		logged = logged_here();
+		if (logged)
+			c->list_called = 1;
+	}
+	if (!attribute_intervals(ctx, c, res, !first || (failed && failure_log_live() && !logged), &owned) || !first) {
+		logged_done(logged);
 		return owned;
+	}
 
 	/* The list pass (mn_hlist_invalidate_range_start): every notifier is called. */
 	sub = first;
@@ -471,6 +480,12 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 			discover(l.start_fn, KIND_LIST);
 			if (!failed) {
 				count_call(l.start_fn, KIND_LIST, c->mode, RESULT_OK, 0, false);
+			} else if (logged) {
+				/* The kernel logs every list failure (failure_log.bpf.c named it): a
+				 * call not logged succeeded. */
+				r = take_logged(logged, l.start_fn);
+				count_call(l.start_fn, KIND_LIST, c->mode, r, 0, false);
+				owned = true;
 			} else if (ncand < MAX_SUBS) {
 				cands[masked(ncand, MAX_SUBS - 1)] = l.start_fn;
 				ncand++;
@@ -489,6 +504,7 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 		count_lost();
 	else
 		c->nlist = i;
+	logged_done(logged);
 	if (ncand == 1 && !c->list_failed) {
 		/* The start failed, no probe saw a failure, one notifier was not seen: its failure. */
 		count_call(cands[0], KIND_LIST, c->mode, res, 0, false);
@@ -504,6 +520,78 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 }
 
 /*
+ * The list notifiers after the first MAX_SUBS of a blockable start that succeeded: each
+ * with a start callback was called. Counted by callback (a tally), the rest under ip 0
+ * (notifier="unattributed"): a list this long is not followed one by one, and its calls
+ * are not lost.
+ */
+BPF_PERCPU_ARRAY(list_tally, struct tally, 1);	/* in map memory, as struct interval_walk */
+
+static __always_inline void count_list_beyond(u64 sub, u8 mode)
+{
+	struct list_sub l;
+	struct tally *t;
+	u32 i, zero = 0;
+
+	t = list_tally.lookup(&zero);
+	if (!t)
+		return;
+	__builtin_memset(t, 0, sizeof(*t));
+#pragma clang loop unroll(disable)
+	for (i = 0; i < MAX_WALK && sub; i++) {
+		read_list_sub(sub, &l);
+		if (l.start_fn)
+			tally_add(t, l.start_fn);
+		sub = l.next;
+	}
+	if (sub)
+		count_lost();
+#pragma unroll
+	for (i = 0; i < MAX_CROWD_FNS; i++)
+		if (t->fn[i])
+			count_calls(t->fn[i], KIND_LIST, mode, RESULT_OK, t->n[i]);
+	if (t->other)
+		count_calls(0, KIND_LIST, mode, RESULT_OK, t->other);
+}
+
+#if COUNTS
+struct end_hint {
+	u64 mm, first, end_fn;	/* mm's list was [first] alone, whose end callback is end_fn */
+};
+BPF_PERCPU_ARRAY(end_hints, struct end_hint, 1);
+
+/* A blockable start that succeeded: every list notifier with a start callback was called. */
+static __always_inline void count_list_ok(u64 mm, u64 first)
+{
+	struct end_hint *h;
+	struct list_sub l;
+	u64 sub = first, end_fn = 0;
+	u32 i, zero = 0;
+
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (!sub)
+			break;
+		read_list_sub(sub, &l);
+		if (l.start_fn)
+			count_call(l.start_fn, KIND_LIST, MODE_BLOCKABLE, RESULT_OK, 0, false);
+		if (!i)
+			end_fn = l.end_fn;
+		sub = l.next;
+	}
+	if (sub)	/* more list notifiers than the walk follows: their calls, unattributed */
+		count_list_beyond(sub, MODE_BLOCKABLE);
+	h = end_hints.lookup(&zero);
+	if (h) {
+		h->mm = i == 1 && !sub ? mm : 0;
+		h->first = first;
+		h->end_fn = end_fn;
+	}
+}
+
+#endif
+
+/*
  * At the entry of a core end: every list notifier's invalidate_range_end is called.
  * The common case, a mm with one list notifier (a KVM VM's), costs one read: when this
  * thread's last start was on this mm and found one subscription, and the list's first is
@@ -512,10 +600,26 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
  */
 static __always_inline void attribute_end(u64 mm, const char *subs_now)
 {
-	struct core_inflight *c = core_record(false);
 	struct list_sub l;
 	u64 subs, sub = 0;
 	u32 i;
+
+#if COUNTS
+	struct end_hint *h;
+	u32 zero = 0;
+
+	/* The counts configuration keeps no record of the start: its hint says the same. */
+	h = end_hints.lookup(&zero);
+	if (h && h->mm == mm && subs_now) {
+		sub = LOAD_FIELD(u64, subs_now, F_SUBS_LIST);
+		if (sub && sub == h->first) {
+			if (h->end_fn)
+				count_end(h->end_fn);
+			return;
+		}
+	}
+#else
+	struct core_inflight *c = core_record(false);
 
 	if (c && c->mm == mm && c->subs && c->nlist == 1) {
 #if CORE_KFUNC
@@ -530,6 +634,7 @@ static __always_inline void attribute_end(u64 mm, const char *subs_now)
 			return;
 		}
 	}
+#endif
 	subs = mm_subscriptions(mm);
 	if (!subs)
 		return;

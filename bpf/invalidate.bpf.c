@@ -15,7 +15,7 @@ static __always_inline struct core_stats *core_stats_here(void)
 	return core_stats.lookup(&zero);
 }
 
-/* At a core start's return. timed: its entry was probed (the lean fexit has no entry). */
+/* At a core start's return. timed: its entry was probed (the lean and counts fexits have none). */
 static __always_inline void core_start_exit(void *ctx, int ret, bool timed)
 {
 	struct core_inflight *c = core_current();
@@ -32,9 +32,10 @@ static __always_inline void core_start_exit(void *ctx, int ret, bool timed)
 	res = classify_int(ret);
 	mode = c->mode;
 	__sync_fetch_and_add(&st->invalidate_starts[masked(mode * NR_RESULTS + res, NR_MODES * NR_RESULTS - 1)], 1);
+	if (timed || COUNTS)
+		__sync_fetch_and_add(&st->invalidations_by_event[masked(c->event, NR_EVENTS_TYPES - 1)], 1);
 	if (timed) {
 		ns = bpf_ktime_get_ns() - c->ts;
-		__sync_fetch_and_add(&st->invalidations_by_event[masked(c->event, NR_EVENTS_TYPES - 1)], 1);
 		__sync_fetch_and_add(&st->invalidate_start_latency[masked(mode * NR_LAT_SLOTS + log2_slot(ns),
 									    NR_MODES * NR_LAT_SLOTS - 1)], 1);
 		__sync_fetch_and_add(&st->invalidate_start_latency_sum_ns[masked(mode, NR_MODES - 1)], ns);
@@ -123,7 +124,42 @@ int core_end_entry(struct pt_regs *ctx)
 }
 #endif
 
-#if CORE_KFUNC && LEAN
+#if CORE_KFUNC && COUNTS
+/*
+ * The counts configuration (latency off, attach_plan.py): this fexit and the end's fentry
+ * are the only programs on the invalidation path, two trampoline hits per invalidation.
+ * The common start, blockable and successful on an mm with list notifiers only (a KVM
+ * VM's), counts itself, its event and each list notifier's call in place, and leaves
+ * its list's one end callback for the end (struct end_hint). Any other start takes the
+ * full path: the walk of the mm's subscriptions, with failures named by the kernel's own
+ * log line (failure_log.bpf.c) or, among several intervals, not known.
+ */
+KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_range *range, int ret)
+{
+	struct range_facts f = {};
+	struct core_stats *st;
+	const char *subs;
+
+	/* A BTF-typed argument: plain loads (the verifier guards them), not helper calls. */
+	if ((LOAD_FIELD(u32, range, F_RANGE_FLAGS) & RANGE_BLOCKABLE) && !ret) {
+		subs = subs_btf(range);
+		if (subs && !LOAD_FIELD(u8, subs, F_SUBS_HAS_ITREE)) {
+			st = core_stats_here();
+			if (st) {
+				__sync_fetch_and_add(&st->invalidate_starts[MODE_BLOCKABLE * NR_RESULTS + RESULT_OK], 1);
+				__sync_fetch_and_add(&st->invalidations_by_event[masked(
+					event_index(LOAD_FIELD(u32, range, F_RANGE_EVENT)), NR_EVENTS_TYPES - 1)], 1);
+			}
+			count_list_ok(LOAD_FIELD(u64, range, F_RANGE_MM), LOAD_FIELD(u64, subs, F_SUBS_LIST));
+			return 0;
+		}
+	}
+	read_range_btf(range, &f);
+	record_intervals_btf(core_begin(&f), range);
+	core_start_exit(ctx, ret, false);
+	return 0;
+}
+#elif CORE_KFUNC && LEAN
 /*
  * The lean configuration (attach_plan.py): this fexit is the only program on the
  * invalidation path, one trampoline hit per invalidation. fexit sees the arguments and

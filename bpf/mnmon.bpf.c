@@ -19,6 +19,10 @@
  *   CORE_KFUNC    1: fentry/fexit on the core entry points (BTF + trampolines)
  *   LEAN          1: the lean configuration: one fexit on the core start, nothing else on
  *                 the invalidation path (invalidate.bpf.c; needs CORE_KFUNC, MN_API >= 502)
+ *   COUNTS        1: the counts configuration (latency off): an fexit on the core start and
+ *                 an fentry on its end count everything but time (invalidate.bpf.c)
+ *   FAILURE_LOG   1: failed list notifiers named from the kernel's log line, by an fentry
+ *                 on vprintk_emit (failure_log.bpf.c; lean and counts, x86-64)
  *   CB_KFUNC      1: fentry/fexit programs for notifier callbacks, loaded per callback
  *                 against its module's BTF (notifiers.bpf.c, monitor/attach/module_fentry.py)
  *   REAP_KFUNC    1: fentry/fexit on __oom_reap_task_mm
@@ -62,6 +66,9 @@
 #endif
 #ifndef LEAN
 #define LEAN 0
+#endif
+#ifndef COUNTS
+#define COUNTS 0
 #endif
 #ifndef KPROBE_TWINS
 #define KPROBE_TWINS 1
@@ -390,6 +397,7 @@ static __always_inline struct core_inflight *core_current(void)
 }
 
 #include "notifiers.bpf.c"
+#include "failure_log.bpf.c"
 #include "attribute.bpf.c"
 #include "invalidate.bpf.c"
 #endif /* HAVE_STRUCTS */

@@ -67,7 +67,7 @@ def attach_order(entry, ret):
 
 def attach(bpf, method, target, fn, is_ret):
     """Attach program fn to target (a function or 'category:event') by method."""
-    if method in (attach_plan.FENTRY, attach_plan.LEAN_FEXIT):
+    if method in (attach_plan.FENTRY, attach_plan.LEAN_FEXIT, attach_plan.COUNTS_FEXIT):
         (bpf.attach_kretfunc if is_ret else bpf.attach_kfunc)(fn_name=_b(fn))
     elif method == attach_plan.KPROBE:
         if is_ret:
@@ -83,7 +83,7 @@ def attach(bpf, method, target, fn, is_ret):
 def detach(bpf, method, target, fn, is_ret):
     """Undo attach(); quiet when it was not attached after all."""
     try:
-        if method in (attach_plan.FENTRY, attach_plan.LEAN_FEXIT):
+        if method in (attach_plan.FENTRY, attach_plan.LEAN_FEXIT, attach_plan.COUNTS_FEXIT):
             (bpf.detach_kretfunc if is_ret else bpf.detach_kfunc)(fn_name=_b(fn))
         elif method == attach_plan.KPROBE:
             (bpf.detach_kretprobe if is_ret else bpf.detach_kprobe)(event=_b(target))

@@ -56,7 +56,7 @@ class Monitor:
         self._trimmer = memory.Trimmer(TRIM_EVERY, TRIM_GROWTH_KB)
 
     @classmethod
-    def start(cls, disable=(), force=None, inflight=None, callbacks=None, lean=False):
+    def start(cls, disable=(), force=None, inflight=None, callbacks=None, lean=False, latency="always"):
         """Compile and attach. Raises MonitorError when nothing useful can run.
 
         force: {probe: "fentry" | "kprobe"}, inflight: "task-storage" | "hash" and
@@ -72,13 +72,18 @@ class Monitor:
             facts = _gather(bcc, symbols)
         except (loader.LoadError, ValueError) as e:
             raise MonitorError(str(e)) from None
-        bpf, plan, statuses = compile_and_attach(facts, symbols, dict(force or {}), inflight, callbacks, lean, disable)
+        bpf, plan, statuses = compile_and_attach(facts, symbols, dict(force or {}), inflight, callbacks, lean, disable,
+                                                 latency)
         # bcc and libbpf print why an attach failed; the ProbeStatus says it once.
         with loader.stderr_to(tempfile.TemporaryFile()):
             mon = cls(bpf, facts, plan, symbols, statuses, started_at=time.time())
             if statuses.get("notifier_release") and statuses["notifier_release"].attached:
                 # mm teardown's walk counts interval calls outside a start (attribute.bpf.c)
                 t = bpf[b"release_walked"]
+                t[t.Key(0)] = t.Leaf(1)
+            if statuses.get("list_failure_log") and statuses["list_failure_log"].attached:
+                # a failed start with no list failure logged failed in its interval pass
+                t = bpf[b"failure_log_on"]
                 t[t.Key(0)] = t.Leaf(1)
             mon.refresh()
         memory.release_compiler_memory(bpf)      # ~130 MB of the compile's RSS
@@ -215,16 +220,16 @@ def _mark_mrelease_text(bpf, symbols):
         table[table.Key(i)] = table.Leaf(lo, hi)
 
 
-def start_monitor(disable=(), callbacks=None, lean=False):
-    return Monitor.start(disable=disable, callbacks=callbacks, lean=lean)
+def start_monitor(disable=(), callbacks=None, lean=False, latency="always"):
+    return Monitor.start(disable=disable, callbacks=callbacks, lean=lean, latency=latency)
 
 
-def compile_and_attach(facts, symbols, force, inflight, callbacks, lean, disable):
+def compile_and_attach(facts, symbols, force, inflight, callbacks, lean, disable, latency="always"):
     """(bpf, plan, {probe: ProbeStatus}): the plan compiled and its probes attached, but
     those in disable. MonitorError when it cannot compile or what was asked cannot run."""
     def attempt(force):
         try:
-            plan = attach_plan.plan(facts, force, inflight, callbacks, lean)
+            plan = attach_plan.plan(facts, force, inflight, callbacks, lean, latency)
             bpf = loader.compile_program(plan, facts)
         except (loader.LoadError, ValueError) as e:       # ValueError: what was asked cannot run here
             raise MonitorError(str(e)) from None
@@ -262,7 +267,7 @@ def _attach_planned(bpf, plan, symbols, disable):
     return statuses
 
 
-def inspect_host(lean=False):
+def inspect_host(lean=False, latency="always"):
     """(KernelFacts, Plan) of this host, without compiling or attaching anything."""
     try:
         bcc, _ = loader.import_bcc()
@@ -270,7 +275,7 @@ def inspect_host(lean=False):
         raise MonitorError(str(e)) from None
     facts = _gather(bcc, Symbols.load())
     try:
-        return facts, attach_plan.plan(facts, lean=lean)
+        return facts, attach_plan.plan(facts, lean=lean, latency=latency)
     except ValueError as e:
         raise MonitorError(str(e)) from None
 

@@ -127,14 +127,14 @@ def _attach_for_serve(settings):
     from monitor.attach.session import MonitorError, start_monitor
     _check_permissions()
     mon = start_monitor(disable=settings.disable, callbacks=None if settings.callbacks == "auto" else settings.callbacks,
-                        lean=settings.lean)
+                        lean=settings.lean, latency=settings.latency)
     log = logging.getLogger("mnmon")
     missing = [st for st in mon.statuses.values() if not st.attached and not st.disabled]
     for st in mon.statuses.values():
         if st.attached:
             log.info("probe %s: attached (%s)", st.probe, st.method)
         elif st.disabled:
-            log.info("probe %s: off (%s)", st.probe, st.reason if st.off is Off.LEAN else "probes.disable")
+            log.info("probe %s: off (%s)", st.probe, st.reason if st.off in (Off.LEAN, Off.COUNTS) else "probes.disable")
         else:
             log.warning("probe %s: not attached: %s", st.probe, st.reason)
     if not mon.coverage.per_notifier:
@@ -275,8 +275,10 @@ def _quiet_stdout():
 
 @main.command()
 @click.option("--lean", is_flag=True, help="What the lean configuration (probes.lean) attaches here.")
+@click.option("--latency", type=click.Choice(["always", "off"]), default="always", show_default=True,
+              help="What probes.latency attaches here (off: the counts configuration).")
 @_errors
-def doctor(lean):
+def doctor(lean, latency):
     """Explain what can attach on this kernel, and how. Exit status 0 when
     per-notifier outcomes can be counted here, 3 when not.
 
@@ -284,6 +286,7 @@ def doctor(lean):
     Examples:
       mnmon doctor
       mnmon doctor --lean
+      mnmon doctor --latency off
     """
     from monitor.cli import doctor as doc
     from monitor.kernel import facts as kernel
@@ -293,12 +296,12 @@ def doctor(lean):
 
     def attach():
         _check_permissions()
-        mon = start_monitor(lean=lean)
+        mon = start_monitor(lean=lean, latency=latency)
         try:
             return mon.all_statuses(), watch.counting_lines(mon.callbacks, mon.coverage.walked, mon.started_at)
         finally:
             mon.close()
-    facts, plan = inspect_host(lean=lean)
+    facts, plan = inspect_host(lean=lean, latency=latency)
     lines, ok = doc.report(facts, plan, kernel.tracefs(mount=False), attach, cgroups.locate())
     click.echo("\n".join(lines))
     sys.exit(0 if ok else EXIT_ATTACH)

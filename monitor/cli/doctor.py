@@ -58,6 +58,11 @@ def probe_lines(statuses, cov, attempted):
                    "calls and outcomes, and who blocked the OOM reaper; no latency, ends, counts by event, or "
                    "blockable calls per notifier")
         return out + [premature_line(statuses, cov, attempted)]
+    if cov.counts:
+        out.append("configuration: counts (latency off; an fexit on the start and an fentry on its end): every "
+                   "notifier's calls in both modes and every result, ends, and the reaper's figures; no latency "
+                   "histograms; a failed list notifier named from the kernel's log line")
+        return out + [premature_line(statuses, cov, attempted)]
     tried = [st for st in statuses if st.probe.startswith("notifier:") and st.method != "core"]
     if cov.callbacks:
         callbacks = f"not attachable: {cov.callbacks.reason}"

@@ -30,7 +30,7 @@ from monitor.settings.config import ConfigError, format_duration
 from monitor.web.server import Exporter, ServeError
 
 # Probe settings are read once, at attach time; a reload cannot change them.
-_RESTART_ONLY = ("strict", "disable", "callbacks", "lean", "discovery_interval", "watchdog")
+_RESTART_ONLY = ("strict", "disable", "callbacks", "lean", "latency", "discovery_interval", "watchdog")
 
 
 class Attachment(Protocol):

@@ -1,5 +1,6 @@
 """Facts about the running kernel that decide what mnmon can attach, and how."""
 import os
+import platform
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ SYMBOLS_OF_INTEREST = (
     "__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
     "__mmu_notifier_register", "mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked",
     "__oom_reap_task_mm", "oom_reap_task_mm", "sched_show_task", "__mmu_notifier_release",
-    "out_of_memory", "exit_mmap",
+    "out_of_memory", "exit_mmap", "vprintk_emit",
 )
 TRACEPOINTS_OF_INTEREST = (
     "oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping", "oom:skip_task_reaping",
@@ -47,6 +48,7 @@ class KernelFacts:
     # False when symbols / tracepoints are empty because they could not be read, not absent.
     kallsyms_readable: bool = True
     tracefs_readable: bool = True
+    machine: str = field(default_factory=platform.machine)   # x86_64, aarch64: how arguments are passed
 
 
 def parse_version(release):

@@ -9,15 +9,19 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from monitor.plan import catalogue
-from monitor.plan.catalogue import (ATTEMPT_COUNT, FENTRY, FUNCTION, INTERVAL_API, KPROBE, LEAN_FEXIT,  # noqa: F401
-                               NONBLOCK_API, OOM_DOMAIN, RAW_TRACEPOINT, STRUCTS, TASK_FIELDS, TRACEPOINT,
-                               VICTIM_TASK, WALK)
+from monitor.plan.catalogue import (ATTEMPT_COUNT, COUNTS_FEXIT, FENTRY, FUNCTION, INTERVAL_API, KPROBE,  # noqa: F401
+                               LEAN_FEXIT, LOG_ARGS, NONBLOCK_API, OOM_DOMAIN, RAW_TRACEPOINT, STRUCTS,
+                               TASK_FIELDS, TRACEPOINT, VICTIM_TASK, WALK)
 from monitor.kernel import layout
 from monitor.plan.decisions import Block, Off
 
 # Where a thread's in-flight invalidation is kept (bpf/mnmon.bpf.c, TASK_STORAGE).
 TASK_STORAGE, HASH = "task-storage", "hash"
 LEAN = "off in the lean configuration: "
+# The configurations (plan()): every probe, or one of the two without callback probes.
+FULL, COUNTS, LEAN_CONFIG = "full", "counts", "lean"
+OFF_IN = {LEAN_CONFIG: (Off.LEAN, LEAN), COUNTS: (Off.COUNTS, "off with latency off (probes.latency: off): "),
+          FULL: (Off.CONFIG, "off in the full configuration: ")}
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Plan:
     # why notifier callbacks are not probed by fentry/fexit where their module has BTF (kprobes only)
     callback_fentry_off: Optional[Block] = None
     lean: bool = False                      # the lean configuration (see plan())
+    counts: bool = False                    # the counts configuration: latency off (see plan())
     facts: dict = field(default_factory=dict)   # feature -> "probed" or "kernel version": how it was known
 
     @property
@@ -80,7 +85,7 @@ def api_generation(version):
     return 701          # + two-pass interval ops (invalidate_start/_finish)
 
 
-def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
+def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="always"):
     """The probes to attach on a kernel described by facts (monitor.kernel.facts.KernelFacts).
 
     force: {probe: method} pins function probes to one method, with no fallback
@@ -98,7 +103,16 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
     (the walk of the mm's subscriptions, run for non-blockable starts only); it drops
     latency, counts by event, ends, callback probes and each notifier's blockable calls.
     ValueError where it cannot run (it needs fentry on the core start and the walk).
+    latency: "always" (every probe, callbacks timed) or "off": the counts configuration,
+    an fexit on the core start and an fentry on its end, nothing else on the invalidation
+    path. The walk counts every notifier's calls in both modes and every result, the ends
+    and the reaper's figures; the kernel's log line names a failed list notifier. Dropped:
+    every latency histogram, callback probes, and which of several overlapping interval
+    notifiers failed (result="unobserved"). ValueError where it cannot run, as lean.
     """
+    if latency not in ("always", "off"):
+        raise ValueError(f"latency must be always or off, not {latency!r}")
+    config = LEAN_CONFIG if lean else COUNTS if latency == "off" else FULL
     force = dict(force or {})
     if bad := sorted(f"{p}={m}" for p, m in force.items() if m not in (FENTRY, KPROBE)):
         raise ValueError(f"cannot force {', '.join(bad)}: only {FENTRY} or {KPROBE} can be forced")
@@ -110,8 +124,7 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
               if not any(caps[c] for c in row.omit_without)]
     if force:
         raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
-    if lean:
-        probes = _lean(probes, caps[WALK], api)
+    probes = _configure(probes, caps[WALK], api, config)
     probes = _premature(probes)
     by = {p.probe: p for p in probes}
     walk = caps[WALK]
@@ -124,12 +137,20 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False):
     ends_paired = facts.version >= (5, 10)
     # The walk counts every end; an end probe is then needed only to check pairing, which
     # kernels with c2655835fd8c guarantee.
-    probe_ends = (walk is not None or not ends_paired) and not lean
+    probe_ends = (walk is not None or not ends_paired) and config == FULL
     inflight = _inflight(facts, inflight, structs=structs is None)
-    if lean:
-        cb_fentry = Block(Off.LEAN, "the lean configuration has no callback probes")
-    return Plan(api, _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, lean), probes,
-                callbacks_off, inflight, walk, ring_buffer, probe_ends, cb_fentry, bool(lean), _known_by(facts))
+    if config != FULL:
+        cb_fentry = no_callbacks(config)
+    return Plan(api, _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, config), probes,
+                callbacks_off, inflight, walk, ring_buffer, probe_ends, cb_fentry, config == LEAN_CONFIG,
+                config == COUNTS, _known_by(facts))
+
+
+def no_callbacks(config):
+    """Why a configuration without callback probes has none."""
+    if config == LEAN_CONFIG:
+        return Block(Off.LEAN, "the lean configuration has no callback probes")
+    return Block(Off.COUNTS, "latency off (probes.latency: off): the walk counts every call, no callback probes")
 
 
 def _known_by(facts):
@@ -148,7 +169,10 @@ def capabilities(facts, api):
     if not victim_task and not ("comm" in facts.mark_victim_fields and "oom:mark_victim" in facts.tracepoints):
         victim_task = Block(Off.KERNEL, "oom:mark_victim passes no task here")
     oom_domain = predates if api == 0 else _fields(facts, layout.TASK, layout.CGROUP, layout.OOM_DOMAIN)
+    log_args = None if facts.machine == "x86_64" else Block(Off.KERNEL, f"reads printk's arguments as x86-64 "
+                                                                         f"passes them, not {facts.machine}'s")
     return {STRUCTS: structs, NONBLOCK_API: predates if api == 0 else None, OOM_DOMAIN: oom_domain,
+            LOG_ARGS: log_args,
             INTERVAL_API: None if api >= 505 else Block(Off.KERNEL, "interval notifiers are 5.5+"),
             WALK: _walk_subscriptions(facts, structs), TASK_FIELDS: task, VICTIM_TASK: victim_task}
 
@@ -216,14 +240,14 @@ def _function_probe(row, facts, caps, fentry_ok, forced, spec):
     return spec(targets, tuple(methods))
 
 
-def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, lean):
+def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, config):
     """The compile's -D settings (bpf/mnmon.bpf.c) for this plan."""
     mv, walk = facts.mark_victim_fields, caps[WALK]
     out = [
         f"-DMN_API={api or 419}",
         f"-DHAVE_STRUCTS={0 if caps[STRUCTS] else 1}",
         f"-DCGROUP_FIELDS={int(not _fields(facts, layout.CGROUP))}",
-        f"-DCORE_KFUNC={int(bool({FENTRY, LEAN_FEXIT} & set(by['invalidate_range_start'].methods)))}",
+        f"-DCORE_KFUNC={int(bool({FENTRY, LEAN_FEXIT, COUNTS_FEXIT} & set(by['invalidate_range_start'].methods)))}",
         f"-DREAP_KFUNC={int(FENTRY in by['oom_reap_task_mm'].methods)}",
         f"-DGAVE_UP_PROBE={int(KPROBE in by['oom_reaper_gave_up'].methods)}",
         f"-DUSE_RINGBUF={int(ring_buffer)}",
@@ -233,9 +257,11 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
         f"-DPREMATURE={int(by['mm_teardown'].methods != ())}",
         # c2655835fd8c (5.12, in 5.10.y): a failed list pass ends every list notifier itself.
         f"-DENDS_IN_FAILED_START={int(ends_paired)}",
-        f"-DCB_KFUNC={int(not cb_fentry and not lean)}",       # fentry programs for notifier callbacks
-        f"-DLEAN={int(bool(lean))}",
+        f"-DCB_KFUNC={int(not cb_fentry and config == FULL)}",     # fentry programs for notifier callbacks
+        f"-DLEAN={int(config == LEAN_CONFIG)}",
         f"-DKPROBE_TWINS={int(any(p.methods[:1] == (KPROBE,) and FENTRY in p.programs for p in by.values()))}",
+        f"-DCOUNTS={int(config == COUNTS)}",
+        f"-DFAILURE_LOG={int(bool(by['list_failure_log'].methods))}",
     ]
     out += _layout(facts).cflags() if _layout(facts) else ["-DBTF_LAYOUT=0"]
     if all(k in mv for k in ("anon_rss", "file_rss", "shmem_rss")):     # oom:mark_victim, 6.9+
@@ -246,10 +272,12 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
     return out
 
 
-def _lean(probes, walk, api):
-    """probes as the lean configuration has them (see plan())."""
+def _configure(probes, walk, api, config):
+    """probes as a configuration has them (see plan()); ValueError where lean or counts cannot run."""
     start = next(p for p in probes if p.probe == "invalidate_range_start")
-    if FENTRY not in start.methods:
+    if config == FULL:
+        why = None
+    elif FENTRY not in start.methods:
         why = f"no fentry on {start.targets[0] if start.targets else 'it'}: {start.reason or 'kprobes only here'}"
     elif walk is not None:
         why = walk.reason
@@ -258,15 +286,19 @@ def _lean(probes, walk, api):
     else:
         why = None
     if why is not None:
-        raise ValueError(f"the lean configuration cannot run here: {why}")
+        name = "the lean configuration" if config == LEAN_CONFIG else "latency off (probes.latency: off)"
+        raise ValueError(f"{name} cannot run here: {why}")
+    off, prefix = OFF_IN[config]
     out = []
     for p in probes:
         row = catalogue.BY_NAME[p.probe]
-        if row.lean_programs:
-            p = ProbeSpec(p.probe, p.targets, tuple(row.lean_programs), row.lean_programs, core=p.core,
-                          feeds=row.lean_feeds)
-        elif row.lean_off:
-            p = ProbeSpec(p.probe, p.targets, reason=LEAN + row.lean_off, core=p.core, off=Off.LEAN, feeds=p.feeds)
+        programs = getattr(row, f"{config}_programs", None)
+        dropped = getattr(row, f"{config}_off", "")
+        if programs:
+            p = ProbeSpec(p.probe, p.targets, tuple(programs), programs, core=p.core,
+                          feeds=getattr(row, f"{config}_feeds"))
+        elif dropped:
+            p = ProbeSpec(p.probe, p.targets, reason=prefix + dropped, core=p.core, off=off, feeds=p.feeds)
         out.append(p)
     return out
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 FENTRY, KPROBE, TRACEPOINT, RAW_TRACEPOINT = "fentry", "kprobe", "tracepoint", "raw_tracepoint"
 ATTEMPT_COUNT = "attempt-count"     # gave-up counted from attempts per victim inside the oom tracepoints
 LEAN_FEXIT = "lean-fexit"           # the lean configuration's one program on the invalidation path
+COUNTS_FEXIT = "counts-fexit"       # the counts configuration's start (latency off): counts by walk
 
 # Kinds of row: a kernel function (fentry or kprobe), a tracepoint, a raw tracepoint.
 FUNCTION = "function"
@@ -22,6 +23,7 @@ INTERVAL_API = "interval_api"       # 5.5+: interval notifiers exist
 WALK = "walk"                       # the core probes walk mm's subscriptions (5.6+, vmlinux BTF)
 VICTIM_TASK = "victim_task"         # oom:mark_victim passes the victim's task (comm in its record)
 OOM_DOMAIN = "oom_domain"           # out_of_memory's memcg and a cgroup's id can be read (BTF)
+LOG_ARGS = "log_args"               # a printk's arguments can be read from its va_list (x86-64)
 
 
 def feeds(*families, result=None):
@@ -53,6 +55,10 @@ class Row:
     lean_off: str = ""              # off in the lean configuration, and what that costs
     lean_programs: dict = field(default=None, compare=False)   # its programs in the lean configuration
     lean_feeds: tuple = None        # what it measures there
+    counts_off: str = ""            # the same for the counts configuration (probes.latency: off)
+    counts_programs: dict = field(default=None, compare=False)
+    counts_feeds: tuple = None
+    full_off: str = ""              # off in the full configuration (callback probes), and why
     fallback: tuple = ()            # (targets, method) standing in where no method can attach it
     with_probes: tuple = ()         # other probes its feeds need attached too (else not measured)
 
@@ -64,20 +70,26 @@ ROWS = (
         feeds(*START_FAMILIES, "mnmon_invalidate_range_start_duration_seconds", "mnmon_invalidations_total"),
         needs=(STRUCTS,), core=True, group="core",
         lean_programs={LEAN_FEXIT: (None, "kretfunc____mmu_notifier_invalidate_range_start")},
-        lean_feeds=feeds(*START_FAMILIES)),
+        lean_feeds=feeds(*START_FAMILIES),
+        counts_programs={COUNTS_FEXIT: (None, "kretfunc____mmu_notifier_invalidate_range_start")},
+        counts_feeds=feeds(*START_FAMILIES[:-1], "mnmon_invalidations_total")),
     Row("invalidate_range_end", ("__mmu_notifier_invalidate_range_end",),
         {FENTRY: ("kfunc____mmu_notifier_invalidate_range_end", None), KPROBE: ("core_end_entry", None)},
         feeds("mnmon_invalidate_range_end_total", "mnmon_invalidations_in_progress"),
         needs=(STRUCTS,), core=True, group="core",
         lean_off="ends (and sections in progress) not counted"),
     Row("notifier_register", ("__mmu_notifier_register",), {KPROBE: ("on_mmu_notifier_register", None)},
-        needs=(STRUCTS,), lean_off="no callback probes to discover for"),
+        needs=(STRUCTS,), lean_off="no callback probes to discover for", counts_off="no callback probes to discover for"),
     Row("notifier_release", ("__mmu_notifier_release",),
         {FENTRY: ("kfunc____mmu_notifier_release", None), KPROBE: ("on_notifier_release", None)},
         needs=(WALK, STRUCTS), lean_off="each notifier's blockable calls not counted"),
     Row("interval_notifier_insert", ("mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked"),
         {KPROBE: ("on_interval_insert", None)}, needs=(INTERVAL_API, STRUCTS), omit_without=(INTERVAL_API,),
-        lean_off="no callback probes to discover for"),
+        lean_off="no callback probes to discover for", counts_off="no callback probes to discover for"),
+    # Which list notifier failed, from the kernel's log line of it (bpf/failure_log.bpf.c):
+    # where no callback probe sees outcomes.
+    Row("list_failure_log", ("vprintk_emit",), {FENTRY: ("kfunc__vprintk_emit", None)},
+        needs=(WALK, STRUCTS, LOG_ARGS), full_off="callback probes see each outcome in this configuration"),
     Row("oom_reap_task_mm", ("__oom_reap_task_mm",),
         {FENTRY: ("kfunc____oom_reap_task_mm", "kretfunc____oom_reap_task_mm"), KPROBE: ("reap_entry", "reap_return")},
         feeds(*REAP_FAMILIES) + feeds("mnmon_oom_reap_attempts_total", result="reaped")

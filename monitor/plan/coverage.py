@@ -19,6 +19,7 @@ class Coverage:
     ends: bool                      # invalidate_range_end calls, and sections in progress
     walked: bool                    # each notifier counted from its first call (the walk of subscriptions)
     lean: bool                      # the lean configuration
+    counts: bool                    # the counts configuration (latency off)
     per_notifier: bool              # per-notifier outcomes can be counted (doctor's exit status)
     callbacks: Optional[Block]      # None: callback probes attach as callbacks are found; else why not
     callback_fentry: Optional[Block]    # None: by fentry where their module has BTF; else why kprobe only
@@ -34,15 +35,16 @@ def of(plan, statuses):
     """The Coverage of a plan whose probes attached as statuses ({probe: ProbeStatus} or a list)."""
     return measure(statuses.values() if isinstance(statuses, dict) else statuses, lean=plan.lean,
                    specs=plan.probes, walk=plan.walk_off, callbacks=plan.callbacks_off,
-                   callback_fentry=plan.callback_fentry_off)
+                   callback_fentry=plan.callback_fentry_off, counts=plan.counts)
 
 
-def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callback_fentry=None):
+def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callback_fentry=None, counts=False):
     """Coverage from statuses alone (specs: the plan's ProbeSpecs, else the catalogue's rows).
     No statuses at all (a caller with maps only, no attach): every OOM family, no core one."""
     statuses = list(statuses)
     if specs is None:       # the catalogue's rows as a plan would have them
-        specs = [SimpleNamespace(probe=r.name, core=r.core, feeds=r.lean_feeds if lean and r.lean_feeds else r.feeds)
+        config_feeds = lambda r: r.lean_feeds if lean else r.counts_feeds if counts else None
+        specs = [SimpleNamespace(probe=r.name, core=r.core, feeds=config_feeds(r) or r.feeds)
                  for r in catalogue.ROWS]
     feeds_of = {s.probe: s.feeds for s in specs}
     if not statuses:
@@ -57,9 +59,15 @@ def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callbac
     # lean configuration's end: outcomes are then the start's own).
     core = all(s.probe in by and (by[s.probe].attached or getattr(by[s.probe], "disabled", False))
                for s in specs if s.core)
+    # lean and counts probe no callbacks, by choice: their outcomes are the walk's
+    per_notifier = counted and core and callbacks is None
+    if lean:
+        callbacks = Block(Off.LEAN, "the lean configuration has no callback probes")
+    elif counts:
+        callbacks = Block(Off.COUNTS, "latency off (probes.latency: off): the walk counts every call, no callback probes")
     return Coverage(
-        counted=counted, timed=counted and not lean, ends=("mnmon_invalidate_range_end_total", None) in feeds,
-        walked=counted and walk is None, lean=bool(lean),
-        per_notifier=counted and core and callbacks is None,
-        callbacks=Block(Off.LEAN, "the lean configuration has no callback probes") if lean else callbacks,
+        counted=counted, timed=counted and not lean and not counts,
+        ends=("mnmon_invalidate_range_end_total", None) in feeds,
+        walked=counted and walk is None, lean=bool(lean), counts=bool(counts),
+        per_notifier=per_notifier, callbacks=callbacks,
         callback_fentry=callback_fentry, walk=walk, feeds=feeds)

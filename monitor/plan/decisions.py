@@ -8,13 +8,14 @@ class Off(enum.Enum):
     """Why something that could be attached is not."""
     CONFIG = "config"       # switched off by configuration (probes.disable, probes.callbacks)
     LEAN = "lean"           # left out by the lean configuration, by design
+    COUNTS = "counts"       # left out by the counts configuration (latency off), by design
     HEADERS = "headers"     # struct reads need this kernel's own headers, which are missing
     KERNEL = "kernel"       # this kernel (or bcc on it) cannot give it: too old, inlined, no kprobes...
 
     @property
     def by_choice(self):
         """Off because someone chose so, not because the host cannot."""
-        return self in (Off.CONFIG, Off.LEAN)
+        return self in (Off.CONFIG, Off.LEAN, Off.COUNTS)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@
       disable: [oom_reaper]        # probe names to leave unattached
       callbacks: auto              # auto | kprobe: how notifier callbacks are probed (see below)
       lean: false                  # the lean configuration (see below)
+      latency: always              # always | off: the counts configuration (see below)
     discovery:
       interval: 5s                 # Prometheus-style duration
     watchdog: auto                 # true | false | auto (ping when systemd set WATCHDOG_USEC)
@@ -21,6 +22,11 @@ probes.lean: one fexit on __mmu_notifier_invalidate_range_start and nothing else
 invalidation path (the cheapest way to leave mnmon on everywhere). It keeps the core
 counts, each notifier's non-blockable calls and outcomes, and who blocked the OOM
 reaper; it drops latency, counts by event, ends, and each notifier's blockable calls.
+
+probes.latency: always times every notifier call (callback probes: five BPF program runs per
+one-page invalidation); off is the counts configuration: an fexit on the core start and an
+fentry on its end count every notifier's calls in both modes with every result, the ends
+and the reaper's figures, without latency histograms.
 
 Every error is a ConfigError whose message starts with where the value came from
 (the file, or the flag) and the key path: "config.yaml: web.listen_address: port
@@ -88,6 +94,12 @@ def _names(value):
     return tuple(value)
 
 
+def _latency(value):
+    if value not in ("always", "off"):
+        raise ValueError(f"{short(value)} is not always or off")
+    return value
+
+
 def _callbacks(value):
     if value not in ("auto", "kprobe"):
         raise ValueError(f"{short(value)} is not auto or kprobe")
@@ -137,6 +149,9 @@ SETTINGS = (
             "The lean configuration: one fexit per invalidation; keeps core counts, non-blockable "
             "outcomes per notifier and the reaper's blockers; drops latency, ends and blockable "
             "per-notifier counts."),
+    Setting("probes.latency", "--probes.latency", "latency", _latency,
+            "always: callback probes time every notifier call; off: the counts configuration, "
+            "every count from two programs per invalidation, no latency histograms.", "always|off"),
     Setting("discovery.interval", "--discovery.interval", "discovery_interval", _interval,
             "How often to look for new notifier callbacks (default 5s).", "DURATION"),
     Setting("watchdog", "--watchdog", "watchdog", _watchdog,
@@ -173,6 +188,7 @@ class Settings:
     disable: tuple = ()
     callbacks: str = "auto"
     lean: bool = False
+    latency: str = "always"
     discovery_interval: float = 5.0
     watchdog: Optional[bool] = None          # None: auto, from WATCHDOG_USEC
     source: Optional[str] = None             # the file these came from, if any
@@ -221,7 +237,7 @@ class Settings:
             "web": {"listen_address": str(self.listen_address), "telemetry_path": self.telemetry_path,
                     "config_file": self.web_config_file},
             "probes": {"strict": self.strict, "disable": list(self.disable), "callbacks": self.callbacks,
-                       "lean": self.lean},
+                       "lean": self.lean, "latency": self.latency},
             "discovery": {"interval": format_duration(self.discovery_interval)},
             "watchdog": "auto" if self.watchdog is None else self.watchdog,
         }

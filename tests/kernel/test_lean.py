@@ -28,6 +28,7 @@ def test_lean_attaches_one_fexit_and_says_what_it_left_off(mon):
     assert (st["invalidate_range_start"].method, st["invalidate_range_start"].attached) == ("lean-fexit", True)
     for name in ("invalidate_range_end", "notifier_register", "interval_notifier_insert", "notifier_release"):
         assert st[name].off is Off.LEAN and not st[name].attached, st[name]
+    assert st["list_failure_log"].attached      # off the invalidation path: printk only
     assert st["oom_reap_task_mm"].attached
     assert mon.coverage.lean and not mon.coverage.ends and not mon.coverage.timed
     assert mon.refresh() == [] and mon.callbacks == {}
@@ -71,15 +72,21 @@ def test_lean_names_a_lone_notifier_that_blocked_the_reaper(mon):
     assert {mon.symbols.resolve(e.ip)[0] for e in attempts} == {b_start}
 
 
-def test_lean_cannot_tell_which_of_two_list_notifiers_failed(mon):
-    # Both are called; only their own return values tell, and lean probes no callbacks:
-    # each call counts, its outcome as unobserved, and no notifier is named for the reaper.
+def test_lean_names_which_of_two_list_notifiers_failed_from_the_kernels_log(mon):
+    # Both are called; lean probes no callbacks, but the kernel logs each list failure
+    # (failure_log.bpf.c): B's failures are B's, A's calls succeeded, B blocked the reaper.
     a_start, b_start = "mnmon_fx_list_never_fail_start", "mnmon_fx_list_fail_nonblock_start"
+    assert mon.statuses["list_failure_log"].attached
     child, delta, fx, tp, lines, events = _oom_scenario(mon, (), lists=[("A", "never_fail"), ("B", "fail_nonblock")])
     assert child.returncode == -9
     b_fail = fdelta(fx, "B", "nonblockable_fail")
     assert b_fail > 0
-    for sym in (a_start, b_start):
-        assert delta("mnmon_notifier_invalidations_total", notifier=sym, module="mnmon_fixture", kind="list",
-                     mode=NB, result="unobserved") == b_fail, sym
-        assert delta("mnmon_oom_reap_blocked_total", notifier=sym, module="mnmon_fixture") == 0, sym
+    assert len([line for line in lines if "callback failed with -11 in non-blockable context" in line]) == b_fail
+    nd = lambda sym, result: delta("mnmon_notifier_invalidations_total", notifier=sym, module="mnmon_fixture",
+                                   kind="list", mode=NB, result=result)
+    for name, sym in (("A", a_start), ("B", b_start)):
+        assert nd(sym, "eagain") == fdelta(fx, name, "nonblockable_fail"), name
+        assert nd(sym, "ok") == fdelta(fx, name, "nonblockable_ok"), name
+        assert nd(sym, "unobserved") == 0, sym
+    assert delta("mnmon_oom_reap_blocked_total", notifier=b_start, module="mnmon_fixture") == MAX_OOM_REAP_RETRIES
+    assert delta("mnmon_oom_reap_blocked_total", notifier=a_start, module="mnmon_fixture") == 0

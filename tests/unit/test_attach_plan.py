@@ -63,7 +63,7 @@ def by_name(p):
 
 
 def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=0, walk=0, ends=0, victim_task=0,
-           cb_kfunc=None, lean=0, btf=1, cgroup=1, premature=None, twins=None):
+           cb_kfunc=None, lean=0, btf=1, cgroup=1, premature=None, twins=None, counts=0, failure_log=None):
     out = [f"-DMN_API={api}", f"-DHAVE_STRUCTS={structs}", f"-DCGROUP_FIELDS={cgroup}", f"-DCORE_KFUNC={core_kfunc}",
            f"-DREAP_KFUNC={reap_kfunc}", f"-DGAVE_UP_PROBE={gave_up}", f"-DUSE_RINGBUF={ringbuf}",
            f"-DTASK_STORAGE={task_storage}", f"-DMN_SUBS={walk}", f"-DMV_TASK_ARG={victim_task}",
@@ -74,7 +74,11 @@ def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=
     # the kprobe flavour of fentry probes: compiled where one of them prefers kprobe
     if twins is None:
         twins = int(structs and not (core_kfunc and reap_kfunc))
-    out += [f"-DCB_KFUNC={cb_kfunc}", f"-DLEAN={lean}", f"-DKPROBE_TWINS={twins}"]
+    # the kernel's log line names failed list notifiers where no callback probe does
+    if failure_log is None:
+        failure_log = int(bool(lean or counts))
+    out += [f"-DCB_KFUNC={cb_kfunc}", f"-DLEAN={lean}", f"-DKPROBE_TWINS={twins}", f"-DCOUNTS={counts}",
+            f"-DFAILURE_LOG={failure_log}"]
     return out + (LAYOUT.cflags() if btf else ["-DBTF_LAYOUT=0"])
 
 
@@ -85,7 +89,8 @@ def expected_methods(core, reap, gave_up, interval=None, walk=False, premature=T
         out["interval_notifier_insert"] = interval
     out.update({"oom_reap_task_mm": reap, "oom_reaper_gave_up": gave_up, "oom:mark_victim": T,
                 "oom:start_task_reaping": T, "oom:skip_task_reaping": T,
-                "oom_domain": K if premature else (), "mm_teardown": K if premature else ()})
+                "oom_domain": K if premature else (), "mm_teardown": K if premature else (),
+                "list_failure_log": ()})     # off in the full configuration: callback probes see outcomes
     return out
 
 
@@ -192,7 +197,7 @@ def test_sandbox_host(kfunc, core, reap_kfunc):
     assert methods(p) == {"invalidate_range_start": core, "invalidate_range_end": core, "notifier_register": (),
                           "notifier_release": core, "interval_notifier_insert": (), "oom_reap_task_mm": core,
                           "oom_reaper_gave_up": A, "oom:mark_victim": T, "oom:start_task_reaping": T,
-                          "oom:skip_task_reaping": T, "oom_victim_cgroup": ("raw_tracepoint",),
+                          "oom:skip_task_reaping": T, "oom_victim_cgroup": ("raw_tracepoint",), "list_failure_log": (),
                           "oom_domain": (), "mm_teardown": ()}
     # Premature victims need kprobes on out_of_memory and exit_mmap: not countable, and why.
     assert by["mm_teardown"].reason.startswith("premature OOM victims not countable: oom_domain: " + NO_KPROBES
