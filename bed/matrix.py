@@ -29,7 +29,7 @@ PY = str(REPO / ".venv" / "bin" / "python")
 LEG_TESTS = ["tests/kernel/test_bed.py", "tests/kernel/test_layout.py", "tests/kernel/test_first_invalidation.py",
              "tests/kernel/test_crowd.py",
              "tests/kernel/test_probes.py", "tests/kernel/test_two_pass.py", "tests/kernel/test_premature.py",
-             "tests/kernel/test_zz_mrelease.py"]
+             "tests/kernel/test_counts.py", "tests/kernel/test_zz_mrelease.py"]
 LEG_SELECT = "not a_million"
 # A leg runs mnmon with the in-flight store it picks on its kernel; the installed kernel's
 # full tier runs both stores (tests/kernel/kernel_facts.stores).

@@ -31,8 +31,11 @@ INSN_TARGET_ONE_PAGE, INSN_TARGET_MULTI_PAGE, INSN_REPEAT = 1.10, 1.02, 0.01
 # ... and of the lean configuration, one-page KVM invalidations.
 INSN_TARGET_LEAN = 1.05
 LEAN_VARIANT = "lean"
-# The builds measured besides the default one (--variants): the kernel matrix needs only lean.
-VARIANTS = ("kprobe", "hash", "lean")
+# ... and of the counts configuration (probes.latency: off): every count, no latency.
+INSN_TARGET_COUNTS = 1.10
+COUNTS_VARIANT = "counts"
+# The builds measured besides the default one (--variants).
+VARIANTS = ("kprobe", "hash", "lean", "counts")
 
 
 T0 = time.monotonic()
@@ -109,6 +112,8 @@ def insn_rows(builds, details):
             target = INSN_TARGET_ONE_PAGE if one_page else INSN_TARGET_MULTI_PAGE
             if variant == f", {LEAN_VARIANT}" and one_page:
                 target = INSN_TARGET_LEAN
+            if variant == f", {COUNTS_VARIANT}" and one_page:
+                target = INSN_TARGET_COUNTS
             judged = churn.notifier(r.mode) == "kvm"
             full, core, off = (r.insns_of(s) for s in ("full", "core", "off"))
             rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: instruction ratio, "
@@ -142,11 +147,15 @@ def insn_figures(builds):
 def overhead_of_another_build(args, modes, what, counter=None, **start):
     """The overhead runs with the monitor compiled and attached as Monitor.start(**start) does."""
     from bench import overhead
-    from monitor.attach.session import Monitor
+    from monitor.attach.session import Monitor, MonitorError
 
     log(f"Monitor.start({what})...")
     with watchdog.limit(f"Monitor.start({what})", 300):
         mon = Monitor.start(**start)
+    st = mon.statuses["invalidate_range_start"]
+    if not st.attached:     # its figures would be another configuration's
+        mon.close()
+        raise MonitorError(f"{what}: the core start did not attach: {st.reason}")
     try:
         with watchdog.limit("discovery", 120):
             overhead.discover(mon, modes)
@@ -219,7 +228,7 @@ def kernel_rows(args, details, figures, summary):
     finally:
         scraper.close()
         mon.close()
-    results_k = results_h = results_l = {}
+    results_k = results_h = results_l = results_c = {}
     if "kprobe" in args.variants:
         results_k = overhead_of_another_build(args, modes, "force=kprobe", counter, force=FORCE_KPROBE)
     if "hash" in args.variants:
@@ -230,7 +239,8 @@ def kernel_rows(args, details, figures, summary):
     configurations = {results_json.DEFAULT: default,
                       # Today Monitor.start() with no arguments attaches every probe.
                       results_json.EVERY_PROBE: results_json.same_as(default, results_json.DEFAULT),
-                      results_json.LEAN: results_json.not_run("not asked (--variants)")}
+                      results_json.LEAN: results_json.not_run("not asked (--variants)"),
+                      results_json.COUNTS: results_json.not_run("not asked (--variants)")}
     if "lean" in args.variants:
         # The lean configuration (attach_plan.plan(lean=True)): one fexit per invalidation.
         try:
@@ -239,9 +249,18 @@ def kernel_rows(args, details, figures, summary):
         except MonitorError as e:       # a kernel without it: the other builds' figures stand
             details.append(f"lean configuration not measured: {e}")
             configurations[results_json.LEAN] = results_json.not_run(str(e))
+    if "counts" in args.variants:
+        # The counts configuration (probes.latency: off): an fexit on the start, an fentry on the end.
+        try:
+            results_c = overhead_of_another_build(args, modes, "latency=off", counter, latency="off")
+            configurations[results_json.COUNTS] = results_json.configuration(results_c)
+        except MonitorError as e:
+            details.append(f"counts configuration not measured: {e}")
+            configurations[results_json.COUNTS] = results_json.not_run(str(e))
     summary["configurations"] = configurations
 
-    builds = [(results, ""), (results_k, ""), (results_h, f", {HASH_VARIANT}"), (results_l, f", {LEAN_VARIANT}")]
+    builds = [(results, ""), (results_k, ""), (results_h, f", {HASH_VARIANT}"), (results_l, f", {LEAN_VARIANT}"),
+              (results_c, f", {COUNTS_VARIANT}")]
     rows += insn_rows(builds, details)
     figures.update(insn_figures(builds))
     for results_b, variant in builds:

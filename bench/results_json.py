@@ -16,7 +16,7 @@ import json
 # although today it is the configuration Monitor.start() gives by default: when the
 # default gets cheaper, every probe becomes a build of its own, and the table already
 # reads it under its own name.
-DEFAULT, EVERY_PROBE, LEAN = "default", "every probe", "lean"
+DEFAULT, EVERY_PROBE, LEAN, COUNTS = "default", "every probe", "lean", "counts"
 
 
 def configuration(results):

@@ -88,7 +88,7 @@ def reattach(bpf, method, target, fn, is_ret):
     try:
         attach.attach(bpf, method, target, fn, is_ret)
     except Exception:      # noqa: BLE001 -- bcc raises bare Exception
-        if method not in (attach_plan.FENTRY, attach_plan.LEAN_FEXIT):
+        if method not in (attach_plan.FENTRY, attach_plan.LEAN_FEXIT, attach_plan.COUNTS_FEXIT):
             raise
         name = fn.encode() if isinstance(fn, str) else fn
         name = name if name.startswith((b"kfunc__", b"kretfunc__")) else (b"kretfunc__" if is_ret else b"kfunc__") + name

@@ -555,19 +555,42 @@ static __always_inline void count_list_beyond(u64 sub, u8 mode)
 }
 
 #if COUNTS
-struct end_hint {
-	u64 mm, first, end_fn;	/* mm's list was [first] alone, whose end callback is end_fn */
+/*
+ * What the counts configuration knows of an mm whose list has one notifier (a KVM VM's):
+ * while the list's first is still that one, the list is the same (a registration adds at
+ * the head, a removal changes the first), and so are its callbacks: a start and its end
+ * count them without reading the notifier again. Per CPU, in a few slots.
+ */
+struct list_hint {
+	u64 mm, first;		/* mm's list was [first] alone */
+	u64 start_fn, end_fn;	/* first's callbacks */
 };
-BPF_PERCPU_ARRAY(end_hints, struct end_hint, 1);
+#define NR_HINTS	16
+BPF_PERCPU_ARRAY(list_hints, struct list_hint, NR_HINTS);
+
+/* The slot of the current process (an mm is mostly invalidated by its own threads): mm
+ * itself is a BTF pointer here, on which the verifier allows no hashing. A slot holds one
+ * mm's hint; another mm's there only costs its start a walk. */
+static __always_inline struct list_hint *hint_of(u64 mm)
+{
+	u32 slot = (bpf_get_current_pid_tgid() >> 32) & (NR_HINTS - 1);
+
+	return list_hints.lookup(&slot);
+}
 
 /* A blockable start that succeeded: every list notifier with a start callback was called. */
 static __always_inline void count_list_ok(u64 mm, u64 first)
 {
-	struct end_hint *h;
+	struct list_hint *h = hint_of(mm);
 	struct list_sub l;
-	u64 sub = first, end_fn = 0;
-	u32 i, zero = 0;
+	u64 sub = first, start_fn = 0, end_fn = 0;
+	u32 i;
 
+	if (h && h->mm == mm && h->first == first) {
+		if (h->start_fn)
+			count_call(h->start_fn, KIND_LIST, MODE_BLOCKABLE, RESULT_OK, 0, false);
+		return;
+	}
 #pragma unroll
 	for (i = 0; i < MAX_SUBS; i++) {
 		if (!sub)
@@ -575,16 +598,18 @@ static __always_inline void count_list_ok(u64 mm, u64 first)
 		read_list_sub(sub, &l);
 		if (l.start_fn)
 			count_call(l.start_fn, KIND_LIST, MODE_BLOCKABLE, RESULT_OK, 0, false);
-		if (!i)
+		if (!i) {
+			start_fn = l.start_fn;
 			end_fn = l.end_fn;
+		}
 		sub = l.next;
 	}
-	if (sub)	/* more list notifiers than the walk follows: their calls, unattributed */
+	if (sub)	/* more list notifiers than the walk follows: counted by callback */
 		count_list_beyond(sub, MODE_BLOCKABLE);
-	h = end_hints.lookup(&zero);
 	if (h) {
 		h->mm = i == 1 && !sub ? mm : 0;
 		h->first = first;
+		h->start_fn = start_fn;
 		h->end_fn = end_fn;
 	}
 }
@@ -605,11 +630,9 @@ static __always_inline void attribute_end(u64 mm, const char *subs_now)
 	u32 i;
 
 #if COUNTS
-	struct end_hint *h;
-	u32 zero = 0;
+	/* The counts configuration keeps no record of the start: its mm's hint says the same. */
+	struct list_hint *h = hint_of(mm);
 
-	/* The counts configuration keeps no record of the start: its hint says the same. */
-	h = end_hints.lookup(&zero);
 	if (h && h->mm == mm && subs_now) {
 		sub = LOAD_FIELD(u64, subs_now, F_SUBS_LIST);
 		if (sub && sub == h->first) {

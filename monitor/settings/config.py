@@ -95,6 +95,8 @@ def _names(value):
 
 
 def _latency(value):
+    if value is False:      # YAML 1.1 reads a bare `off` as false
+        return "off"
     if value not in ("always", "off"):
         raise ValueError(f"{short(value)} is not always or off")
     return value

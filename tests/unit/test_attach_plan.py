@@ -7,6 +7,8 @@ import pytest
 
 from monitor.plan.attach_plan import (ATTEMPT_COUNT, FENTRY, HASH, KPROBE, TASK_STORAGE, TRACEPOINT, api_generation,
                                  plan)
+from monitor.attach.probe import ProbeStatus, attach_spec
+from monitor.plan import coverage
 from monitor.plan.decisions import Off
 from monitor.kernel import layout
 from monitor.kernel.facts import KernelFacts, bcc_has_task_storage, parse_tracepoint_format, parse_version
@@ -20,7 +22,7 @@ OOM_TPS = ("oom:mark_victim", "oom:start_task_reaping", "oom:finish_task_reaping
 MRELEASE_TPS = ("syscalls:sys_enter_process_mrelease", "syscalls:sys_exit_process_mrelease")
 CORE_SYMBOLS = frozenset({"__mmu_notifier_invalidate_range_start", "__mmu_notifier_invalidate_range_end",
                           "__mmu_notifier_register", "__oom_reap_task_mm", "sched_show_task",
-                          "__mmu_notifier_release", "out_of_memory", "exit_mmap"})
+                          "__mmu_notifier_release", "out_of_memory", "exit_mmap", "vprintk_emit"})
 # Every field found in BTF (offsets as on Debian's 6.1 where the walk reads them).
 LAYOUT = layout.Layout(layout.BTF_SOURCE, {**{f[0]: 8 * i for i, f in enumerate(layout.FIELDS)},
                                            "SUBS_HAS_ITREE": 8, "SUBS_LEFTMOST": 40})
@@ -30,7 +32,7 @@ INTERVAL_SYMBOLS = frozenset({"mmu_interval_notifier_insert", "mmu_interval_noti
 
 def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=None, symbols=None,
           tracepoints=None, mark_victim=MARK_VICTIM_6_1, bcc_task_storage=True, layout_=None,
-          ringbuf=None, module_btf=None):
+          ringbuf=None, module_btf=None, machine="x86_64"):
     """A kernel as monitor.kernel.facts.gather() would describe it; what exists follows its version."""
     version = parse_version(release)
     if symbols is None:
@@ -46,7 +48,7 @@ def facts(release, *, btf, kfunc, kprobes=True, headers="matching", headers_dir=
                        symbols=frozenset(symbols), tracepoints=frozenset(tracepoints),
                        mark_victim_fields=parse_tracepoint_format(mark_victim), layout=layout_,
                        layout_error="" if layout_ else NO_BTF,
-                       ringbuf=ringbuf, module_btf=module_btf)
+                       ringbuf=ringbuf, module_btf=module_btf, machine=machine)
 
 
 def reason(block):
@@ -517,6 +519,54 @@ def test_lean_is_one_fexit_on_the_core_start_and_says_what_it_leaves_off():
 def test_lean_refused_where_it_cannot_run(release, btf, kfunc, why):
     with pytest.raises(ValueError, match="^the lean configuration cannot run here: " + re.escape(why)):
         plan(facts(release, btf=btf, kfunc=kfunc), lean=True)
+
+
+def test_latency_off_is_the_counts_configuration_two_programs_on_the_path():
+    p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), latency="off")
+    by = by_name(p)
+    start = by["invalidate_range_start"]
+    assert (start.methods, start.programs["counts-fexit"]) == (
+        ("counts-fexit",), (None, "kretfunc____mmu_notifier_invalidate_range_start"))
+    # what it measures: every count, no latency histogram
+    assert ("mnmon_notifier_invalidations_total", None) in start.feeds
+    assert not {f for f, _ in start.feeds} & {"mnmon_notifier_invalidation_duration_seconds",
+                                              "mnmon_invalidate_range_start_duration_seconds"}
+    assert by["invalidate_range_end"].methods == FK and by["notifier_release"].methods == FK
+    for name in ("notifier_register", "interval_notifier_insert"):
+        assert by[name].off is Off.COUNTS and by[name].reason == \
+            "off with latency off (probes.latency: off): no callback probes to discover for", by[name]
+    assert by["list_failure_log"].methods == ("fentry",)
+    assert p.counts and not p.lean and not p.probe_ends and p.callback_fentry_off.off is Off.COUNTS
+    for flag in ("-DCOUNTS=1", "-DLEAN=0", "-DFAILURE_LOG=1", "-DCB_KFUNC=0", "-DCORE_KFUNC=1", "-DMN_SUBS=1"):
+        assert flag in p.cflags, flag
+    cov = coverage.of(p, [attach_spec(object(), s) if s.off else ProbeStatus(s.probe, s.methods[0], True)
+                          for s in p.probes])
+    assert cov.counts and cov.ends and cov.per_notifier and not cov.timed and cov.callbacks.off is Off.COUNTS
+
+
+def test_the_kernels_log_names_list_failures_only_where_no_callback_probe_does():
+    full = by_name(plan(facts("6.1.0-56-amd64", btf=True, kfunc=True)))["list_failure_log"]
+    assert full.methods == () and full.off is Off.CONFIG
+    assert full.reason == "off in the full configuration: callback probes see each outcome in this configuration"
+    lean = by_name(plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), lean=True))["list_failure_log"]
+    assert lean.methods == ("fentry",)
+    # printk's arguments are read as x86-64 passes them in a va_list
+    arm = by_name(plan(facts("6.1.0-56-arm64", btf=True, kfunc=True, machine="aarch64"),
+                       latency="off"))["list_failure_log"]
+    assert arm.methods == () and arm.off is Off.KERNEL and "x86-64" in arm.reason
+    assert "-DFAILURE_LOG=0" in plan(facts("6.1.0-56-arm64", btf=True, kfunc=True, machine="aarch64"),
+                                     latency="off").cflags
+
+
+@pytest.mark.parametrize("release, btf, kfunc, why", [
+    ("5.4.0-150-generic", True, True, "no fentry on __mmu_notifier_invalidate_range_start: kprobes only here"),
+    ("5.5.19", True, True, "kernel 5.5.19 predates mm->notifier_subscriptions (5.6)"),
+])
+def test_counts_refused_where_it_cannot_run(release, btf, kfunc, why):
+    with pytest.raises(ValueError, match=r"^latency off \(probes.latency: off\) cannot run here: " + re.escape(why)):
+        plan(facts(release, btf=btf, kfunc=kfunc), latency="off")
+    with pytest.raises(ValueError, match="latency must be always or off, not 'sometimes'"):
+        plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), latency="sometimes")
 
 
 def test_a_probe_off_by_configuration_is_reported_as_such():

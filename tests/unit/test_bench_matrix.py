@@ -48,7 +48,7 @@ def test_variants_are_checked():
     assert variants("") == []
     with pytest.raises(Exception, match="unknown variant kfunc"):
         variants("lean,kfunc")
-    assert set(VARIANTS) == {"kprobe", "hash", "lean"}
+    assert set(VARIANTS) == {"kprobe", "hash", "lean", "counts"}
 
 
 def test_the_tables_modes_are_the_benchs():
