@@ -1,7 +1,7 @@
 """Where an invalidation's instructions go, per kernel function, BPF program and
 trampoline: without mnmon, with the core probes, with every probe, in one boot.
 
-    make bench-profile [PROFILE_ARGS="--modes kvm,list --lean"]
+    make bench-profile [PROFILE_ARGS="--modes kvm,list --lean"]   (or --counts)
 
 The QEMU plugin (bench/plugin/insncount.c, profile=) writes, per churn loop, how many
 instructions each translated block executed; this names the blocks from the guest's
@@ -186,6 +186,7 @@ def main(argv=None):
     ap.add_argument("--iterations", type=int, default=2000)
     ap.add_argument("--top", type=int, default=45)
     ap.add_argument("--lean", action="store_true", help="the lean configuration")
+    ap.add_argument("--counts", action="store_true", help="the counts configuration (probes.latency: off)")
     ap.add_argument("--kprobe-callbacks", action="store_true", help="probes.callbacks: kprobe")
     args = ap.parse_args(argv)
 
@@ -201,6 +202,8 @@ def main(argv=None):
         start = {}
         if args.lean:
             start["lean"] = True
+        if args.counts:
+            start["latency"] = "off"
         if args.kprobe_callbacks:
             start["callbacks"] = "kprobe"
         with watchdog.limit("Monitor.start", 300):
@@ -210,7 +213,8 @@ def main(argv=None):
             for mode in modes:
                 per_state, totals = states(mon, mode, args.iterations, counter, prof)
                 print(f"{mode}, core by {mon.statuses['invalidate_range_start'].method}"
-                      f"{', lean' if args.lean else ''}: {args.iterations} invalidations per state")
+                      f"{', lean' if args.lean else ''}{', counts' if args.counts else ''}: "
+                      f"{args.iterations} invalidations per state")
                 print(describe(per_state, totals))
                 print()
                 print(table(per_state, totals, args.top))
