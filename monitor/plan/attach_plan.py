@@ -21,7 +21,7 @@ LEAN = "off in the lean configuration: "
 # The configurations (plan()): every probe, or one of the two without callback probes.
 FULL, COUNTS, LEAN_CONFIG = "full", "counts", "lean"
 OFF_IN = {LEAN_CONFIG: (Off.LEAN, LEAN), COUNTS: (Off.COUNTS, "off with latency off (probes.latency: off): "),
-          FULL: (Off.CONFIG, "off in the full configuration: ")}
+          FULL: (Off.CONFIG, "")}
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,7 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
         f"-DLEAN={int(config == LEAN_CONFIG)}",
         f"-DKPROBE_TWINS={int(any(p.methods[:1] == (KPROBE,) and FENTRY in p.programs for p in by.values()))}",
         f"-DCOUNTS={int(config == COUNTS)}",
-        f"-DFAILURE_LOG={int(bool(by['list_failure_log'].methods))}",
+        f"-DFAILURE_LOG={int('list_failure_log' in by and bool(by['list_failure_log'].methods))}",
     ]
     out += _layout(facts).cflags() if _layout(facts) else ["-DBTF_LAYOUT=0"]
     if all(k in mv for k in ("anon_rss", "file_rss", "shmem_rss")):     # oom:mark_victim, 6.9+
@@ -292,6 +292,8 @@ def _configure(probes, walk, api, config):
     out = []
     for p in probes:
         row = catalogue.BY_NAME[p.probe]
+        if config == FULL and row.full_off:
+            continue        # not a probe of this configuration: no series says it is off
         programs = getattr(row, f"{config}_programs", None)
         dropped = getattr(row, f"{config}_off", "")
         if programs:

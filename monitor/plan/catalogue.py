@@ -58,7 +58,7 @@ class Row:
     counts_off: str = ""            # the same for the counts configuration (probes.latency: off)
     counts_programs: dict = field(default=None, compare=False)
     counts_feeds: tuple = None
-    full_off: str = ""              # off in the full configuration (callback probes), and why
+    full_off: str = ""              # not a probe of the full configuration (callback probes), and why
     fallback: tuple = ()            # (targets, method) standing in where no method can attach it
     with_probes: tuple = ()         # other probes its feeds need attached too (else not measured)
 
