@@ -68,10 +68,11 @@ $(FIXTURE): bed/fixture/mnmon_fixture.c bed/fixture/mnmon_fixture.h
 		$(MAKE) -s -C $(KDIR) M=$(CURDIR)/$(@D) CC=$(KCC) modules)
 
 # One boot runs the whole pytest session inside the guest: one vCPU, since attaching
-# probes on two emulated vCPUs froze the guest now and then (bench/cpus.py); 30 minutes
-# at most (the tier takes about 8), so a frozen guest fails the run instead of eating it.
+# probes on two emulated vCPUs froze the guest now and then (bench/cpus.py); 40 minutes
+# at most (the whole tier takes about 30 beside another guest), so a frozen guest fails
+# the run instead of eating it.
 test-kernel: fixture
-	$(PY) -m bed.vm --kernel $(KVER) --cpus 1 --timeout 1800 -- \
+	$(PY) -m bed.vm --kernel $(KVER) --cpus 1 --timeout 2400 -- \
 		$(PYTEST) -q -p no:cacheprovider $(KTESTS) $(PYTEST_ARGS)
 
 # The probe and OOM tests on every pinned stock kernel (bed/kernels.py), one boot

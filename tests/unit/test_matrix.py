@@ -156,12 +156,10 @@ def test_a_leg_with_another_kernels_headers_is_named_for_both_and_runs_behind_th
     assert cmd[3:] == ["pytest", "-q"]
 
 
-def test_the_counts_configuration_runs_in_the_oldest_and_newest_legs_before_mrelease():
-    from bed import kernels, matrix
-    oldest, newest = sorted(kernels.KERNELS, key=lambda r: tuple(map(int, r.split("-")[0].split("+")[0].split("."))))[::3]
-    for release in (oldest, newest):
-        tests = matrix.leg_tests(release)
-        assert tests[-2:] == ["tests/kernel/test_counts.py", "tests/kernel/test_zz_mrelease.py"], release
-        assert tests[:-2] == matrix.LEG_TESTS[:-1]
-    assert "tests/kernel/test_counts.py" not in matrix.leg_tests("6.12.117+deb12-amd64")
-    assert matrix.leg_tests("6.12.117+deb12-amd64") == matrix.LEG_TESTS
+def test_the_counts_configuration_runs_in_the_oldest_leg_before_mrelease():
+    from bed import matrix
+    tests = matrix.leg_tests("5.10.0-46-amd64")
+    assert tests[-2:] == ["tests/kernel/test_counts.py", "tests/kernel/test_zz_mrelease.py"]
+    assert tests[:-2] == matrix.LEG_TESTS[:-1]
+    for release in ("6.12.117+deb12-amd64", "7.2.13+deb14-amd64"):
+        assert matrix.leg_tests(release) == matrix.LEG_TESTS, release
