@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Optional
 
-from monitor.plan import catalogue
-from monitor.plan.decisions import Block, Off
+from monitor.plan import attach_plan, catalogue
+from monitor.plan.decisions import Block
 
 
 @dataclass(frozen=True)
@@ -61,10 +61,8 @@ def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callbac
                for s in specs if s.core)
     # lean and counts probe no callbacks, by choice: their outcomes are the walk's
     per_notifier = counted and core and callbacks is None
-    if lean:
-        callbacks = Block(Off.LEAN, "the lean configuration has no callback probes")
-    elif counts:
-        callbacks = Block(Off.COUNTS, "latency off (probes.latency: off): the walk counts every call, no callback probes")
+    if lean or counts:
+        callbacks = attach_plan.no_callbacks(attach_plan.LEAN_CONFIG if lean else attach_plan.COUNTS)
     return Coverage(
         counted=counted, timed=counted and not lean and not counts,
         ends=("mnmon_invalidate_range_end_total", None) in feeds,
