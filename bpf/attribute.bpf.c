@@ -99,30 +99,6 @@ static __always_inline u64 rb_next_node(u64 node)
 	return 0;
 }
 
-/*
- * A failure the core probes pinned on a notifier whose own probes were not attached:
- * it blocked the reaper if this is the reaper's thread, and `mnmon watch` hears of it.
- */
-static __always_inline void core_named_failure(void *ctx, u64 fn, u8 kind, u8 mode, u8 res)
-{
-	struct reap_inflight *reap;
-	struct mnmon_event e = {};
-	u32 t = tid();
-
-	reap = reap_inflight.lookup(&t);
-	if (reap)
-		name_blocker(reap, fn);
-	e.type = EV_NOTIFIER_FAILED;
-	e.ip = fn;
-	e.pid = bpf_get_current_pid_tgid() >> 32;
-	e.tid = t;
-	e.result = res;
-	e.kind = kind;
-	e.caller = mode;
-	bpf_get_current_comm(&e.comm, sizeof(e.comm));
-	emit(ctx, &e);
-}
-
 /* An interval subscription's invalidate callback (7.1's two-pass ops: invalidate_start). */
 static __always_inline u64 interval_fn(u64 sub)
 {
@@ -440,7 +416,7 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 	struct list_sub l;
 	u64 first = 0, sub, cands[MAX_SUBS] = {};
 	u8 res = classify_int(ret), r;
-	bool failed = ret != 0, owned = false;
+	bool failed = ret != 0, owned = false, log_live;
 	struct logged_batch *logged = 0;
 	u32 i, ncand = 0;
 
@@ -452,13 +428,14 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 		return false;
 	}
 	first = c->list_first;
-	if (failed && failure_log_live()) {
+	log_live = failed && failure_log_live();
+	if (log_live) {
 		/* A logged list failure: the interval pass had succeeded. None: it failed there. */
 		logged = logged_here();
 		if (logged)
 			c->list_called = 1;
 	}
-	if (!attribute_intervals(ctx, c, res, !first || (failed && failure_log_live() && !logged), &owned) || !first) {
+	if (!attribute_intervals(ctx, c, res, !first || (log_live && !logged), &owned) || !first) {
 		logged_done(logged);
 		return owned;
 	}
@@ -571,7 +548,7 @@ BPF_PERCPU_ARRAY(list_hints, struct list_hint, NR_HINTS);
 /* The slot of the current process (an mm is mostly invalidated by its own threads): mm
  * itself is a BTF pointer here, on which the verifier allows no hashing. A slot holds one
  * mm's hint; another mm's there only costs its start a walk. */
-static __always_inline struct list_hint *hint_of(u64 mm)
+static __always_inline struct list_hint *hint_of(void)
 {
 	u32 slot = (bpf_get_current_pid_tgid() >> 32) & (NR_HINTS - 1);
 
@@ -581,7 +558,7 @@ static __always_inline struct list_hint *hint_of(u64 mm)
 /* A blockable start that succeeded: every list notifier with a start callback was called. */
 static __always_inline void count_list_ok(u64 mm, u64 first)
 {
-	struct list_hint *h = hint_of(mm);
+	struct list_hint *h = hint_of();
 	struct list_sub l;
 	u64 sub = first, start_fn = 0, end_fn = 0;
 	u32 i;
@@ -631,7 +608,7 @@ static __always_inline void attribute_end(u64 mm, const char *subs_now)
 
 #if COUNTS
 	/* The counts configuration keeps no record of the start: its mm's hint says the same. */
-	struct list_hint *h = hint_of(mm);
+	struct list_hint *h = hint_of();
 
 	if (h && h->mm == mm && subs_now) {
 		sub = LOAD_FIELD(u64, subs_now, F_SUBS_LIST);

@@ -65,8 +65,6 @@ KFUNC_PROBE(vprintk_emit, int facility, int level, const void *dev_info, const c
 	struct logged_batch *b, nob = {};
 	struct logged_fn *v, nov = {};
 	struct logged_key k = {};
-	struct reap_inflight *reap;
-	struct mnmon_event e = {};
 	struct va_tag va = {};
 	u64 argv[3] = {}, now;
 	u32 i, t = tid();
@@ -108,18 +106,8 @@ KFUNC_PROBE(vprintk_emit, int facility, int level, const void *dev_info, const c
 	}
 
 	/* Who blocked the reaper, and `mnmon watch`: here, once per failure. */
-	reap = reap_inflight.lookup(&t);
-	if (reap)
-		name_blocker(reap, argv[0]);
-	e.type = EV_NOTIFIER_FAILED;
-	e.ip = argv[0];
-	e.pid = bpf_get_current_pid_tgid() >> 32;
-	e.tid = t;
-	e.result = classify_int((s32)argv[1]);
-	e.kind = KIND_LIST;
-	e.caller = non == 'n' ? MODE_NONBLOCKABLE : MODE_BLOCKABLE;
-	bpf_get_current_comm(&e.comm, sizeof(e.comm));
-	emit(ctx, &e);
+	core_named_failure(ctx, argv[0], KIND_LIST, non == 'n' ? MODE_NONBLOCKABLE : MODE_BLOCKABLE,
+			   classify_int((s32)argv[1]));
 	return 0;
 }
 

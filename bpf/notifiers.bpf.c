@@ -413,3 +413,28 @@ int on_interval_insert(struct pt_regs *ctx)
 	return 0;
 }
 #endif
+
+/*
+ * A failure pinned on a notifier whose own probes did not see it (by the core probes' walk,
+ * or the kernel's log line): it blocked the reaper if this is the reaper's thread, and
+ * `mnmon watch` hears of it.
+ */
+static __always_inline void core_named_failure(void *ctx, u64 fn, u8 kind, u8 mode, u8 res)
+{
+	struct reap_inflight *reap;
+	struct mnmon_event e = {};
+	u32 t = tid();
+
+	reap = reap_inflight.lookup(&t);
+	if (reap)
+		name_blocker(reap, fn);
+	e.type = EV_NOTIFIER_FAILED;
+	e.ip = fn;
+	e.pid = bpf_get_current_pid_tgid() >> 32;
+	e.tid = t;
+	e.result = res;
+	e.kind = kind;
+	e.caller = mode;
+	bpf_get_current_comm(&e.comm, sizeof(e.comm));
+	emit(ctx, &e);
+}
