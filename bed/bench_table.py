@@ -34,7 +34,11 @@ def ratio_cell(config, mode):
     fig = config.get("instructions", {}).get(mode)
     if fig is None:
         return "KVM not in the guest" if mode.startswith("kvm") else f"{mode}: not measured"
-    cell = f"{fig['ratio']:.3f} ({fig['off']:,.0f} -> {fig['full']:,.0f})"
+    if "share" in fig:      # sampled latency: between windows, and in one
+        cell = (f"{fig['ratio']:.3f} ({fig['off']:,.0f} -> {fig['core']:,.0f}; in a window, "
+                f"{fig['share']:.1%} of the time, {fig['full']:,.0f})")
+    else:
+        cell = f"{fig['ratio']:.3f} ({fig['off']:,.0f} -> {fig['full']:,.0f})"
     if fig.get("repeat") is not None and fig["repeat"] > INSN_REPEAT:
         apart = 100 * fig["repeat"]
         cell += f"; runs did not repeat (least two {apart:.2f}% apart)" if apart < 10 else \
@@ -76,7 +80,7 @@ def same_configuration_note(out=OUT):
               for f in out.glob("*/RESULTS.json")
               if EVERY_PROBE in json.loads(f.read_text()).get("configurations", {})]
     if shared and all(shared):
-        return ("Today the default configuration is every probe: one build and one run give both "
+        return ("The default configuration was every probe then: one build and one run give both "
                 "columns.\n")
     return ""
 

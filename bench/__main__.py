@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import churn, cpus, footprint, hotspots, insns, report, results_json, scrape, watchdog
 from bench.report import PEER, Row, us, verdict
 from monitor.plan import catalogue
-from monitor.attach import memory
+from monitor.attach import latency_windows, memory
 
 RESULTS = churn.REPO / "build" / "bench" / "RESULTS.md"
 # The core probes and the reaper's, each by kprobe: what fentry saves, measured on one kernel.
@@ -34,8 +34,13 @@ LEAN_VARIANT = "lean"
 # ... and of the counts configuration (probes.latency: off): every count, no latency.
 INSN_TARGET_COUNTS = 1.10
 COUNTS_VARIANT = "counts"
-# The builds measured besides the default one (--variants).
-VARIANTS = ("kprobe", "hash", "lean", "counts")
+# ... and of every probe, callbacks timed continuously (probes.latency: always).
+INSN_TARGET_ALWAYS = 1.20
+ALWAYS_VARIANT = "every probe"
+# The builds measured besides the default one (--variants); counts is the default's path
+# between windows, measured there too, so not asked by default.
+VARIANTS = ("kprobe", "hash", "lean", "counts", "always")
+DEFAULT_VARIANTS = ("kprobe", "hash", "lean", "always")
 
 
 T0 = time.monotonic()
@@ -99,22 +104,29 @@ def overhead_rows(results, details, variant=""):
     return rows
 
 
-def insn_rows(builds, details):
+def insn_rows(builds, details, share=None):
     """Instruction ratios, every probe and core only against no mnmon, per build and mode;
-    then whether the counts repeat. builds: [(results, variant)]."""
+    then whether the counts repeat. builds: [(results, variant)]; share: the first build
+    times callbacks that fraction of the time (probes.latency: sampled, see default_row())."""
     from bench.overhead import label
     rows, agreement, outliers, runs = [], [], 0, 0
-    for results, variant in builds:
+    for b, (results, variant) in enumerate(builds):
         for r in results.values():
             if not r.insns:
                 continue
             one_page = churn.pages(r.mode) == 1
+            if b == 0 and share is not None:
+                rows.append(default_row(r, share))
             target = INSN_TARGET_ONE_PAGE if one_page else INSN_TARGET_MULTI_PAGE
             if variant == f", {LEAN_VARIANT}" and one_page:
                 target = INSN_TARGET_LEAN
             if variant == f", {COUNTS_VARIANT}" and one_page:
                 target = INSN_TARGET_COUNTS
-            judged = churn.notifier(r.mode) == "kvm"
+            if variant == f", {ALWAYS_VARIANT}" and one_page:
+                target = INSN_TARGET_ALWAYS
+            if b == 0 and share is not None:
+                target = None       # a window's figure: the default's is the row above
+            judged = churn.notifier(r.mode) == "kvm" and target is not None
             full, core, off = (r.insns_of(s) for s in ("full", "core", "off"))
             rows.append(Row(f"{label(r.mode)}, core by {r.method}{variant}: instruction ratio, "
                             f"every probe / core only" + (f" (every probe <= {target})" if judged else ""),
@@ -135,6 +147,22 @@ def insn_rows(builds, details):
                         f"{INSN_REPEAT:.0%} above their series' least (other work during the loop)",
                         "", verdict(worst[0] <= INSN_REPEAT)))
     return rows
+
+
+def default_row(r, share):
+    """The default configuration's ratio: probes.latency: sampled runs the path between
+    windows ('core': every probe but the callbacks') and in a window ('full') share of the
+    time; over time the instructions are their weighted mean."""
+    from bench.overhead import label
+    one_page = churn.pages(r.mode) == 1
+    target = INSN_TARGET_ONE_PAGE if one_page else INSN_TARGET_MULTI_PAGE
+    ratio = results_json.sampled_ratio(r, share)
+    judged = churn.notifier(r.mode) == "kvm"
+    return Row(f"{label(r.mode)}, default configuration (latency sampled, callbacks timed {share:.1%} of the "
+               f"time): instruction ratio" + (f" <= {target}" if judged else ""),
+               f"{ratio:.3f} (between windows {r.insn_ratio('core'):.3f}, in a window {r.insn_ratio('full'):.3f}; "
+               f"{r.insns_of('off'):,.0f} -> {r.insns_of('core'):,.0f} / {r.insns_of('full'):,.0f} instructions "
+               f"per invalidation)", "", verdict(ratio <= target) if judged else "info")
 
 
 def insn_figures(builds):
@@ -189,11 +217,11 @@ def kernel_rows(args, details, figures, summary):
     if "kvm" not in modes:
         details.append("no /dev/kvm: the KVM rows are skipped")
     rss_before = footprint.rss_mb()
-    log("Monitor.start() (bcc compiles)...")
+    log("Monitor.start(latency=sampled), the default configuration (bcc compiles)...")
     t0 = time.monotonic()
     try:
         with watchdog.limit("Monitor.start()", 300):
-            mon = Monitor.start()
+            mon = Monitor.start(latency="sampled")
     except MonitorError as e:
         raise SystemExit(f"bench: mnmon cannot start: {e}")
     start_s = time.monotonic() - t0
@@ -222,25 +250,35 @@ def kernel_rows(args, details, figures, summary):
         log(f"exactness: {args.million:,} invalidations through the interval notifier...")
         with watchdog.limit("exactness", 60 + args.million // 10000):
             ex = exactness.run(mon, scrape_once, args.million)
+        # Sampled latency: its window held open, so the callbacks' probes are there to toggle:
+        # 'core' is then the path between windows, 'full' the path in one.
+        share = latency_windows.nominal_share() if mon.windows else None
+        if mon.windows:
+            mon.windows.hold()
         log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}: "
             f"{args.reps} x {len(overhead.STATES)} states x {modes}, {args.iterations} iterations each")
         results = overhead.measure(mon, modes, args.reps, args.iterations, log, counter)
     finally:
         scraper.close()
         mon.close()
-    results_k = results_h = results_l = results_c = {}
+    results_k = results_h = results_l = results_c = results_a = {}
     if "kprobe" in args.variants:
         results_k = overhead_of_another_build(args, modes, "force=kprobe", counter, force=FORCE_KPROBE)
     if "hash" in args.variants:
         # The hot-spot fix, measured: in-flight records where kernels before 5.12 keep them.
         results_h = overhead_of_another_build(args, modes, "inflight=hash", counter, inflight=HASH)
 
-    default = results_json.configuration(results)
+    default = results_json.configuration(results, share)
     configurations = {results_json.DEFAULT: default,
-                      # Today Monitor.start() with no arguments attaches every probe.
-                      results_json.EVERY_PROBE: results_json.same_as(default, results_json.DEFAULT),
+                      # where sampled latency cannot run, the default is every probe
+                      results_json.EVERY_PROBE: results_json.same_as(default, results_json.DEFAULT) if share is None
+                      else results_json.not_run("not asked (--variants)"),
                       results_json.LEAN: results_json.not_run("not asked (--variants)"),
                       results_json.COUNTS: results_json.not_run("not asked (--variants)")}
+    if "always" in args.variants and share is not None:
+        # Every probe, callbacks timed continuously (probes.latency: always).
+        results_a = overhead_of_another_build(args, modes, "latency=always", counter, latency="always")
+        configurations[results_json.EVERY_PROBE] = results_json.configuration(results_a)
     if "lean" in args.variants:
         # The lean configuration (attach_plan.plan(lean=True)): one fexit per invalidation.
         try:
@@ -259,9 +297,9 @@ def kernel_rows(args, details, figures, summary):
             configurations[results_json.COUNTS] = results_json.not_run(str(e))
     summary["configurations"] = configurations
 
-    builds = [(results, ""), (results_k, ""), (results_h, f", {HASH_VARIANT}"), (results_l, f", {LEAN_VARIANT}"),
-              (results_c, f", {COUNTS_VARIANT}")]
-    rows += insn_rows(builds, details)
+    builds = [(results, ""), (results_a, f", {ALWAYS_VARIANT}"), (results_k, ""), (results_h, f", {HASH_VARIANT}"),
+              (results_l, f", {LEAN_VARIANT}"), (results_c, f", {COUNTS_VARIANT}")]
+    rows += insn_rows(builds, details, share)
     figures.update(insn_figures(builds))
     for results_b, variant in builds:
         rows += overhead_rows(results_b, details, variant)
@@ -317,9 +355,9 @@ def main(argv=None):
     ap.add_argument("--scrapes", type=int, default=240, help="scrapes of the hour-equivalent (15 s apart)")
     ap.add_argument("--results", default=str(RESULTS), help="markdown file to write ('' for none); "
                     "its figures go beside it, as RESULTS.json")
-    ap.add_argument("--variants", type=variants, default=list(VARIANTS),
-                    help="the builds measured besides the default one, comma-separated (default "
-                         f"{','.join(VARIANTS)}); each costs a compile and its overhead runs")
+    ap.add_argument("--variants", type=variants, default=list(DEFAULT_VARIANTS),
+                    help=f"the builds measured besides the default one, comma-separated, of {','.join(VARIANTS)} "
+                         f"(default {','.join(DEFAULT_VARIANTS)}); each costs a compile and its overhead runs")
     ap.add_argument("--all-cpus", action="store_true",
                     help="keep every CPU of the emulated guest online (see bench/cpus.py)")
     args = ap.parse_args(argv)

@@ -19,16 +19,21 @@ import json
 DEFAULT, EVERY_PROBE, LEAN, COUNTS = "default", "every probe", "lean", "counts"
 
 
-def configuration(results):
+def configuration(results, share=None):
     """A configuration's instruction figures from its {mode: bench.overhead.ModeResult}:
     {mode: {'off', 'core', 'full': instructions per invalidation, 'ratio': full / off}};
-    modes without counts (no insncount plugin) are left out."""
+    modes without counts (no insncount plugin) are left out. share: the build times
+    callbacks that fraction of the time (probes.latency: sampled): 'core' is between
+    windows, 'full' in one, and 'ratio' their mean weighted by time (sampled_ratio())."""
     out = {}
     for mode, r in results.items():
         if not r.insns:
             continue
         fig = {s: round(r.insns_of(s), 1) for s in r.insns}
-        fig["ratio"] = round(r.insn_ratio("full"), 6)
+        fig["ratio"] = round(r.insn_ratio("full") if share is None else sampled_ratio(r, share), 6)
+        if share is not None:
+            fig["share"] = round(share, 6)
+            fig["window_ratio"] = round(r.insn_ratio("full"), 6)
         # How far apart each state's least two runs are, the widest: a figure is a count
         # the runs repeat only when this is small (bench: INSN_REPEAT).
         widest = max(r.insn_agreement(s) for s in r.insns)
@@ -37,6 +42,13 @@ def configuration(results):
         out[mode] = fig
     return {"method": next(iter(results.values())).method if results else "",
             "instructions": out}
+
+
+def sampled_ratio(r, share):
+    """Instructions with mnmon / without, over time, of a build whose callbacks are timed a
+    share of the time: between windows the path runs its 'core' state (every probe but the
+    callbacks'), in a window its 'full' one."""
+    return ((1 - share) * r.insns_of("core") + share * r.insns_of("full")) / r.insns_of("off")
 
 
 def not_run(why):

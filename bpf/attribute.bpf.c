@@ -573,8 +573,11 @@ static __always_inline void count_list_ok(u64 mm, u64 first)
 		if (!sub)
 			break;
 		read_list_sub(sub, &l);
-		if (l.start_fn)
+		if (l.start_fn) {
 			count_call(l.start_fn, KIND_LIST, MODE_BLOCKABLE, RESULT_OK, 0, false);
+			/* for sampled latency's windows; off the hint's path, which knows its callbacks */
+			discover(l.start_fn, KIND_LIST);
+		}
 		if (!i) {
 			start_fn = l.start_fn;
 			end_fn = l.end_fn;

@@ -130,6 +130,7 @@ static __always_inline bool teardown_walked(void)
 #endif
 }
 
+#if !COUNTS
 /* A callback's entry: ip is the callback, sub its first argument (the subscription). */
 static __always_inline void cb_enter(u64 ip, u64 sub, u8 mode)
 {
@@ -152,6 +153,7 @@ static __always_inline void cb_enter(u64 ip, u64 sub, u8 mode)
 	}
 	cb_inflight.update(&t, &c);
 }
+#endif
 
 /* A list subscription whose start succeeded inside a non-blockable core start awaits its end. */
 static __always_inline void track_started(struct core_inflight *core, u64 sub)
@@ -203,6 +205,7 @@ static __always_inline void note_list_sub(struct core_inflight *core, const stru
 	core->sub_read_end_fn = ops ? LOAD_FIELD(u64, ops, F_MNOPS_END) : 0;
 }
 
+#if !COUNTS
 /* sub_btf: a list callback's subscription by BTF (its fexit program), else NULL. */
 static __always_inline void cb_exit(void *ctx, u8 kind, u8 res, const struct mmu_notifier *sub_btf)
 {
@@ -272,6 +275,48 @@ static __always_inline void cb_exit(void *ctx, u8 kind, u8 res, const struct mmu
 	else
 		cb_inflight.delete(&t);
 }
+#else
+/*
+ * The counts configuration's latency windows (probes.latency: sampled): user space attaches
+ * the callbacks' probes for a window and detaches them after it. They time a call and
+ * nothing else: the walk at the start's return counts every call, in a window or not.
+ */
+static __always_inline void cb_enter(u64 ip, u64 sub, u8 mode)
+{
+	struct cb_inflight c = {};
+	u32 t = tid();
+
+	c.ts = bpf_ktime_get_ns();
+	c.ip = ip;
+	c.mode = mode;
+	cb_inflight.update(&t, &c);
+}
+
+static __always_inline void cb_exit(void *ctx, u8 kind, u8 res, const struct mmu_notifier *sub_btf)
+{
+	struct notifier_lat_key lk = {};
+	struct notifier_calls *calls;
+	struct cb_inflight *c;
+	u32 t = tid();
+	u64 zero = 0, ns, *v;
+
+	c = cb_inflight.lookup(&t);
+	if (!c)
+		return;
+	ns = bpf_ktime_get_ns() - c->ts;
+	/* the histogram's _sum beside the walk's count of the call */
+	calls = calls_of(c->ip, kind, c->mode, res);
+	if (calls)
+		__sync_fetch_and_add(&calls->sum_ns, ns);
+	lk.ip = c->ip;
+	lk.mode = c->mode;
+	lk.slot = log2_slot(ns);
+	v = notifier_latency.lookup_or_try_init(&lk, &zero);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	cb_inflight.delete(&t);
+}
+#endif /* !COUNTS */
 
 /* An invalidate_range_end: ip the callback, sub its subscription. */
 static __always_inline void cb_end(u64 ip, u64 sub)

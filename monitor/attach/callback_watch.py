@@ -36,6 +36,7 @@ class Probed:
     status: attach.ProbeStatus
     since: float                # when its probe attached (time.time()); 0: not attached
     links: tuple = ()           # its fentry/fexit links (status.method == FENTRY)
+    live: bool = True           # its probes are attached now (sampled latency: in a window)
 
     @property
     def probe(self):
@@ -46,7 +47,7 @@ class CallbackWatcher:
     """The callbacks of one loaded program: callbacks[(symbol, module)] -> Probed."""
 
     def __init__(self, bpf, symbols, scanner=None, proc_modules="/proc/modules", probe_ends=True,
-                 fentry=False, module_fentry=None, core_ends=True):
+                 fentry=False, module_fentry=None, core_ends=True, sampled=False):
         self.bpf, self.symbols = bpf, symbols
         self.scanner = scanner or discovery.BTFScanner()
         self.callbacks = {}
@@ -59,6 +60,11 @@ class CallbackWatcher:
         self._modules = None                # {module: (state, load, address)} at the last scan; None: none yet
         self._names = {}                    # ip -> (symbol, module) of unloaded modules' callbacks
         self._unresolved = set()            # discovered addresses kallsyms did not name
+        # Sampled latency: callbacks' probes time calls only in windows (set_timing); the
+        # walk counts them. A callback found outside a window is attached once, to learn
+        # how it attaches or why not, and detached.
+        self.sampled = sampled
+        self.timing = not sampled
 
     # ------------------------------------------------------------ queries
     def is_attached(self, symbol, module=None):
@@ -158,8 +164,41 @@ class CallbackWatcher:
             if st.attached and cb.kind == discovery.LIST_END:      # its starts can be checked for pairing
                 t = self.bpf[b"probed_end_fns"]
                 t[t.Key(sym.addr)] = t.Leaf(1)
-        self.callbacks[key] = Probed(cb, sym.addr if sym else 0, st, since, tuple(links))
+        p = self.callbacks[key] = Probed(cb, sym.addr if sym else 0, st, since, tuple(links))
+        if not self.timing and self._timed(p):
+            self._detach(p)
         return st
+
+    # ------------------------------------------------------------ sampled latency
+    def set_timing(self, on):
+        """Attach (on) or detach the probes of every callback that times calls."""
+        self.timing = on
+        for p in list(self.callbacks.values()):
+            if self._timed(p) and p.live != on:
+                self._reattach(p) if on else self._detach(p)
+
+    @staticmethod
+    def _timed(p):
+        return p.status.attached and p.status.method in (FENTRY, KPROBE)
+
+    def _detach(self, p):
+        if p.status.method == KPROBE:
+            attach.detach_callback(self.bpf, p.callback.kind_name, p.callback.symbol)
+        for link in p.links:
+            self.mf.detach(link)
+        p.links, p.live = (), False
+
+    def _reattach(self, p):
+        cb = p.callback
+        try:
+            if p.status.method == FENTRY:
+                p.links = tuple(attach.attach_callback_fentry(self.mf, self.bpf, cb.kind_name, cb.symbol,
+                                                              cb.module, p.addr))
+            else:
+                attach.attach_callback(self.bpf, cb.kind_name, cb.symbol)
+            p.live = True
+        except Exception:       # noqa: BLE001 -- its module went away: the next refresh drops it
+            p.live = False
 
     def _attach(self, cb, addr, probe):
         """(ProbeStatus, since, fentry links): fentry where it can attach, else kprobe, with
@@ -190,7 +229,7 @@ class CallbackWatcher:
                     del t[t.Key(p.addr)]
                 except KeyError:
                     pass
-            if p.status.attached and p.status.method == KPROBE:
+            if p.status.attached and p.status.method == KPROBE and p.live:
                 attach.detach_callback(self.bpf, p.callback.kind_name, p.callback.symbol)
             for link in p.links:
                 self.mf.detach(link)

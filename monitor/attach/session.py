@@ -25,6 +25,7 @@ from monitor.read import readers
 from monitor.attach.probe import ProbeStatus, attach_spec, disabled  # noqa: F401 -- ProbeStatus is public here
 from monitor.kernel.symbols import Symbols
 from monitor.attach.callback_watch import CallbackWatcher
+from monitor.attach.latency_windows import LatencyWindows
 
 # refresh() hands malloc's free heap back every this many calls (a minute at 5 s), and at
 # once when RSS has grown by this much since the last time (memory.Trimmer says why).
@@ -49,7 +50,10 @@ class Monitor:
         self.coverage = coverage.of(plan, statuses)   # what this run measures, decided once
         self.watcher = CallbackWatcher(bpf, symbols, probe_ends=plan.probe_ends,
                                        core_ends=self.coverage.ends and self.coverage.walked,
-                                       fentry=plan.callback_fentry_off is None) if bpf is not None else None
+                                       fentry=plan.callback_fentry_off is None,
+                                       sampled=plan.sampled) if bpf is not None else None
+        # probes.latency: sampled: the callbacks' timing probes in windows, opened by refresh()
+        self.windows = LatencyWindows(self.watcher.set_timing) if plan.sampled and bpf is not None else None
         self.cgroups = cgroups.CgroupNames()
         self.failures = reading.Failures()
         self._user_lost = 0
@@ -60,8 +64,10 @@ class Monitor:
         """Compile and attach. Raises MonitorError when nothing useful can run.
 
         force: {probe: "fentry" | "kprobe"}, inflight: "task-storage" | "hash" and
-        callbacks: "fentry" | "kprobe" (how notifier callbacks are probed) and lean (the
-        lean configuration), passed to attach_plan.plan().
+        callbacks: "fentry" | "kprobe" (how notifier callbacks are probed), lean (the
+        lean configuration) and latency ("sampled", "always", "off"), passed to
+        attach_plan.plan(). With latency sampled, windows opens and closes the callbacks'
+        timing probes as refresh() is called (windows.hold() keeps them on).
         """
         try:
             bcc, _ = loader.import_bcc()
@@ -113,6 +119,8 @@ class Monitor:
         # CPU emulated. The check is one read of /proc/self/statm.)
         # After the refresh: what attaching callbacks left resident goes back too.
         found = [] if self.coverage.callbacks else self.watcher.refresh()   # none can attach (or lean)
+        if self.windows:
+            self.windows.tick()
         self._trimmer.tick()
         return found
 
@@ -127,6 +135,8 @@ class Monitor:
                               extra_lost=lambda: self._user_lost + self._kretprobe_misses())
         snap = reading.collect(lambda maps: readers.read_raw(self.bpf, maps), ctx, self.failures)
         readers.probes_attached(snap, self.all_statuses())
+        if self.windows:
+            snap.set("mnmon_latency_sampled_ratio", self.windows.share())
         return snap
 
     def open_events(self, callback):

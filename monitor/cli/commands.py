@@ -137,6 +137,8 @@ def _attach_for_serve(settings):
             log.info("probe %s: off (%s)", st.probe, st.reason if st.off in (Off.LEAN, Off.COUNTS) else "probes.disable")
         else:
             log.warning("probe %s: not attached: %s", st.probe, st.reason)
+    if mon.plan.latency_note:
+        log.warning("%s", mon.plan.latency_note)
     if not mon.coverage.per_notifier:
         log.warning("per-notifier outcomes not countable here: %s", _why_not_per_notifier(mon))
     if not mon.coverage.measures("mnmon_oom_premature_victims_total"):
@@ -180,14 +182,18 @@ def _check_permissions():
 @click.option("--json", "as_json", is_flag=True,
               help="A JSON document: the window, the host, the same series as /metrics (README: sample --json).")
 @click.option("--no-histograms", is_flag=True, help="Leave out the log2 latency histograms.")
+@click.option("--timing", is_flag=True,
+              help="Time every notifier call for the whole sample (default: in windows, as serve's "
+                   "probes.latency: sampled does).")
 @_errors
-def sample(duration, as_json, no_histograms):
+def sample(duration, as_json, no_histograms, timing):
     """Attach, count for a while, print what happened.
 
     \b
     Examples:
       mnmon sample                       10 s, a table per notifier with p50/p99 latency
       mnmon sample --duration 1m --json  the same series /metrics would show
+      mnmon sample --timing              every callback call timed, not a sample of them
     """
     import socket
     from monitor import build
@@ -195,7 +201,9 @@ def sample(duration, as_json, no_histograms):
     from monitor.cli import table as render
     from monitor.attach.session import start_monitor
     _check_permissions()
-    mon = start_monitor()
+    mon = start_monitor(latency="sampled")
+    if timing and mon.windows:
+        mon.windows.hold()
     click.echo(f"attached; sampling for {duration:g} s", err=True)
     try:
         started, t0 = time.time(), time.monotonic()
@@ -275,8 +283,9 @@ def _quiet_stdout():
 
 @main.command()
 @click.option("--lean", is_flag=True, help="What the lean configuration (probes.lean) attaches here.")
-@click.option("--latency", type=click.Choice(["always", "off"]), default="always", show_default=True,
-              help="What probes.latency attaches here (off: the counts configuration).")
+@click.option("--latency", type=click.Choice(["sampled", "always", "off"]), default="sampled", show_default=True,
+              help="What probes.latency attaches here (sampled: counts, callbacks timed in windows; "
+                   "off: counts only).")
 @_errors
 def doctor(lean, latency):
     """Explain what can attach on this kernel, and how. Exit status 0 when

@@ -6,6 +6,7 @@ attach() compiles and attaches for real and returns (the ProbeStatus list, lines
 notifier callbacks found; raising MonitorError when it cannot); report() calls it only
 when this process may attach; cgroup2 is monitor.read.cgroups.locate()'s answer.
 """
+from monitor.attach import latency_windows
 from monitor.plan import catalogue
 from monitor.plan import coverage
 from monitor.kernel.facts import bcc_version
@@ -58,11 +59,15 @@ def probe_lines(statuses, cov, attempted):
                    "calls and outcomes, and who blocked the OOM reaper; no latency, ends, counts by event, or "
                    "blockable calls per notifier")
         return out + [premature_line(statuses, cov, attempted)]
-    if cov.counts:
-        out.append("configuration: counts (latency off; an fexit on the start and an fentry on its end): every "
-                   "notifier's calls in both modes and every result, ends, and the reaper's figures; no latency "
-                   "histograms; a failed list notifier named from the kernel's log line")
+    counts = ("an fexit on the start and an fentry on its end: every notifier's calls in both modes and every "
+              "result, ends, and the reaper's figures; a failed list notifier named from the kernel's log line")
+    if cov.counts and not cov.sampled:
+        out.append(f"configuration: counts (latency off; {counts}); no latency histograms")
         return out + [premature_line(statuses, cov, attempted)]
+    if cov.sampled:
+        out.append(f"configuration: counts with sampled latency ({counts}); callbacks timed in windows of "
+                   f"{latency_windows.WINDOW:g} s (at least one discovery interval) every {latency_windows.PERIOD:g} s, "
+                   f"mnmon_latency_sampled_ratio")
     tried = [st for st in statuses if st.probe.startswith("notifier:") and st.method != "core"]
     if cov.callbacks:
         callbacks = f"not attachable: {cov.callbacks.reason}"
@@ -123,6 +128,8 @@ def report(facts, plan, tracefs_dir, attach, cgroup2):
         lines.append("not privileged or no headers: showing the plan only (run as root to try it)\n")
     cov = coverage.of(plan, statuses)
     lines += probe_lines(statuses, cov, attempted)
+    if plan.latency_note:
+        lines.append(plan.latency_note)
     if notes:
         lines += [""] + notes
     ok, last = verdict(statuses, cov, attempted)

@@ -20,6 +20,8 @@ TASK_STORAGE, HASH = "task-storage", "hash"
 LEAN = "off in the lean configuration: "
 # The configurations (plan()): every probe, or one of the two without callback probes.
 FULL, COUNTS, LEAN_CONFIG = "full", "counts", "lean"
+# probes.latency: callbacks timed in windows over counts, always (every probe), or never (counts)
+LATENCIES = ("sampled", "always", "off")
 OFF_IN = {LEAN_CONFIG: (Off.LEAN, LEAN), COUNTS: (Off.COUNTS, "off with latency off (probes.latency: off): "),
           FULL: (Off.CONFIG, "")}
 
@@ -50,7 +52,9 @@ class Plan:
     # why notifier callbacks are not probed by fentry/fexit where their module has BTF (kprobes only)
     callback_fentry_off: Optional[Block] = None
     lean: bool = False                      # the lean configuration (see plan())
-    counts: bool = False                    # the counts configuration: latency off (see plan())
+    counts: bool = False                    # the counts configuration: latency sampled or off (see plan())
+    sampled: bool = False                   # ... with callbacks timed in windows (probes.latency: sampled)
+    latency_note: str = ""                  # why latency sampled runs every probe instead (counts cannot run)
     facts: dict = field(default_factory=dict)   # feature -> "probed" or "kernel version": how it was known
 
     @property
@@ -103,16 +107,19 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="
     (the walk of the mm's subscriptions, run for non-blockable starts only); it drops
     latency, counts by event, ends, callback probes and each notifier's blockable calls.
     ValueError where it cannot run (it needs fentry on the core start and the walk).
-    latency: "always" (every probe, callbacks timed) or "off": the counts configuration,
+    latency: "sampled" (the default for users): the counts configuration below, with the
+    callbacks' timing probes attached in windows (monitor/attach/latency_windows.py); where
+    counts cannot run, every probe (latency always), and latency_note says why.
+    "always" (every probe, callbacks timed) or "off": the counts configuration,
     an fexit on the core start and an fentry on its end, nothing else on the invalidation
     path. The walk counts every notifier's calls in both modes and every result, the ends
     and the reaper's figures; the kernel's log line names a failed list notifier. Dropped:
     every latency histogram, callback probes, and which of several overlapping interval
     notifiers failed (result="unobserved"). ValueError where it cannot run, as lean.
     """
-    if latency not in ("always", "off"):
-        raise ValueError(f"latency must be always or off, not {latency!r}")
-    config = LEAN_CONFIG if lean else COUNTS if latency == "off" else FULL
+    if latency not in LATENCIES:
+        raise ValueError(f"latency must be {', '.join(LATENCIES)}, not {latency!r}")
+    config = LEAN_CONFIG if lean else COUNTS if latency in ("sampled", "off") else FULL
     force = dict(force or {})
     if bad := sorted(f"{p}={m}" for p, m in force.items() if m not in (FENTRY, KPROBE)):
         raise ValueError(f"cannot force {', '.join(bad)}: only {FENTRY} or {KPROBE} can be forced")
@@ -124,7 +131,19 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="
               if not any(caps[c] for c in row.omit_without)]
     if force:
         raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
-    probes = _configure(probes, caps[WALK], api, config)
+    latency_note = ""
+    try:
+        probes = _configure(probes, caps[WALK], api, config, config == COUNTS and latency == "sampled")
+    except ValueError as e:
+        if lean or latency != "sampled":
+            raise
+        # Sampled latency rides on the counts configuration; where that cannot run, every
+        # probe does: counts as today, latency continuous.
+        why = str(e).split(" cannot run here: ", 1)[-1]
+        config, latency_note = FULL, f"latency sampled needs the counts configuration, which cannot run here " \
+                                     f"({why}): every probe runs, callbacks timed always"
+        probes = _configure(probes, caps[WALK], api, config)
+    sampled = config == COUNTS and latency == "sampled"
     probes = _premature(probes)
     by = {p.probe: p for p in probes}
     walk = caps[WALK]
@@ -139,11 +158,11 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="
     # kernels with c2655835fd8c guarantee.
     probe_ends = (walk is not None or not ends_paired) and config == FULL
     inflight = _inflight(facts, inflight, structs=structs is None)
-    if config != FULL:
+    if config != FULL and not sampled:
         cb_fentry = no_callbacks(config)
-    return Plan(api, _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, config), probes,
-                callbacks_off, inflight, walk, ring_buffer, probe_ends, cb_fentry, config == LEAN_CONFIG,
-                config == COUNTS, _known_by(facts))
+    return Plan(api, _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, config, sampled),
+                probes, callbacks_off, inflight, walk, ring_buffer, probe_ends, cb_fentry, config == LEAN_CONFIG,
+                config == COUNTS, sampled, latency_note, _known_by(facts))
 
 
 def no_callbacks(config):
@@ -240,7 +259,7 @@ def _function_probe(row, facts, caps, fentry_ok, forced, spec):
     return spec(targets, tuple(methods))
 
 
-def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, config):
+def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, config, sampled=False):
     """The compile's -D settings (bpf/mnmon.bpf.c) for this plan."""
     mv, walk = facts.mark_victim_fields, caps[WALK]
     out = [
@@ -257,7 +276,8 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
         f"-DPREMATURE={int(by['mm_teardown'].methods != ())}",
         # c2655835fd8c (5.12, in 5.10.y): a failed list pass ends every list notifier itself.
         f"-DENDS_IN_FAILED_START={int(ends_paired)}",
-        f"-DCB_KFUNC={int(not cb_fentry and config == FULL)}",     # fentry programs for notifier callbacks
+        # fentry programs for notifier callbacks (timing only in the counts configuration)
+        f"-DCB_KFUNC={int(not cb_fentry and (config == FULL or sampled))}",
         f"-DLEAN={int(config == LEAN_CONFIG)}",
         f"-DKPROBE_TWINS={int(any(p.methods[:1] == (KPROBE,) and FENTRY in p.programs for p in by.values()))}",
         f"-DCOUNTS={int(config == COUNTS)}",
@@ -272,8 +292,9 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
     return out
 
 
-def _configure(probes, walk, api, config):
-    """probes as a configuration has them (see plan()); ValueError where lean or counts cannot run."""
+def _configure(probes, walk, api, config, sampled=False):
+    """probes as a configuration has them (see plan()); ValueError where lean or counts cannot run.
+    sampled: counts with callbacks timed in windows, which keeps the probes that find callbacks."""
     start = next(p for p in probes if p.probe == "invalidate_range_start")
     if config == FULL:
         why = None
@@ -295,10 +316,10 @@ def _configure(probes, walk, api, config):
         if config == FULL and row.full_off:
             continue        # not a probe of this configuration: no series says it is off
         programs = getattr(row, f"{config}_programs", None)
-        dropped = getattr(row, f"{config}_off", "")
+        dropped = "" if sampled and row.discovers else getattr(row, f"{config}_off", "")
         if programs:
             p = ProbeSpec(p.probe, p.targets, tuple(programs), programs, core=p.core,
-                          feeds=getattr(row, f"{config}_feeds"))
+                          feeds=(sampled and row.sampled_feeds) or getattr(row, f"{config}_feeds"))
         elif dropped:
             p = ProbeSpec(p.probe, p.targets, reason=prefix + dropped, core=p.core, off=off, feeds=p.feeds)
         out.append(p)

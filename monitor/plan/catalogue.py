@@ -58,6 +58,8 @@ class Row:
     counts_off: str = ""            # the same for the counts configuration (probes.latency: off)
     counts_programs: dict = field(default=None, compare=False)
     counts_feeds: tuple = None
+    sampled_feeds: tuple = None     # ... with callbacks timed in windows (probes.latency: sampled)
+    discovers: bool = False         # finds callbacks only: kept where callbacks are timed in windows
     full_off: str = ""              # not a probe of the full configuration (callback probes), and why
     fallback: tuple = ()            # (targets, method) standing in where no method can attach it
     with_probes: tuple = ()         # other probes its feeds need attached too (else not measured)
@@ -72,20 +74,23 @@ ROWS = (
         lean_programs={LEAN_FEXIT: (None, "kretfunc____mmu_notifier_invalidate_range_start")},
         lean_feeds=feeds(*START_FAMILIES),
         counts_programs={COUNTS_FEXIT: (None, "kretfunc____mmu_notifier_invalidate_range_start")},
-        counts_feeds=feeds(*START_FAMILIES[:-1], "mnmon_invalidations_total")),
+        counts_feeds=feeds(*START_FAMILIES[:-1], "mnmon_invalidations_total"),
+        sampled_feeds=feeds(*START_FAMILIES, "mnmon_invalidations_total")),
     Row("invalidate_range_end", ("__mmu_notifier_invalidate_range_end",),
         {FENTRY: ("kfunc____mmu_notifier_invalidate_range_end", None), KPROBE: ("core_end_entry", None)},
         feeds("mnmon_invalidate_range_end_total", "mnmon_invalidations_in_progress"),
         needs=(STRUCTS,), core=True, group="core",
         lean_off="ends (and sections in progress) not counted"),
     Row("notifier_register", ("__mmu_notifier_register",), {KPROBE: ("on_mmu_notifier_register", None)},
-        needs=(STRUCTS,), lean_off="no callback probes to discover for", counts_off="no callback probes to discover for"),
+        needs=(STRUCTS,), lean_off="no callback probes to discover for", counts_off="no callback probes to discover for",
+        discovers=True),
     Row("notifier_release", ("__mmu_notifier_release",),
         {FENTRY: ("kfunc____mmu_notifier_release", None), KPROBE: ("on_notifier_release", None)},
         needs=(WALK, STRUCTS), lean_off="each notifier's blockable calls not counted"),
     Row("interval_notifier_insert", ("mmu_interval_notifier_insert", "mmu_interval_notifier_insert_locked"),
         {KPROBE: ("on_interval_insert", None)}, needs=(INTERVAL_API, STRUCTS), omit_without=(INTERVAL_API,),
-        lean_off="no callback probes to discover for", counts_off="no callback probes to discover for"),
+        lean_off="no callback probes to discover for", counts_off="no callback probes to discover for",
+        discovers=True),
     # Which list notifier failed, from the kernel's log line of it (bpf/failure_log.bpf.c):
     # where no callback probe sees outcomes.
     Row("list_failure_log", ("vprintk_emit",), {FENTRY: ("kfunc__vprintk_emit", None)},

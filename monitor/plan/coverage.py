@@ -19,7 +19,8 @@ class Coverage:
     ends: bool                      # invalidate_range_end calls, and sections in progress
     walked: bool                    # each notifier counted from its first call (the walk of subscriptions)
     lean: bool                      # the lean configuration
-    counts: bool                    # the counts configuration (latency off)
+    counts: bool                    # the counts configuration (latency sampled or off)
+    sampled: bool                   # ... with callbacks timed in windows (probes.latency: sampled)
     per_notifier: bool              # per-notifier outcomes can be counted (doctor's exit status)
     callbacks: Optional[Block]      # None: callback probes attach as callbacks are found; else why not
     callback_fentry: Optional[Block]    # None: by fentry where their module has BTF; else why kprobe only
@@ -35,10 +36,12 @@ def of(plan, statuses):
     """The Coverage of a plan whose probes attached as statuses ({probe: ProbeStatus} or a list)."""
     return measure(statuses.values() if isinstance(statuses, dict) else statuses, lean=plan.lean,
                    specs=plan.probes, walk=plan.walk_off, callbacks=plan.callbacks_off,
-                   callback_fentry=plan.callback_fentry_off, counts=plan.counts)
+                   callback_fentry=plan.callback_fentry_off, counts=plan.counts,
+                   sampled=getattr(plan, "sampled", False))
 
 
-def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callback_fentry=None, counts=False):
+def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callback_fentry=None, counts=False,
+            sampled=False):
     """Coverage from statuses alone (specs: the plan's ProbeSpecs, else the catalogue's rows).
     No statuses at all (a caller with maps only, no attach): every OOM family, no core one."""
     statuses = list(statuses)
@@ -59,13 +62,14 @@ def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callbac
     # lean configuration's end: outcomes are then the start's own).
     core = all(s.probe in by and (by[s.probe].attached or getattr(by[s.probe], "disabled", False))
                for s in specs if s.core)
-    # lean and counts probe no callbacks, by choice: their outcomes are the walk's
+    # lean and counts probe no callbacks, by choice: their outcomes are the walk's (sampled
+    # latency times callbacks in windows, and counts none of their calls)
     per_notifier = counted and core and callbacks is None
-    if lean or counts:
+    if lean or counts and not sampled:
         callbacks = attach_plan.no_callbacks(attach_plan.LEAN_CONFIG if lean else attach_plan.COUNTS)
     return Coverage(
         counted=counted, timed=counted and not lean and not counts,
         ends=("mnmon_invalidate_range_end_total", None) in feeds,
-        walked=counted and walk is None, lean=bool(lean), counts=bool(counts),
+        walked=counted and walk is None, lean=bool(lean), counts=bool(counts), sampled=bool(counts and sampled),
         per_notifier=per_notifier, callbacks=callbacks,
         callback_fentry=callback_fentry, walk=walk, feeds=feeds)

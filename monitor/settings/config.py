@@ -9,7 +9,7 @@
       disable: [oom_reaper]        # probe names to leave unattached
       callbacks: auto              # auto | kprobe: how notifier callbacks are probed (see below)
       lean: false                  # the lean configuration (see below)
-      latency: always              # always | off: the counts configuration (see below)
+      latency: sampled             # sampled | always | off (see below)
     discovery:
       interval: 5s                 # Prometheus-style duration
     watchdog: auto                 # true | false | auto (ping when systemd set WATCHDOG_USEC)
@@ -23,10 +23,14 @@ invalidation path (the cheapest way to leave mnmon on everywhere). It keeps the 
 counts, each notifier's non-blockable calls and outcomes, and who blocked the OOM
 reaper; it drops latency, counts by event, ends, and each notifier's blockable calls.
 
-probes.latency: always times every notifier call (callback probes: five BPF program runs per
-one-page invalidation); off is the counts configuration: an fexit on the core start and an
-fentry on its end count every notifier's calls in both modes with every result, the ends
-and the reaper's figures, without latency histograms.
+probes.latency: sampled (the default) is the counts configuration, an fexit on the core
+start and an fentry on its end that count every notifier's calls in both modes with every
+result, the ends and the reaper's figures, plus the notifier callbacks' timing probes
+attached in windows (one discovery interval every minute, mnmon_latency_sampled_ratio):
+latency histograms as a sample, counts exact. Where counts cannot run (no fentry on the
+start, or no walk of subscriptions), every probe runs, as always. always times every
+notifier call (callback probes: five BPF program runs per one-page invalidation); off is
+the counts configuration with no timing at all.
 
 Every error is a ConfigError whose message starts with where the value came from
 (the file, or the flag) and the key path: "config.yaml: web.listen_address: port
@@ -97,8 +101,8 @@ def _names(value):
 def _latency(value):
     if value is False:      # YAML 1.1 reads a bare `off` as false
         return "off"
-    if value not in ("always", "off"):
-        raise ValueError(f"{short(value)} is not always or off")
+    if value not in ("sampled", "always", "off"):
+        raise ValueError(f"{short(value)} is not sampled, always or off")
     return value
 
 
@@ -152,8 +156,9 @@ SETTINGS = (
             "outcomes per notifier and the reaper's blockers; drops latency, ends and blockable "
             "per-notifier counts."),
     Setting("probes.latency", "--probes.latency", "latency", _latency,
-            "always: callback probes time every notifier call; off: the counts configuration, "
-            "every count from two programs per invalidation, no latency histograms.", "always|off"),
+            "sampled (default): every count from two programs per invalidation, callbacks timed in "
+            "windows (a twelfth of the time); always: callback probes time every notifier call; off: "
+            "counts, no latency histograms.", "sampled|always|off"),
     Setting("discovery.interval", "--discovery.interval", "discovery_interval", _interval,
             "How often to look for new notifier callbacks (default 5s).", "DURATION"),
     Setting("watchdog", "--watchdog", "watchdog", _watchdog,
@@ -190,7 +195,7 @@ class Settings:
     disable: tuple = ()
     callbacks: str = "auto"
     lean: bool = False
-    latency: str = "always"
+    latency: str = "sampled"
     discovery_interval: float = 5.0
     watchdog: Optional[bool] = None          # None: auto, from WATCHDOG_USEC
     source: Optional[str] = None             # the file these came from, if any

@@ -1,8 +1,13 @@
-"""The counts configuration (probes.latency: off) on the real kernel: an fexit on the core
-start and an fentry on its end, no callback probes, and every count against ground truth:
-KVM's own trace of its notifier's calls, the fixture's own counts, the oom:* tracepoints
-and the kernel's log."""
+"""The counts configuration on the real kernel: an fexit on the core start and an fentry on
+its end count every call; with probes.latency: sampled (the default) the callbacks' timing
+probes come and go in windows. Every count against ground truth: KVM's own trace of its
+notifier's calls, the fixture's own counts, the oom:* tracepoints and the kernel's log.
+
+The module's monitor runs sampled latency with windows toggled every second from a thread,
+as the daemon's refresh would every minute: the counts must not notice them."""
 import re
+import threading
+import time
 
 import pytest
 
@@ -18,33 +23,135 @@ from tests.kernel.test_probes import (B, EXIT_MMAP_CALLS, KVM_END, KVM_START, NB
 pytestmark = pytest.mark.skipif(not kernel_facts.at_least(5, 6), reason="counts needs the subscription walk (5.6+)")
 
 LATENCY_FAMILIES = ("mnmon_notifier_invalidation_duration_seconds", "mnmon_invalidate_range_start_duration_seconds")
+HIST = "mnmon_notifier_invalidation_duration_seconds"
+
+
+class Ticker:
+    """Calls mon.refresh() every 0.3 s, as serve's loop does every discovery interval; the
+    tests' own refresh() calls take the same lock (serve refreshes from one thread)."""
+
+    def __init__(self, mon):
+        self.mon, self.lock, self.stop = mon, threading.Lock(), threading.Event()
+        refresh = mon.refresh
+
+        def locked():
+            with self.lock:
+                return refresh()
+        mon.refresh = locked
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.wait(0.3):
+            self.mon.refresh()
+
+    def pause(self):
+        """No ticks until resume(), the window closed, and no refresh() opens another."""
+        self.stop.set()
+        self.thread.join()
+        self.period, self.mon.windows.period = self.mon.windows.period, float("inf")
+        self.mon.windows.hold(False)
+        self.mon.windows.close()
+
+    def resume(self):
+        self.mon.windows.hold(False)
+        self.mon.windows.period = self.period
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
 
 
 @pytest.fixture(scope="module")
 def mon():
     from monitor.attach.session import Monitor
-    m = Monitor.start(latency="off")
+    m = Monitor.start(latency="sampled")
+    m.windows.window, m.windows.period = 1.0, 2.0       # a window every other second
     m.received = []
     m.open_events(m.received.append)
+    m.ticker = Ticker(m)
     yield m
+    m.ticker.stop.set()
     m.close()
 
 
-def test_counts_attaches_two_programs_on_the_path_and_says_what_it_left_off(mon):
+def test_counts_attaches_two_programs_on_the_path_and_times_callbacks_in_windows(mon):
     st = mon.statuses
     assert (st["invalidate_range_start"].method, st["invalidate_range_start"].attached) == ("counts-fexit", True)
     assert (st["invalidate_range_end"].method, st["invalidate_range_end"].attached) == ("fentry", True)
     assert (st["list_failure_log"].method, st["list_failure_log"].attached) == ("fentry", True)
+    # sampled latency keeps the probes that find callbacks at registration
     for name in ("notifier_register", "interval_notifier_insert"):
-        assert st[name].off is Off.COUNTS and not st[name].attached, st[name]
+        assert st[name].attached, st[name]
     assert st["notifier_release"].attached and st["oom_reap_task_mm"].attached
     cov = mon.coverage
-    assert cov.counts and cov.ends and cov.walked and cov.per_notifier and not cov.timed
-    assert mon.refresh() == [] and mon.callbacks == {}
+    assert cov.counts and cov.sampled and cov.ends and cov.walked and cov.per_notifier and not cov.timed
+    assert cov.callbacks is None
     snap = mon.snapshot()
     assert snap.get("mnmon_probe_attached", probe="invalidate_range_start", method="counts-fexit") == 1
-    for family in LATENCY_FAMILIES:
-        assert snap.get(family) is None, f"{family} exported with latency off"
+    assert 0 < snap.get("mnmon_latency_sampled_ratio") <= 1
+    # the core start is not timed: only callbacks are, in windows
+    assert snap.get("mnmon_invalidate_range_start_duration_seconds", mode=B) is None
+
+
+def test_latency_off_attaches_no_callback_probe_and_exports_no_latency():
+    from monitor.attach.session import Monitor
+    m = Monitor.start(latency="off")
+    try:
+        st = m.statuses
+        assert st["invalidate_range_start"].method == "counts-fexit"
+        for name in ("notifier_register", "interval_notifier_insert"):
+            assert st[name].off is Off.COUNTS and not st[name].attached, st[name]
+        assert m.coverage.counts and not m.coverage.sampled and m.windows is None
+        assert m.refresh() == [] and m.callbacks == {}
+        snap = m.snapshot()
+        for family in LATENCY_FAMILIES + ("mnmon_latency_sampled_ratio",):
+            assert snap.get(family) is None, f"{family} exported with latency off"
+    finally:
+        m.close()
+
+
+def test_a_window_times_every_call_and_outside_one_none_is(mon):
+    """Ground truth: the fixture's own count of its callback's calls. In a window held open the
+    histogram's count grows by exactly that; with the window closed it does not move, while
+    the walk counts every call both times."""
+    sym = "mnmon_fx_list_never_fail_start"
+    count = lambda snap: (snap.get(HIST, notifier=sym, module="mnmon_fixture", mode=B).buckets[-1][1]
+                          if snap.get(HIST, notifier=sym, module="mnmon_fixture", mode=B) else 0)
+    calls = lambda snap: notifier(snap, sym, B, "ok")
+    mon.ticker.pause()
+    try:
+        got = {}
+        for held in (False, True):
+            if held:
+                mon.windows.hold()
+            snaps = {}
+            child = scenarios.run_churn(kind="list", behaviour="never_fail", iterations=300,
+                                        on_ready=lambda info: (_known(mon, sym), snaps.setdefault("b", mon.snapshot())),
+                                        at_done=lambda: (read_stats(), mon.snapshot()))
+            assert child.returncode == 0
+            fixture, after = child.at_done
+            fx = fixture[child.info["slot"]].blockable_ok
+            got[held] = (count(after) - count(snaps["b"]), calls(after) - calls(snaps["b"]), fx)
+        (closed_timed, closed_calls, closed_fx), (open_timed, open_calls, open_fx) = got[False], got[True]
+        assert closed_fx >= 300 and open_fx >= 300
+        assert closed_calls == closed_fx and open_calls == open_fx
+        assert closed_timed == 0, f"timed {closed_timed} calls with the window closed"
+        assert open_timed == open_fx, f"timed {open_timed} calls in the window, fixture {open_fx}"
+        share = mon.snapshot().get("mnmon_latency_sampled_ratio")
+        assert 0 < share < 1
+        print(f"sampled latency: window closed: timed 0, counted {closed_calls} == fixture {closed_fx}; "
+              f"window open: timed {open_timed} == counted {open_calls} == fixture {open_fx}; share {share:.2f}")
+    finally:
+        mon.ticker.resume()
+
+
+def _known(mon, sym, timeout=15):
+    """Until discovery knows sym's callback (found at registration or in BTF), as wait_attached."""
+    deadline = time.monotonic() + timeout
+    while not mon.is_attached(sym):
+        assert time.monotonic() < deadline, f"{sym} not found within {timeout} s"
+        mon.refresh()
+        time.sleep(0.2)
 
 
 def test_kvm_calls_and_ends_equal_the_kernels_trace(mon):

@@ -563,8 +563,33 @@ def test_the_kernels_log_names_list_failures_only_where_no_callback_probe_does()
 def test_counts_refused_where_it_cannot_run(release, btf, kfunc, why):
     with pytest.raises(ValueError, match=r"^latency off \(probes.latency: off\) cannot run here: " + re.escape(why)):
         plan(facts(release, btf=btf, kfunc=kfunc), latency="off")
-    with pytest.raises(ValueError, match="latency must be always or off, not 'sometimes'"):
+    with pytest.raises(ValueError, match="latency must be sampled, always, off, not 'sometimes'"):
         plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), latency="sometimes")
+    # sampled latency, the default for users, runs every probe there instead, and says why
+    p = plan(facts(release, btf=btf, kfunc=kfunc), latency="sampled")
+    assert not p.counts and not p.sampled
+    assert p.latency_note == ("latency sampled needs the counts configuration, which cannot run here "
+                              f"({why}): every probe runs, callbacks timed always")
+    assert by_name(p)["invalidate_range_start"].methods[0] in ("fentry", "kprobe")
+
+
+def test_sampled_latency_is_counts_with_callbacks_timed_in_windows():
+    p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), latency="sampled")
+    off = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), latency="off")
+    assert (p.counts, p.sampled, p.latency_note) == (True, True, "")
+    by, by_off = by_name(p), by_name(off)
+    assert by["invalidate_range_start"].methods == by_off["invalidate_range_start"].methods == ("counts-fexit",)
+    # the same walk counts; the callbacks' probes (fentry where module BTF is) and the probes
+    # that find callbacks are there for the windows
+    assert "-DCOUNTS=1" in p.cflags and "-DCB_KFUNC=1" in p.cflags and "-DCB_KFUNC=0" in off.cflags
+    assert p.callback_fentry_off is None and off.callback_fentry_off.off is Off.COUNTS
+    for name in ("notifier_register", "interval_notifier_insert"):
+        assert by[name].methods == ("kprobe",) and by_off[name].off is Off.COUNTS
+    assert ("mnmon_notifier_invalidation_duration_seconds", None) in by["invalidate_range_start"].feeds
+    assert ("mnmon_notifier_invalidation_duration_seconds", None) not in by_off["invalidate_range_start"].feeds
+    # lean stays lean
+    lean = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), lean=True, latency="sampled")
+    assert lean.lean and not lean.sampled and by_name(lean)["notifier_register"].off is Off.LEAN
 
 
 def test_a_probe_off_by_configuration_is_reported_as_such():

@@ -25,7 +25,7 @@ def test_a_leg_boots_its_kernel_on_one_vcpu_with_the_counter_and_keeps_its_files
     assert guest[guest.index("--insns") + 1] == str(leg / "insns.log")
     assert guest[guest.index("--results") + 1] == str(leg / "RESULTS.md")
     # Only the configurations the table shows: the default build and lean.
-    assert guest[guest.index("--variants") + 1] == "lean"
+    assert guest[guest.index("--variants") + 1] == "lean,always"
     assert guest[guest.index("--reps") + 1] == "3"
     assert guest[-2:] == ["--reps", "3"]
 
@@ -48,7 +48,7 @@ def test_variants_are_checked():
     assert variants("") == []
     with pytest.raises(Exception, match="unknown variant kfunc"):
         variants("lean,kfunc")
-    assert set(VARIANTS) == {"kprobe", "hash", "lean", "counts"}
+    assert set(VARIANTS) == {"kprobe", "hash", "lean", "counts", "always"}
 
 
 def test_the_tables_modes_are_the_benchs():
@@ -141,7 +141,7 @@ def test_table_rows_from_the_runs_files(tmp_path):
     failed = rows[1].strip("| ").split(" | ")
     assert failed[1] == "no figures: the leg failed (timed out; its log.txt says why)"
     assert len(failed) == len(cells) and failed[-1] == "25:00 (2026-12-05)"
-    assert "Today the default configuration is every probe" in lines[-1]
+    assert "The default configuration was every probe then" in lines[-1]
 
 
 def test_a_leg_without_kvm_or_lean_says_so(tmp_path):
@@ -156,7 +156,7 @@ def test_a_leg_without_kvm_or_lean_says_so(tmp_path):
                           "KVM not in the guest"]
     assert cells[5:8] == ["-", "-", "-"]
     # every probe was a run of its own here: the table does not claim they are one.
-    assert "Today the default configuration is every probe" not in bench_table.table(tmp_path)
+    assert "The default configuration was every probe then" not in bench_table.table(tmp_path)
 
 
 def test_the_readme_has_the_tables_place():
@@ -174,3 +174,19 @@ def test_a_guest_of_a_run_that_holds_the_machine_takes_no_slot(monkeypatch, tmp_
     monkeypatch.delenv(slots.HELD)
     with slots.slot(whole_machine=True):
         assert len(list(tmp_path.iterdir())) == slots.count()
+
+
+def test_the_sampled_default_is_the_time_weighted_mean_of_between_and_in_windows():
+    r = ModeResult("kvm", "counts-fexit", {}, {"off": [10000.0], "core": [10800.0], "full": [12400.0]})
+    share = 5 / 60
+    conf = results_json.configuration({"kvm": r}, share)
+    fig = conf["instructions"]["kvm"]
+    # 11/12 of the time 10,800, 1/12 of it 12,400: 10,933.3 over 10,000
+    assert fig["ratio"] == round((11 / 12 * 10800 + 1 / 12 * 12400) / 10000, 6) == 1.093333
+    assert fig["window_ratio"] == 1.24 and fig["share"] == round(share, 6)
+    cell = bench_table.ratio_cell(conf, "kvm")
+    assert cell == "1.093 (10,000 -> 10,800; in a window, 8.3% of the time, 12,400)"
+    from bench.__main__ import default_row
+    row = default_row(r, share)
+    assert "latency sampled, callbacks timed 8.3% of the time" in row.target and row.result == "PASS"
+    assert row.measured.startswith("1.093 (between windows 1.080, in a window 1.240;")

@@ -1,0 +1,70 @@
+"""Sampled latency (probes.latency: sampled): the callbacks' timing probes attached for a
+window, then detached until the next one.
+
+Between windows an invalidation runs the counts configuration's two programs only; in a
+window each callback call also runs its entry and return programs. The walk counts every
+call either way, so the counts are exact and only the latency histograms are a sample.
+
+The window opens at a tick (the daemon's refresh, every discovery interval) and closes at
+the first tick WINDOW seconds after it: at the default 5 s interval a window is 5 s every
+PERIOD = 60 s, a twelfth of the time. The first opens at the first tick, so a histogram
+has calls within seconds of start. share() is the fraction of the time since start the
+probes were attached (mnmon_latency_sampled_ratio): the histograms hold that share of the
+calls, spread over the run.
+"""
+import time
+
+WINDOW = 5.0
+PERIOD = 60.0
+
+
+class LatencyWindows:
+    """Opens and closes timing windows on set_timing(bool), as ticks come."""
+
+    def __init__(self, set_timing, window=WINDOW, period=PERIOD, clock=time.monotonic):
+        self.set_timing, self.window, self.period, self.clock = set_timing, window, period, clock
+        self.started = clock()
+        self.opened = None          # when the open window opened; None: closed
+        self.last_open = None       # when the last window opened
+        self.timed = 0.0            # seconds of closed windows
+        self.held = False           # hold(): open until released (mnmon sample --timing)
+
+    def tick(self):
+        now = self.clock()
+        if self.held:
+            return
+        if self.opened is not None and now - self.opened >= self.window:
+            self._close(now)
+        elif self.opened is None and (self.last_open is None or now - self.last_open >= self.period):
+            self._open(now)
+
+    def hold(self, on=True):
+        """Timing on from now until hold(False) (then the windows resume at the next tick)."""
+        self.held = on
+        if on and self.opened is None:
+            self._open(self.clock())
+
+    def share(self):
+        """The fraction of the time since start the timing probes were attached."""
+        now = self.clock()
+        timed = self.timed + (now - self.opened if self.opened is not None else 0.0)
+        return min(1.0, timed / (now - self.started)) if now > self.started else 0.0
+
+    def close(self):
+        if self.opened is not None:
+            self._close(self.clock())
+
+    def _open(self, now):
+        self.set_timing(True)
+        self.opened = self.last_open = now
+
+    def _close(self, now):
+        self.set_timing(False)
+        self.timed += now - self.opened
+        self.opened = None
+
+
+def nominal_share(interval=5.0):
+    """The share of time callbacks are timed with serve's discovery interval (5 s by default):
+    a window lasts at least one interval."""
+    return max(WINDOW, interval) / PERIOD

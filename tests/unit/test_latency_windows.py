@@ -1,0 +1,109 @@
+"""Sampled latency (probes.latency: sampled): windows opened and closed as ticks come, the
+share of time they were open, and the watcher attaching and detaching callbacks' probes."""
+from monitor.attach import discovery
+from monitor.attach.latency_windows import LatencyWindows
+from tests.unit.test_watch import FakeBPF, FakeModuleFentry, _watcher
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def _windows(window=5.0, period=60.0):
+    clock, calls = Clock(), []
+    return LatencyWindows(calls.append, window, period, clock), clock, calls
+
+
+def test_the_first_window_opens_at_the_first_tick_and_closes_after_its_length():
+    w, clock, calls = _windows()
+    w.tick()
+    assert calls == [True]
+    clock.t += 4.9
+    w.tick()
+    assert calls == [True]           # not yet its length
+    clock.t += 0.1
+    w.tick()
+    assert calls == [True, False]
+    clock.t += 30
+    w.tick()
+    assert calls == [True, False]    # the next one a period after the last opened
+    clock.t += 25
+    w.tick()
+    assert calls == [True, False, True]
+
+
+def test_a_window_lasts_until_the_first_tick_after_its_length():
+    # serve ticks every discovery interval: with a 10 s interval a window lasts 10 s
+    w, clock, calls = _windows()
+    w.tick()
+    clock.t += 10
+    w.tick()
+    assert calls == [True, False] and w.share() == 1.0
+    clock.t += 30
+    assert w.share() == 0.25
+
+
+def test_share_is_the_fraction_of_time_open_since_start():
+    w, clock, _ = _windows(window=5, period=60)
+    for _ in range(12 * 10):         # ten minutes of 5 s ticks
+        w.tick()
+        clock.t += 5
+    assert abs(w.share() - 5 / 60) < 0.01
+
+
+def test_hold_keeps_timing_on_until_released():
+    w, clock, calls = _windows()
+    w.hold()
+    assert calls == [True]
+    for _ in range(20):
+        clock.t += 5
+        w.tick()
+    assert calls == [True] and w.share() == 1.0
+    w.hold(False)
+    w.tick()
+    assert calls == [True, False]
+    w.close()
+    assert calls == [True, False]    # closed already: nothing more to detach
+
+
+def _sampled(bpf, mf):
+    w = _watcher(bpf, mf)
+    w.sampled, w.timing = True, False
+    return w
+
+
+def test_sampled_callbacks_are_attached_once_to_learn_how_then_only_in_windows():
+    bpf = FakeBPF()
+    mf = FakeModuleFentry({"kvm": {"kvm_mmu_notifier_invalidate_range_start": 2}})
+    w = _sampled(bpf, mf)
+    kvm = w.attach_callback(discovery.Callback("kvm_mmu_notifier_invalidate_range_start", "kvm", discovery.LIST))
+    fix = w.attach_callback(discovery.Callback("fixture_interval_invalidate", "mnmon_fixture", discovery.INTERVAL))
+    # the status says how it attaches; the probes came off at once, outside a window
+    assert (kvm.method, kvm.attached, fix.method, fix.attached) == ("fentry", True, "kprobe", True)
+    assert mf.detached == [101, 102] and ("detach_kprobe", "fixture_interval_invalidate") in bpf.calls
+    assert not any(p.live for p in w.callbacks.values())
+    w.set_timing(True)
+    assert all(p.live for p in w.callbacks.values())
+    assert w.callbacks[("kvm_mmu_notifier_invalidate_range_start", "kvm")].links == (103, 104)
+    assert bpf.calls.count(("kprobe", "fixture_interval_invalidate", "cb_interval_entry")) == 2
+    w.set_timing(False)
+    assert mf.detached == [101, 102, 103, 104] and not any(p.live for p in w.callbacks.values())
+    # a callback found in a window stays attached until it closes
+    w.set_timing(True)
+    odd_bpf = len(bpf.calls)
+    w.attach_callback(discovery.Callback("odd_interval_invalidate", "odd", discovery.INTERVAL))
+    assert w.callbacks[("odd_interval_invalidate", "odd", )].live and len(bpf.calls) > odd_bpf
+    assert not any(c[0] == "detach_kprobe" and c[1] == "odd_interval_invalidate" for c in bpf.calls)
+
+
+def test_unloading_a_module_outside_a_window_detaches_nothing_twice():
+    bpf = FakeBPF()
+    w = _sampled(bpf, FakeModuleFentry({}))
+    w.attach_callback(discovery.Callback("fixture_interval_invalidate", "mnmon_fixture", discovery.INTERVAL))
+    detaches = [c for c in bpf.calls if c[0].startswith("detach")]
+    w._drop_module("mnmon_fixture")
+    assert [c for c in bpf.calls if c[0].startswith("detach")] == detaches
