@@ -26,21 +26,12 @@ OUT = REPO / "build" / "matrix"
 PY = str(REPO / ".venv" / "bin" / "python")
 # The probe and OOM tests, and drivers that come while mnmon runs; the million-invalidation
 # load test stays in 6.1's full tier.
+# Every leg runs the default configuration's counts (test_counts.py) and crowd;
+# test_zz_mrelease.py last, as in the full tier.
 LEG_TESTS = ["tests/kernel/test_bed.py", "tests/kernel/test_layout.py", "tests/kernel/test_first_invalidation.py",
              "tests/kernel/test_crowd.py",
              "tests/kernel/test_probes.py", "tests/kernel/test_two_pass.py", "tests/kernel/test_premature.py",
-             "tests/kernel/test_zz_mrelease.py"]
-# The counts configuration (probes.latency: off) on the oldest kernel, with the in-flight
-# hash and another kernel's headers; 6.1's whole tier runs it with task storage and its own.
-# The other legs leave it out, for the run's time (CI: within the hour).
-COUNTS_LEGS = ("5.10.0-46-amd64",)
-
-
-def leg_tests(release):
-    """The test files a leg of release runs (test_zz_mrelease.py last, as in the full tier)."""
-    if release not in COUNTS_LEGS:
-        return list(LEG_TESTS)
-    return LEG_TESTS[:-1] + ["tests/kernel/test_counts.py"] + LEG_TESTS[-1:]
+             "tests/kernel/test_counts.py", "tests/kernel/test_zz_mrelease.py"]
 LEG_SELECT = "not a_million"
 # A leg runs mnmon with the in-flight store it picks on its kernel; the installed kernel's
 # full tier runs both stores (tests/kernel/kernel_facts.stores).
@@ -157,7 +148,7 @@ def main(argv=None):
             continue
         name = leg_name(release, headers)
         print(f"matrix: {name} ...", flush=True)
-        leg = run_leg(release, tests=leg_tests(release), headers=headers)
+        leg = run_leg(release, headers=headers)
         legs.append(leg)
         print(f"matrix: {name}: {'passed' if leg['rc'] == 0 else 'FAILED rc=%d' % leg['rc']} "
               f"in {leg['seconds']} s (log: build/matrix/{name}/log.txt)", flush=True)

@@ -42,3 +42,12 @@ def stores(release=None):
     if os.environ.get("MNMON_STORES") == "default":
         return [TASK_STORAGE if at_least(5, 12, release) else HASH]
     return [TASK_STORAGE, HASH]
+
+
+def latencies():
+    """The probes.latency settings a test of both runs: the default (sampled) and every probe
+    (always) in the installed kernel's full tier; in a matrix leg (MNMON_STORES=default) the
+    default only."""
+    if os.environ.get("MNMON_STORES") == "default":
+        return ["sampled"]
+    return ["sampled", "always"]

@@ -5,7 +5,9 @@ the same range of one mm. The driver (built without BTF) is loaded after mnmon i
 and its process registers the crowd and churns at once; the daemon's refresh attaches the
 callbacks' probes half-way. Before that the core probes count every call from the
 interval tree (more than intervals[] holds: per callback, bpf/attribute.bpf.c
-attribute_crowd()); after it, the probes count their own and the walk none of them.
+attribute_crowd()); after it, with latency always the probes count their own and the walk
+none of them; with latency sampled (the default) the walk counts every call and the probes
+only time them.
 """
 from collections import Counter
 
@@ -13,6 +15,7 @@ import pytest
 
 from bed import late_driver
 from bed.fixture_dev import read_stats
+from tests.kernel import kernel_facts
 from tests.kernel.test_first_invalidation import Refresher, attached, calls, load_fixture, timed, wait_attached
 
 CROWD = 100
@@ -21,14 +24,22 @@ B, NB = "blockable", "nonblockable"
 RESULTS = ("ok", "eagain", "error", "unobserved")
 
 
-@pytest.fixture(scope="module")
-def mon():
+@pytest.fixture(scope="module", params=kernel_facts.latencies())
+def mon(request):
+    """The default configuration (latency sampled: the walk counts every call, callbacks'
+    probes only time them), and every probe (latency always: the callbacks' probes count
+    their own calls once attached, the walk the rest)."""
     from monitor.attach.session import Monitor
     late_driver.reload_fixture()
-    m = Monitor.start()
+    m = Monitor.start(latency=request.param)
     assert m.coverage.counted, {k: v for k, v in m.statuses.items() if not v.attached}
     if not m.coverage.walked:
+        m.close()
         pytest.skip(f"this kernel counts a notifier from its probes' attach only: {m.plan.walk_off.reason}")
+    if m.windows:
+        # the window held open from the start: the callbacks' probes time every call once
+        # attached, as latency always does, so both halves of the churn show below
+        m.windows.hold()
     yield m
     m.close()
     late_driver.reload_fixture(btf=True)       # the fixture as built, for the tests after these
