@@ -37,6 +37,7 @@ class Probed:
     since: float                # when its probe attached (time.time()); 0: not attached
     links: tuple = ()           # its fentry/fexit links (status.method == FENTRY)
     live: bool = True           # its probes are attached now (sampled latency: in a window)
+    suspended: tuple = ()       # its fentry programs, loaded, while detached between windows
 
     @property
     def probe(self):
@@ -184,21 +185,36 @@ class CallbackWatcher:
     def _detach(self, p):
         if p.status.method == KPROBE:
             attach.detach_callback(self.bpf, p.callback.kind_name, p.callback.symbol)
-        for link in p.links:
-            self.mf.detach(link)
+        # fentry programs stay loaded: loading one runs the verifier, attaching it again does not
+        p.suspended = tuple(self.mf.suspend(link) for link in p.links)
         p.links, p.live = (), False
 
     def _reattach(self, p):
         cb = p.callback
         try:
             if p.status.method == FENTRY:
-                p.links = tuple(attach.attach_callback_fentry(self.mf, self.bpf, cb.kind_name, cb.symbol,
-                                                              cb.module, p.addr))
+                p.links = self._resume(p) or tuple(attach.attach_callback_fentry(
+                    self.mf, self.bpf, cb.kind_name, cb.symbol, cb.module, p.addr))
             else:
                 attach.attach_callback(self.bpf, cb.kind_name, cb.symbol)
             p.live = True
         except Exception:       # noqa: BLE001 -- its module went away: the next refresh drops it
             p.live = False
+
+    def _resume(self, p):
+        """The suspended programs' new links; () where the kernel would not attach them again
+        (5.10 attaches a tracing program once), which are then unloaded."""
+        progs, p.suspended, links = p.suspended, (), []
+        for i, prog in enumerate(progs):
+            try:
+                links.append(self.mf.resume(prog))
+            except ModuleFentryError:
+                for link in links:
+                    self.mf.detach(link)
+                for rest in progs[i + 1:]:
+                    self.mf.unload(rest)
+                return ()
+        return tuple(links)
 
     def _attach(self, cb, addr, probe):
         """(ProbeStatus, since, fentry links): fentry where it can attach, else kprobe, with
@@ -233,6 +249,8 @@ class CallbackWatcher:
                 attach.detach_callback(self.bpf, p.callback.kind_name, p.callback.symbol)
             for link in p.links:
                 self.mf.detach(link)
+            for prog in p.suspended:
+                self.mf.unload(prog)
         if self.mf:
             self.mf.forget(module)
 

@@ -162,6 +162,34 @@ class ModuleFentry:
         self.programs[prog_fd] = f"{name.decode()}:{function}"
         return link
 
+    def suspend(self, link):
+        """Detach what attach() returned link for, keeping its program loaded; its program's
+        fd, for resume(). A loaded program holds no module: the trampoline's attach does."""
+        prog = self._prog.pop(link)
+        self.fds.remove(link)
+        os.close(link)
+        return prog
+
+    def resume(self, prog):
+        """Attach again a program suspend() detached; its new link fd. ModuleFentryError where
+        the kernel refuses (5.10 attaches a tracing program once; a module unloaded since),
+        the program then unloaded."""
+        link = self.sys_bpf(BPF_RAW_TRACEPOINT_OPEN, RawTpAttr(name=0, prog_fd=prog))
+        if link < 0:
+            what = self.programs.get(prog, prog)
+            self.unload(prog)
+            raise ModuleFentryError(f"{what}: attaching again: {os.strerror(-link)}")
+        self.fds.append(link)
+        self._prog[link] = prog
+        return link
+
+    def unload(self, prog):
+        """Unload a program suspend() left loaded."""
+        self.programs.pop(prog, None)
+        if prog in self.fds:
+            self.fds.remove(prog)
+            os.close(prog)
+
     def detach(self, link):
         """Detach and unload what attach() returned link for."""
         prog = self._prog.pop(link, None)

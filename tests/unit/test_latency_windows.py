@@ -88,16 +88,34 @@ def test_sampled_callbacks_are_attached_once_to_learn_how_then_only_in_windows()
     assert not any(p.live for p in w.callbacks.values())
     w.set_timing(True)
     assert all(p.live for p in w.callbacks.values())
+    # fentry: the programs loaded at discovery attached again, not loaded again
     assert w.callbacks[("kvm_mmu_notifier_invalidate_range_start", "kvm")].links == (103, 104)
+    assert mf.resumed == [(("prog", 101), 103), (("prog", 102), 104)] and len(mf.attached) == 2
     assert bpf.calls.count(("kprobe", "fixture_interval_invalidate", "cb_interval_entry")) == 2
     w.set_timing(False)
     assert mf.detached == [101, 102, 103, 104] and not any(p.live for p in w.callbacks.values())
+    # a kernel that attaches a tracing program once (5.10): loaded afresh
+    mf.refuse_resume = True
+    w.set_timing(True)
+    kvm_p = w.callbacks[("kvm_mmu_notifier_invalidate_range_start", "kvm")]
+    assert kvm_p.live and kvm_p.links == (105, 106) and len(mf.attached) == 4
+    assert mf.unloaded == [("prog", 103), ("prog", 104)]
+    w.set_timing(False)
+    mf.refuse_resume = False
     # a callback found in a window stays attached until it closes
     w.set_timing(True)
     odd_bpf = len(bpf.calls)
     w.attach_callback(discovery.Callback("odd_interval_invalidate", "odd", discovery.INTERVAL))
     assert w.callbacks[("odd_interval_invalidate", "odd", )].live and len(bpf.calls) > odd_bpf
     assert not any(c[0] == "detach_kprobe" and c[1] == "odd_interval_invalidate" for c in bpf.calls)
+
+
+def test_unloading_a_module_between_windows_unloads_its_suspended_programs():
+    mf = FakeModuleFentry({"kvm": {"kvm_mmu_notifier_invalidate_range_start": 2}})
+    w = _sampled(FakeBPF(), mf)
+    w.attach_callback(discovery.Callback("kvm_mmu_notifier_invalidate_range_start", "kvm", discovery.LIST))
+    w._drop_module("kvm")
+    assert mf.unloaded == [("prog", 101), ("prog", 102)] and w.callbacks == {}
 
 
 def test_unloading_a_module_outside_a_window_detaches_nothing_twice():

@@ -176,3 +176,23 @@ def test_attach_patches_the_loaded_copy_and_detach_closes_one_attachment(tmp_pat
         mf.attach(PatchingBPF(), "p", "kvm", "kvm_start", patch={1: 2})
     mf.close()
     assert mf.fds == []
+
+
+def test_suspend_keeps_the_program_and_resume_attaches_it_without_a_load(tmp_path, no_bcc):
+    write_btfs(tmp_path)
+    kernel = FakeKernel({9: "kvm"})
+    mf = M.ModuleFentry(sys_bpf=kernel, btf_dir=tmp_path)
+    link = mf.attach(FakeBPF(), "p", "kvm", "kvm_start")
+    prog = mf.suspend(link)
+    assert mf.fds == [prog] and len(kernel.loads) == 1
+    with pytest.raises(OSError):
+        os.fstat(link)                   # the link closed: detached
+    again = mf.resume(prog)
+    assert mf.fds == [prog, again] and len(kernel.loads) == 1
+    # a kernel that will not attach it again: unloaded, and said
+    prog = mf.suspend(again)
+    kernel_open = kernel.__call__
+    mf.sys_bpf = lambda cmd, attr: -errno.ENOENT if cmd == M.BPF_RAW_TRACEPOINT_OPEN else kernel_open(cmd, attr)
+    with pytest.raises(M.ModuleFentryError, match=r"^p:kvm_start: attaching again: No such file or directory$"):
+        mf.resume(prog)
+    assert mf.fds == [] and mf.programs == {}

@@ -91,6 +91,7 @@ class FakeModuleFentry:
 
     def __init__(self, btf):
         self.btf, self.attached, self.detached, self.forgotten, self._next = btf, [], [], [], 100
+        self.resumed, self.unloaded = [], []
 
     def function(self, module, function):
         from monitor.attach.module_fentry import ModuleFentryError
@@ -107,6 +108,27 @@ class FakeModuleFentry:
 
     def detach(self, link):
         self.detached.append(link)
+
+    # sampled latency: a link closed between windows, its program kept loaded
+    refuse_resume = False
+
+    def suspend(self, link):
+        self.detached.append(link)
+        return ("prog", link)
+
+    def resume(self, prog):
+        from monitor.attach.module_fentry import ModuleFentryError
+        if self.refuse_resume:
+            self.unloaded.append(prog)
+            raise ModuleFentryError(f"{prog}: attaching again: No such file or directory")
+        self._next += 1
+        self.resumed.append((prog, self._next))
+        return self._next
+
+    def unload(self, prog):
+        self.unloaded.append(prog)
+
+    resumed, unloaded = None, None
 
     def forget(self, module):
         self.forgotten.append(module)
