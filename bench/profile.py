@@ -187,6 +187,9 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=45)
     ap.add_argument("--lean", action="store_true", help="the lean configuration")
     ap.add_argument("--counts", action="store_true", help="the counts configuration (probes.latency: off)")
+    ap.add_argument("--sampled", action="store_true",
+                    help="the default configuration (probes.latency: sampled), its window held open: "
+                         "'core' is the path between windows, 'full' the path in one")
     ap.add_argument("--kprobe-callbacks", action="store_true", help="probes.callbacks: kprobe")
     args = ap.parse_args(argv)
 
@@ -204,16 +207,21 @@ def main(argv=None):
             start["lean"] = True
         if args.counts:
             start["latency"] = "off"
+        if args.sampled:
+            start["latency"] = "sampled"
         if args.kprobe_callbacks:
             start["callbacks"] = "kprobe"
         with watchdog.limit("Monitor.start", 300):
             mon = Monitor.start(**start)
+        if mon.windows:
+            mon.windows.hold()      # the callbacks' timing probes there, for the 'full' state
         try:
             discover(mon, modes)
             for mode in modes:
                 per_state, totals = states(mon, mode, args.iterations, counter, prof)
                 print(f"{mode}, core by {mon.statuses['invalidate_range_start'].method}"
-                      f"{', lean' if args.lean else ''}{', counts' if args.counts else ''}: "
+                      f"{', lean' if args.lean else ''}{', counts' if args.counts else ''}"
+                      f"{', sampled (full: in a window)' if args.sampled else ''}: "
                       f"{args.iterations} invalidations per state")
                 print(describe(per_state, totals))
                 print()
