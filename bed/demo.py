@@ -11,8 +11,10 @@ from bed import scenarios
 
 
 def main():
-    print("demo: starting `mnmon sample --duration 30s` (bcc compiles first; ~30 s under emulation)", flush=True)
-    sample = subprocess.Popen([sys.executable, "-m", "monitor", "sample", "--duration", "30s"],
+    # --timing: every call of the scenarios timed, not the default's windows of them
+    print("demo: starting `mnmon sample --duration 30s --timing` (bcc compiles first; ~30 s under emulation)",
+          flush=True)
+    sample = subprocess.Popen([sys.executable, "-m", "monitor", "sample", "--duration", "30s", "--timing"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in sample.stderr:
         if line.startswith("attached"):
