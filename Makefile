@@ -104,8 +104,8 @@ bench: setup-test fixture $(PLUGIN)
 	$(PY) -m bed.vm --kernel $(KVER) --cpus 1 --plugin $(CURDIR)/$(PLUGIN),out=$(INSNS) -- \
 		$(PY) -m bench --insns $(INSNS) $(BENCH_ARGS)
 
-# The bench on every pinned stock kernel, one boot each (bed/bench_matrix.py: the default
-# and lean builds), and the README's per-kernel table from it (bed/bench_table.py).
+# The bench on every pinned stock kernel, one boot each (bed/bench_matrix.py: the default,
+# every-probe and lean builds), and the README's per-kernel table from it (bed/bench_table.py).
 # build/bench/<release>/ keeps each leg's results and log. BENCH_MATRIX_ARGS=--kernels=5.10.0-46-amd64
 bench-matrix: setup-test $(PLUGIN)
 	$(PY) -m bed.bench_matrix $(BENCH_MATRIX_ARGS); rc=$$?; $(PY) -m bed.bench_table --write; exit $$rc
