@@ -82,6 +82,28 @@ def test_lean_says_what_it_keeps_and_leaves_off_and_still_counts_outcomes():
     assert verdict(failed, True)[0] is False
 
 
+def test_the_default_says_counts_with_sampled_latency_and_where_it_cannot_run_why():
+    from monitor.attach.probe import attach_spec
+    from monitor.plan.attach_plan import plan
+    from tests.unit.test_attach_plan import facts
+    p = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), latency="sampled")
+    statuses = [ProbeStatus(s.probe, s.methods[0], True) for s in p.probes if s.methods] + \
+        [attach_spec(object(), s) for s in p.probes if s.off] + \
+        [ProbeStatus("notifier:kvm_mmu_notifier_invalidate_range_start", "fentry", True)]
+    lines = doctor.probe_lines(statuses, coverage.of(p, statuses), True)
+    assert any(l.startswith("configuration: counts with sampled latency (an fexit on the start and an fentry "
+                            "on its end") and "callbacks timed in windows of 5 s" in l for l in lines)
+    assert any(l.startswith("notifier callbacks: attachable (fentry where the module has BTF") for l in lines)
+    assert doctor.verdict(statuses, coverage.of(p, statuses), True) == (True, "per-notifier outcomes: countable here")
+    off = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), latency="off")
+    lines = doctor.probe_lines(statuses, coverage.of(off, statuses), True)
+    assert any(l.startswith("configuration: counts (latency off;") and l.endswith("no latency histograms")
+               for l in lines)
+    # kprobes only: every probe runs, and report() says why in a line of its own
+    kp = plan(facts("5.4.0-150-generic", btf=True, kfunc=True), latency="sampled")
+    assert not kp.counts and kp.latency_note.startswith("latency sampled needs the counts configuration")
+
+
 def test_facts_say_which_features_were_probed():
     from tests.unit.test_attach_plan import facts
     lines = doctor.facts_lines(facts("5.4.0-150-generic", btf=True, kfunc=True, ringbuf=True), "root")
