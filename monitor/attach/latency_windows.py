@@ -7,22 +7,27 @@ call either way, so the counts are exact and only the latency histograms are a s
 
 The window opens at a tick (the daemon's refresh, every discovery interval) and closes at
 the first tick WINDOW seconds after it: at the default 5 s interval a window is 5 s every
-PERIOD = 60 s, a twelfth of the time. The first opens at the first tick, so a histogram
-has calls within seconds of start. share() is the fraction of the time since start the
-probes were attached (mnmon_latency_sampled_ratio): the histograms hold that share of the
-calls, spread over the run.
+PERIOD = 60 s, a twelfth of the time. A longer interval makes a window longer, and the
+next one waits until the share of time timed is down to MAX_SHARE again: at any interval
+the callbacks are timed at most a twelfth of the time (plus a tick). The first window
+opens at the first tick, so a histogram has calls within seconds of start. share() is
+the fraction of the time since start the probes were attached
+(mnmon_latency_sampled_ratio): the histograms hold that share of the calls, spread over
+the run.
 """
 import time
 
 WINDOW = 5.0
 PERIOD = 60.0
+MAX_SHARE = WINDOW / PERIOD
 
 
 class LatencyWindows:
     """Opens and closes timing windows on set_timing(bool), as ticks come."""
 
-    def __init__(self, set_timing, window=WINDOW, period=PERIOD, clock=time.monotonic):
+    def __init__(self, set_timing, window=WINDOW, period=PERIOD, clock=time.monotonic, max_share=MAX_SHARE):
         self.set_timing, self.window, self.period, self.clock = set_timing, window, period, clock
+        self.max_share = max_share
         self.started = clock()
         self.opened = None          # when the open window opened; None: closed
         self.last_open = None       # when the last window opened
@@ -35,7 +40,8 @@ class LatencyWindows:
             return
         if self.opened is not None and now - self.opened >= self.window:
             self._close(now)
-        elif self.opened is None and (self.last_open is None or now - self.last_open >= self.period):
+        elif self.opened is None and (self.last_open is None or (now - self.last_open >= self.period
+                                                                 and self.share() <= self.max_share)):
             self._open(now)
 
     def hold(self, on=True):
@@ -64,7 +70,7 @@ class LatencyWindows:
         self.opened = None
 
 
-def nominal_share(interval=5.0):
-    """The share of time callbacks are timed with serve's discovery interval (5 s by default):
-    a window lasts at least one interval."""
-    return max(WINDOW, interval) / PERIOD
+def nominal_share():
+    """The share of time callbacks are timed over a long run, at any discovery interval of
+    WINDOW or more (serve's default is 5 s)."""
+    return MAX_SHARE

@@ -67,7 +67,7 @@ def probe_lines(statuses, cov, attempted):
     if cov.sampled:
         out.append(f"configuration: counts with sampled latency ({counts}); callbacks timed in windows of "
                    f"{latency_windows.WINDOW:g} s (at least one discovery interval) every {latency_windows.PERIOD:g} s, "
-                   f"mnmon_latency_sampled_ratio")
+                   f"at most {latency_windows.MAX_SHARE:.1%} of the time (mnmon_latency_sampled_ratio)")
     tried = [st for st in statuses if st.probe.startswith("notifier:") and st.method != "core"]
     if cov.callbacks:
         callbacks = f"not attachable: {cov.callbacks.reason}"

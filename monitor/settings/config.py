@@ -26,7 +26,8 @@ reaper; it drops latency, counts by event, ends, and each notifier's blockable c
 probes.latency: sampled (the default) is the counts configuration, an fexit on the core
 start and an fentry on its end that count every notifier's calls in both modes with every
 result, the ends and the reaper's figures, plus the notifier callbacks' timing probes
-attached in windows (one discovery interval every minute, mnmon_latency_sampled_ratio):
+attached in windows (5 s, or one discovery interval if longer, and at most a twelfth of
+the time; mnmon_latency_sampled_ratio):
 latency histograms as a sample, counts exact. Where counts cannot run (no fentry on the
 start, or no walk of subscriptions), every probe runs, as always. always times every
 notifier call (callback probes: five BPF program runs per one-page invalidation); off is

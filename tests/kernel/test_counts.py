@@ -65,7 +65,7 @@ class Ticker:
 def mon():
     from monitor.attach.session import Monitor
     m = Monitor.start(latency="sampled")
-    m.windows.window, m.windows.period = 1.0, 2.0       # a window every other second
+    m.windows.window, m.windows.period, m.windows.max_share = 1.0, 2.0, 1.0     # a window every other second
     m.received = []
     m.open_events(m.received.append)
     m.ticker = Ticker(m)

@@ -47,6 +47,20 @@ def test_a_window_lasts_until_the_first_tick_after_its_length():
     assert w.share() == 0.25
 
 
+def test_a_longer_interval_makes_longer_windows_and_longer_waits_not_a_bigger_share():
+    w, clock, calls = _windows(window=5, period=60)
+    opened = []
+    for _ in range(6 * 30):          # half an hour of 10 s ticks
+        before = len(calls)
+        w.tick()
+        if calls[before:] == [True]:
+            opened.append(clock.t)
+        clock.t += 10
+    # a window lasts 10 s (a tick), and the next opens when 10 s are a twelfth of the time again
+    assert [b - a for a, b in zip(opened, opened[1:])][:3] == [120, 120, 120]
+    assert w.share() <= 5 / 60 + 1e-9
+
+
 def test_share_is_the_fraction_of_time_open_since_start():
     w, clock, _ = _windows(window=5, period=60)
     for _ in range(12 * 10):         # ten minutes of 5 s ticks
