@@ -27,7 +27,7 @@ OUT = REPO / "build" / "ci"
 PY = str(REPO / ".venv" / "bin" / "python")
 # Seconds each stage took in the last full run from a fresh clone (2 cores, TCG): the
 # order to start them in when no run on this machine recorded its own (OUT/times.json).
-DEFAULT_SECONDS = {"kernel": 2050, "system": 1900, "7.2": 1080, "6.12": 760, "5.10": 1000}
+DEFAULT_SECONDS = {"kernel": 1830, "system": 1810, "7.2": 1010, "6.12": 690, "5.10": 1000}
 # Legs booted with only another kernel's headers in reach, as fleets run (issue: BTF layout):
 # 6.1's are what Debian 12's linux-headers-amd64 installs on a host whose kernel Debian does
 # not package. The installed kernel's tier and the newest kernel keep their own headers, so
