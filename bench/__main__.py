@@ -252,7 +252,7 @@ def kernel_rows(args, details, figures, summary):
             ex = exactness.run(mon, scrape_once, args.million)
         # Sampled latency: its window held open, so the callbacks' probes are there to toggle:
         # 'core' is then the path between windows, 'full' the path in one.
-        share = latency_windows.nominal_share() if mon.windows else None
+        share = latency_windows.MAX_SHARE if mon.windows else None      # over a long run, at any interval
         if mon.windows:
             mon.windows.hold()
         log(f"overhead, core by {mon.statuses['invalidate_range_start'].method}: "

@@ -64,7 +64,6 @@ class CallbackWatcher:
         # Sampled latency: callbacks' probes time calls only in windows (set_timing); the
         # walk counts them. A callback found outside a window is attached once, to learn
         # how it attaches or why not, and detached.
-        self.sampled = sampled
         self.timing = not sampled
 
     # ------------------------------------------------------------ queries

@@ -68,9 +68,3 @@ class LatencyWindows:
         self.set_timing(False)
         self.timed += now - self.opened
         self.opened = None
-
-
-def nominal_share():
-    """The share of time callbacks are timed over a long run, at any discovery interval of
-    WINDOW or more (serve's default is 5 s)."""
-    return MAX_SHARE

@@ -132,18 +132,19 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="
     if force:
         raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
     latency_note = ""
+    sampled = config == COUNTS and latency == "sampled"
     try:
-        probes = _configure(probes, caps[WALK], api, config, config == COUNTS and latency == "sampled")
+        probes = _configure(probes, caps[WALK], api, config, sampled)
     except ValueError as e:
         if lean or latency != "sampled":
             raise
         # Sampled latency rides on the counts configuration; where that cannot run, every
         # probe does: counts as today, latency continuous.
         why = str(e).split(" cannot run here: ", 1)[-1]
-        config, latency_note = FULL, f"latency sampled needs the counts configuration, which cannot run here " \
-                                     f"({why}): every probe runs, callbacks timed always"
+        config, sampled = FULL, False
+        latency_note = f"latency sampled needs the counts configuration, which cannot run here " \
+                       f"({why}): every probe runs, callbacks timed always"
         probes = _configure(probes, caps[WALK], api, config)
-    sampled = config == COUNTS and latency == "sampled"
     probes = _premature(probes)
     by = {p.probe: p for p in probes}
     walk = caps[WALK]

@@ -86,7 +86,7 @@ def test_hold_keeps_timing_on_until_released():
 
 def _sampled(bpf, mf):
     w = _watcher(bpf, mf)
-    w.sampled, w.timing = True, False
+    w.timing = False        # as CallbackWatcher(sampled=True) starts
     return w
 
 
