@@ -12,11 +12,9 @@ the kernel matrix's table in bed/bench_table.py), beside RESULTS.md, which is fo
 """
 import json
 
-# The configurations the matrix table has a column for. "every probe" is its own name
-# although today it is the configuration Monitor.start() gives by default: when the
-# default gets cheaper, every probe becomes a build of its own, and the table already
-# reads it under its own name.
-DEFAULT, EVERY_PROBE, LEAN, COUNTS = "default", "every probe", "lean", "counts"
+# The configurations the matrix table has a column for: the default (latency sampled),
+# latency always (the default's path in a window), every probe (latency full), lean, counts.
+DEFAULT, ALWAYS, EVERY_PROBE, LEAN, COUNTS = "default", "latency always", "every probe", "lean", "counts"
 
 
 def configuration(results, share=None):
@@ -49,6 +47,15 @@ def sampled_ratio(r, share):
     share of the time: between windows the path runs its 'core' state (every probe but the
     callbacks'), in a window its 'full' one."""
     return ((1 - share) * r.insns_of("core") + share * r.insns_of("full")) / r.insns_of("off")
+
+
+def in_window(config):
+    """latency always from the default's figures: the path in a window, all the time."""
+    out = {}
+    for mode, fig in config["instructions"].items():
+        out[mode] = {k: v for k, v in fig.items() if k not in ("share", "window_ratio", "core")}
+        out[mode]["ratio"] = fig["window_ratio"]
+    return {"method": config["method"], "instructions": out, "same_run_as": DEFAULT}
 
 
 def not_run(why):

@@ -24,8 +24,10 @@ BPF_HASH(probed_end_fns, u64, u8, 1024);
 /* 1 once the mm-teardown walk is attached (user space sets it): it counts teardown's calls. */
 BPF_ARRAY(release_walked, u8, 1);
 
+#if !COUNTS
 /* Callbacks called outside a core start: interval notifiers at mm teardown (mn_itree_release). */
 BPF_HASH(cb_inflight, u32, struct cb_inflight, 10240);
+#endif
 
 /* A notifier's calls of one kind, mode and result (created at 0). */
 static __always_inline struct notifier_calls *calls_of(u64 ip, u8 kind, u8 mode, u8 res)
@@ -40,6 +42,22 @@ static __always_inline struct notifier_calls *calls_of(u64 ip, u8 kind, u8 mode,
 	return notifier_invalidations.lookup_or_try_init(&k, &none);
 }
 
+/* A timed call's time: the histogram's _sum beside the call's count (calls), and its slot. */
+static __always_inline void time_call(struct notifier_calls *calls, u64 ip, u8 mode, u64 ns)
+{
+	struct notifier_lat_key lk = {};
+	u64 zero = 0, *v;
+
+	if (calls)
+		__sync_fetch_and_add(&calls->sum_ns, ns);
+	lk.ip = ip;
+	lk.mode = mode;
+	lk.slot = log2_slot(ns);
+	v = notifier_latency.lookup_or_try_init(&lk, &zero);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
 /*
  * One call of a notifier callback. timed: its time was measured (by its own probes);
  * a call the core probes counted for it has no time of its own.
@@ -47,22 +65,11 @@ static __always_inline struct notifier_calls *calls_of(u64 ip, u8 kind, u8 mode,
 static __always_inline void count_call(u64 ip, u8 kind, u8 mode, u8 res, u64 ns, bool timed)
 {
 	struct notifier_calls *calls = calls_of(ip, kind, mode, res);
-	struct notifier_lat_key lk = {};
-	u64 zero = 0, *v;
 
-	if (calls) {
+	if (calls)
 		__sync_fetch_and_add(&calls->count, 1);
-		if (timed)
-			__sync_fetch_and_add(&calls->sum_ns, ns);
-	}
-	if (!timed)
-		return;
-	lk.ip = ip;
-	lk.mode = mode;
-	lk.slot = log2_slot(ns);
-	v = notifier_latency.lookup_or_try_init(&lk, &zero);
-	if (v)
-		__sync_fetch_and_add(v, 1);
+	if (timed)
+		time_call(calls, ip, mode, ns);
 }
 
 /* n calls the core probes counted for a notifier (untimed). ip 0: calls of a crowd's
@@ -277,44 +284,34 @@ static __always_inline void cb_exit(void *ctx, u8 kind, u8 res, const struct mmu
 }
 #else
 /*
- * The counts configuration's latency windows (probes.latency: sampled): user space attaches
- * the callbacks' probes for a window and detaches them after it. They time a call and
- * nothing else: the walk at the start's return counts every call, in a window or not.
+ * The counts configuration's callback timing (probes.latency: sampled, in windows user
+ * space opens and closes; or always): the walk at the start's return counts every call,
+ * so these probes time a call and nothing else. The start time waits in the thread's own
+ * record (core_record(): task storage, created once per thread, where the kernel has it),
+ * which outside the counts' slow path holds no start: a lookup, not a hash insert and
+ * delete per call. A callback may sleep and move CPU, so a per-CPU slot would not do.
  */
 static __always_inline void cb_enter(u64 ip, u64 sub, u8 mode)
 {
-	struct cb_inflight c = {};
-	u32 t = tid();
+	struct core_inflight *c = core_record(true);
 
-	c.ts = bpf_ktime_get_ns();
-	c.ip = ip;
-	c.mode = mode;
-	cb_inflight.update(&t, &c);
+	if (!c)
+		return;
+	c->cb.ts = bpf_ktime_get_ns();
+	c->cb.ip = ip;
+	c->cb.mode = mode;
 }
 
 static __always_inline void cb_exit(void *ctx, u8 kind, u8 res, const struct mmu_notifier *sub_btf)
 {
-	struct notifier_lat_key lk = {};
-	struct notifier_calls *calls;
-	struct cb_inflight *c;
-	u32 t = tid();
-	u64 zero = 0, ns, *v;
+	struct core_inflight *c = core_record(false);
+	u64 ns;
 
-	c = cb_inflight.lookup(&t);
-	if (!c)
+	if (!c || !c->cb.ts)
 		return;
-	ns = bpf_ktime_get_ns() - c->ts;
-	/* the histogram's _sum beside the walk's count of the call */
-	calls = calls_of(c->ip, kind, c->mode, res);
-	if (calls)
-		__sync_fetch_and_add(&calls->sum_ns, ns);
-	lk.ip = c->ip;
-	lk.mode = c->mode;
-	lk.slot = log2_slot(ns);
-	v = notifier_latency.lookup_or_try_init(&lk, &zero);
-	if (v)
-		__sync_fetch_and_add(v, 1);
-	cb_inflight.delete(&t);
+	ns = bpf_ktime_get_ns() - c->cb.ts;
+	c->cb.ts = 0;
+	time_call(calls_of(c->cb.ip, kind, c->cb.mode, res), c->cb.ip, c->cb.mode, ns);
 }
 #endif /* !COUNTS */
 

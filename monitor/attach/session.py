@@ -52,22 +52,26 @@ class Monitor:
                                        core_ends=self.coverage.ends and self.coverage.walked,
                                        fentry=plan.callback_fentry_off is None,
                                        sampled=plan.sampled) if bpf is not None else None
-        # probes.latency: sampled: the callbacks' timing probes in windows, opened by refresh()
+        # probes.latency: sampled: the callbacks' timing probes in windows, opened by refresh();
+        # always: one window held open from the start (the share of time timed reads 1)
         self.windows = LatencyWindows(self.watcher.set_timing) if plan.sampled and bpf is not None else None
+        if self.windows and getattr(plan, "timed_always", False):
+            self.windows.hold()
         self.cgroups = cgroups.CgroupNames()
         self.failures = reading.Failures()
         self._user_lost = 0
         self._trimmer = memory.Trimmer(TRIM_EVERY, TRIM_GROWTH_KB)
 
     @classmethod
-    def start(cls, disable=(), force=None, inflight=None, callbacks=None, lean=False, latency="always"):
+    def start(cls, disable=(), force=None, inflight=None, callbacks=None, lean=False, latency="full"):
         """Compile and attach. Raises MonitorError when nothing useful can run.
 
         force: {probe: "fentry" | "kprobe"}, inflight: "task-storage" | "hash" and
         callbacks: "fentry" | "kprobe" (how notifier callbacks are probed), lean (the
-        lean configuration) and latency ("sampled", "always", "off"), passed to
-        attach_plan.plan(). With latency sampled, windows opens and closes the callbacks'
-        timing probes as refresh() is called (windows.hold() keeps them on).
+        lean configuration) and latency ("sampled", "always", "off", "full": every probe, the
+        default here; serve's is sampled), passed to attach_plan.plan(). With latency sampled,
+        windows opens and closes the callbacks' timing probes as refresh() is called
+        (windows.hold() keeps them on, as latency always does from the start).
         """
         try:
             bcc, _ = loader.import_bcc()
@@ -230,11 +234,11 @@ def _mark_mrelease_text(bpf, symbols):
         table[table.Key(i)] = table.Leaf(lo, hi)
 
 
-def start_monitor(disable=(), callbacks=None, lean=False, latency="always"):
+def start_monitor(disable=(), callbacks=None, lean=False, latency="full"):
     return Monitor.start(disable=disable, callbacks=callbacks, lean=lean, latency=latency)
 
 
-def compile_and_attach(facts, symbols, force, inflight, callbacks, lean, disable, latency="always"):
+def compile_and_attach(facts, symbols, force, inflight, callbacks, lean, disable, latency="full"):
     """(bpf, plan, {probe: ProbeStatus}): the plan compiled and its probes attached, but
     those in disable. MonitorError when it cannot compile or what was asked cannot run."""
     def attempt(force):
@@ -277,7 +281,7 @@ def _attach_planned(bpf, plan, symbols, disable):
     return statuses
 
 
-def inspect_host(lean=False, latency="always"):
+def inspect_host(lean=False, latency="full"):
     """(KernelFacts, Plan) of this host, without compiling or attaching anything."""
     try:
         bcc, _ = loader.import_bcc()

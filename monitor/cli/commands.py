@@ -201,9 +201,7 @@ def sample(duration, as_json, no_histograms, timing):
     from monitor.cli import table as render
     from monitor.attach.session import start_monitor
     _check_permissions()
-    mon = start_monitor(latency="sampled")
-    if timing and mon.windows:
-        mon.windows.hold()
+    mon = start_monitor(latency="always" if timing else "sampled")
     click.echo(f"attached; sampling for {duration:g} s", err=True)
     try:
         started, t0 = time.time(), time.monotonic()
@@ -283,9 +281,10 @@ def _quiet_stdout():
 
 @main.command()
 @click.option("--lean", is_flag=True, help="What the lean configuration (probes.lean) attaches here.")
-@click.option("--latency", type=click.Choice(["sampled", "always", "off"]), default="sampled", show_default=True,
+@click.option("--latency", type=click.Choice(["sampled", "always", "off", "full"]), default="sampled",
+              show_default=True,
               help="What probes.latency attaches here (sampled: counts, callbacks timed in windows; "
-                   "off: counts only).")
+                   "always: every call timed; off: counts only; full: every probe).")
 @_errors
 def doctor(lean, latency):
     """Explain what can attach on this kernel, and how. Exit status 0 when

@@ -64,7 +64,10 @@ def probe_lines(statuses, cov, attempted):
     if cov.counts and not cov.sampled:
         out.append(f"configuration: counts (latency off; {counts}); no latency histograms")
         return out + [premature_line(statuses, cov, attempted)]
-    if cov.sampled:
+    if cov.timed_always:
+        out.append(f"configuration: counts with latency always ({counts}); every callback call timed "
+                   f"by the callbacks' own entry and return programs")
+    elif cov.sampled:
         out.append(f"configuration: counts with sampled latency ({counts}); callbacks timed in windows of "
                    f"{latency_windows.WINDOW:g} s (at least one discovery interval) every {latency_windows.PERIOD:g} s, "
                    f"at most {latency_windows.MAX_SHARE:.1%} of the time (mnmon_latency_sampled_ratio)")

@@ -20,8 +20,10 @@ TASK_STORAGE, HASH = "task-storage", "hash"
 LEAN = "off in the lean configuration: "
 # The configurations (plan()): every probe, or one of the two without callback probes.
 FULL, COUNTS, LEAN_CONFIG = "full", "counts", "lean"
-# probes.latency: callbacks timed in windows over counts, always (every probe), or never (counts)
-LATENCIES = ("sampled", "always", "off")
+# probes.latency: callbacks timed in windows over counts, always over counts, never (counts),
+# or every probe (full: the core start timed too, each callback's outcome from its own probe)
+LATENCIES = ("sampled", "always", "off", "full")
+TIMED = ("sampled", "always")       # the counts configuration with the callbacks' timing probes
 OFF_IN = {LEAN_CONFIG: (Off.LEAN, LEAN), COUNTS: (Off.COUNTS, "off with latency off (probes.latency: off): "),
           FULL: (Off.CONFIG, "")}
 
@@ -52,9 +54,10 @@ class Plan:
     # why notifier callbacks are not probed by fentry/fexit where their module has BTF (kprobes only)
     callback_fentry_off: Optional[Block] = None
     lean: bool = False                      # the lean configuration (see plan())
-    counts: bool = False                    # the counts configuration: latency sampled or off (see plan())
-    sampled: bool = False                   # ... with callbacks timed in windows (probes.latency: sampled)
-    latency_note: str = ""                  # why latency sampled runs every probe instead (counts cannot run)
+    counts: bool = False                    # the counts configuration: latency sampled, always or off (see plan())
+    sampled: bool = False                   # ... with the callbacks' timing probes (latency sampled or always)
+    timed_always: bool = False              # ... attached all the time (probes.latency: always), not in windows
+    latency_note: str = ""                  # why latency sampled or always runs every probe instead
     facts: dict = field(default_factory=dict)   # feature -> "probed" or "kernel version": how it was known
 
     @property
@@ -89,7 +92,7 @@ def api_generation(version):
     return 701          # + two-pass interval ops (invalidate_start/_finish)
 
 
-def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="always"):
+def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="full"):
     """The probes to attach on a kernel described by facts (monitor.kernel.facts.KernelFacts).
 
     force: {probe: method} pins function probes to one method, with no fallback
@@ -108,9 +111,11 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="
     latency, counts by event, ends, callback probes and each notifier's blockable calls.
     ValueError where it cannot run (it needs fentry on the core start and the walk).
     latency: "sampled" (the default for users): the counts configuration below, with the
-    callbacks' timing probes attached in windows (monitor/attach/latency_windows.py); where
-    counts cannot run, every probe (latency always), and latency_note says why.
-    "always" (every probe, callbacks timed) or "off": the counts configuration,
+    callbacks' timing probes attached in windows (monitor/attach/latency_windows.py);
+    "always": the same with the timing probes attached all the time; where counts cannot
+    run, either is every probe (full), and latency_note says why. "full": every probe, the
+    core start timed too and each callback's outcome from its own probe (which of several
+    overlapping interval notifiers failed). "off": the counts configuration,
     an fexit on the core start and an fentry on its end, nothing else on the invalidation
     path. The walk counts every notifier's calls in both modes and every result, the ends
     and the reaper's figures; the kernel's log line names a failed list notifier. Dropped:
@@ -119,7 +124,7 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="
     """
     if latency not in LATENCIES:
         raise ValueError(f"latency must be {', '.join(LATENCIES)}, not {latency!r}")
-    config = LEAN_CONFIG if lean else COUNTS if latency in ("sampled", "off") else FULL
+    config = LEAN_CONFIG if lean else FULL if latency == "full" else COUNTS
     force = dict(force or {})
     if bad := sorted(f"{p}={m}" for p, m in force.items() if m not in (FENTRY, KPROBE)):
         raise ValueError(f"cannot force {', '.join(bad)}: only {FENTRY} or {KPROBE} can be forced")
@@ -132,17 +137,17 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="
     if force:
         raise ValueError(f"cannot force a method on {', '.join(sorted(force))}: not a function probe here")
     latency_note = ""
-    sampled = config == COUNTS and latency == "sampled"
+    sampled = config == COUNTS and latency in TIMED
     try:
         probes = _configure(probes, caps[WALK], api, config, sampled)
     except ValueError as e:
-        if lean or latency != "sampled":
+        if lean or latency not in TIMED:
             raise
-        # Sampled latency rides on the counts configuration; where that cannot run, every
-        # probe does: counts as today, latency continuous.
+        # Timed latency rides on the counts configuration; where that cannot run, every
+        # probe does: counts as ever, latency continuous.
         why = str(e).split(" cannot run here: ", 1)[-1]
         config, sampled = FULL, False
-        latency_note = f"latency sampled needs the counts configuration, which cannot run here " \
+        latency_note = f"latency {latency} needs the counts configuration, which cannot run here " \
                        f"({why}): every probe runs, callbacks timed always"
         probes = _configure(probes, caps[WALK], api, config)
     probes = _premature(probes)
@@ -163,7 +168,7 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="
         cb_fentry = no_callbacks(config)
     return Plan(api, _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry, config, sampled),
                 probes, callbacks_off, inflight, walk, ring_buffer, probe_ends, cb_fentry, config == LEAN_CONFIG,
-                config == COUNTS, sampled, latency_note, _known_by(facts))
+                config == COUNTS, sampled, sampled and latency == "always", latency_note, _known_by(facts))
 
 
 def no_callbacks(config):

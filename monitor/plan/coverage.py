@@ -19,8 +19,9 @@ class Coverage:
     ends: bool                      # invalidate_range_end calls, and sections in progress
     walked: bool                    # each notifier counted from its first call (the walk of subscriptions)
     lean: bool                      # the lean configuration
-    counts: bool                    # the counts configuration (latency sampled or off)
-    sampled: bool                   # ... with callbacks timed in windows (probes.latency: sampled)
+    counts: bool                    # the counts configuration (latency sampled, always or off)
+    sampled: bool                   # ... with the callbacks' timing probes (probes.latency: sampled or always)
+    timed_always: bool              # ... attached all the time, not in windows (probes.latency: always)
     per_notifier: bool              # per-notifier outcomes can be counted (doctor's exit status)
     callbacks: Optional[Block]      # None: callback probes attach as callbacks are found; else why not
     callback_fentry: Optional[Block]    # None: by fentry where their module has BTF; else why kprobe only
@@ -37,11 +38,11 @@ def of(plan, statuses):
     return measure(statuses.values() if isinstance(statuses, dict) else statuses, lean=plan.lean,
                    specs=plan.probes, walk=plan.walk_off, callbacks=plan.callbacks_off,
                    callback_fentry=plan.callback_fentry_off, counts=plan.counts,
-                   sampled=getattr(plan, "sampled", False))
+                   sampled=getattr(plan, "sampled", False), always=getattr(plan, "timed_always", False))
 
 
 def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callback_fentry=None, counts=False,
-            sampled=False):
+            sampled=False, always=False):
     """Coverage from statuses alone (specs: the plan's ProbeSpecs, else the catalogue's rows).
     No statuses at all (a caller with maps only, no attach): every OOM family, no core one."""
     statuses = list(statuses)
@@ -71,5 +72,6 @@ def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callbac
         counted=counted, timed=counted and not lean and not counts,
         ends=("mnmon_invalidate_range_end_total", None) in feeds,
         walked=counted and walk is None, lean=bool(lean), counts=bool(counts), sampled=bool(counts and sampled),
+        timed_always=bool(counts and sampled and always),
         per_notifier=per_notifier, callbacks=callbacks,
         callback_fentry=callback_fentry, walk=walk, feeds=feeds)

@@ -9,7 +9,7 @@
       disable: [oom_reaper]        # probe names to leave unattached
       callbacks: auto              # auto | kprobe: how notifier callbacks are probed (see below)
       lean: false                  # the lean configuration (see below)
-      latency: sampled             # sampled | always | off (see below)
+      latency: sampled             # sampled | always | off | full (see below)
     discovery:
       interval: 5s                 # Prometheus-style duration
     watchdog: auto                 # true | false | auto (ping when systemd set WATCHDOG_USEC)
@@ -28,10 +28,13 @@ start and an fentry on its end that count every notifier's calls in both modes w
 result, the ends and the reaper's figures, plus the notifier callbacks' timing probes
 attached in windows (5 s, or one discovery interval if longer, and at most a twelfth of
 the time; mnmon_latency_sampled_ratio):
-latency histograms as a sample, counts exact. Where counts cannot run (no fentry on the
-start, or no walk of subscriptions), every probe runs, as always. always times every
-notifier call (callback probes: five BPF program runs per one-page invalidation); off is
-the counts configuration with no timing at all.
+latency histograms as a sample, counts exact. always is the same with the timing probes
+attached all the time (every call timed: two more program runs per callback call); off is
+the counts configuration with no timing at all; full is every probe (five BPF program runs
+per one-page invalidation): the core start timed too, and each callback's outcome from its
+own probe, which names the one of several overlapping interval notifiers that failed.
+Where counts cannot run (no fentry on the start, or no walk of subscriptions), sampled
+and always run every probe, as full does.
 
 Every error is a ConfigError whose message starts with where the value came from
 (the file, or the flag) and the key path: "config.yaml: web.listen_address: port
@@ -102,8 +105,8 @@ def _names(value):
 def _latency(value):
     if value is False:      # YAML 1.1 reads a bare `off` as false
         return "off"
-    if value not in ("sampled", "always", "off"):
-        raise ValueError(f"{short(value)} is not sampled, always or off")
+    if value not in ("sampled", "always", "off", "full"):
+        raise ValueError(f"{short(value)} is not sampled, always, off or full")
     return value
 
 
@@ -158,8 +161,9 @@ SETTINGS = (
             "per-notifier counts."),
     Setting("probes.latency", "--probes.latency", "latency", _latency,
             "sampled (default): every count from two programs per invalidation, callbacks timed in "
-            "windows (a twelfth of the time); always: callback probes time every notifier call; off: "
-            "counts, no latency histograms.", "sampled|always|off"),
+            "windows (a twelfth of the time); always: the same, every call timed; off: counts, no "
+            "latency histograms; full: every probe, the core start timed too and each callback's "
+            "outcome from its own probe.", "sampled|always|off|full"),
     Setting("discovery.interval", "--discovery.interval", "discovery_interval", _interval,
             "How often to look for new notifier callbacks (default 5s).", "DURATION"),
     Setting("watchdog", "--watchdog", "watchdog", _watchdog,

@@ -46,8 +46,8 @@ def stores(release=None):
 
 def latencies():
     """The probes.latency settings a test of both runs: the default (sampled) and every probe
-    (always) in the installed kernel's full tier; in a matrix leg (MNMON_STORES=default) the
+    (full) in the installed kernel's full tier; in a matrix leg (MNMON_STORES=default) the
     default only."""
     if os.environ.get("MNMON_STORES") == "default":
         return ["sampled"]
-    return ["sampled", "always"]
+    return ["sampled", "full"]

@@ -5,9 +5,9 @@ the same range of one mm. The driver (built without BTF) is loaded after mnmon i
 and its process registers the crowd and churns at once; the daemon's refresh attaches the
 callbacks' probes half-way. Before that the core probes count every call from the
 interval tree (more than intervals[] holds: per callback, bpf/attribute.bpf.c
-attribute_crowd()); after it, with latency always the probes count their own and the walk
-none of them; with latency sampled (the default) the walk counts every call and the probes
-only time them.
+attribute_crowd()); after it, with every probe (latency full) the probes count their own
+and the walk none of them; with latency sampled (the default) the walk counts every call and
+the probes only time them.
 """
 from collections import Counter
 
@@ -27,7 +27,7 @@ RESULTS = ("ok", "eagain", "error", "unobserved")
 @pytest.fixture(scope="module", params=kernel_facts.latencies())
 def mon(request):
     """The default configuration (latency sampled: the walk counts every call, callbacks'
-    probes only time them), and every probe (latency always: the callbacks' probes count
+    probes only time them), and every probe (latency full: the callbacks' probes count
     their own calls once attached, the walk the rest)."""
     from monitor.attach.session import Monitor
     late_driver.reload_fixture()

@@ -29,7 +29,7 @@ GRAFANA_VARIABLES = {"instance": ".*", "notifier": ".*", "__rate_interval": "1m"
                      "__range": "1m"}
 PANELS = panel_queries()
 # serve runs the default configuration (probes.latency: sampled), which does not time the
-# core start: that family, and the panel on it, have data with probes.latency: always
+# core start: that family, and the panel on it, have data with probes.latency: full
 # (tests/kernel/test_probes.py reads the family there).
 NOT_IN_DEFAULT = {"mnmon_invalidate_range_start_duration_seconds"}
 RULES = rule_expressions()

@@ -563,7 +563,7 @@ def test_the_kernels_log_names_list_failures_only_where_no_callback_probe_does()
 def test_counts_refused_where_it_cannot_run(release, btf, kfunc, why):
     with pytest.raises(ValueError, match=r"^latency off \(probes.latency: off\) cannot run here: " + re.escape(why)):
         plan(facts(release, btf=btf, kfunc=kfunc), latency="off")
-    with pytest.raises(ValueError, match="latency must be sampled, always, off, not 'sometimes'"):
+    with pytest.raises(ValueError, match="latency must be sampled, always, off, full, not 'sometimes'"):
         plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), latency="sometimes")
     # sampled latency, the default for users, runs every probe there instead, and says why
     p = plan(facts(release, btf=btf, kfunc=kfunc), latency="sampled")
@@ -571,6 +571,23 @@ def test_counts_refused_where_it_cannot_run(release, btf, kfunc, why):
     assert p.latency_note == ("latency sampled needs the counts configuration, which cannot run here "
                               f"({why}): every probe runs, callbacks timed always")
     assert by_name(p)["invalidate_range_start"].methods[0] in ("fentry", "kprobe")
+    # ... and so does latency always
+    p = plan(facts(release, btf=btf, kfunc=kfunc), latency="always")
+    assert not p.counts and not p.sampled and not p.timed_always
+    assert p.latency_note.startswith(f"latency always needs the counts configuration, which cannot run here ({why})")
+
+
+def test_latency_always_is_sampled_held_open_and_full_is_every_probe():
+    f = facts("6.1.0-56-amd64", btf=True, kfunc=True)
+    sampled, always, full = (plan(f, latency=x) for x in ("sampled", "always", "full"))
+    # always: the same programs as sampled (the counts fexit, callbacks' timing probes)
+    assert (always.counts, always.sampled, always.timed_always) == (True, True, True)
+    assert not sampled.timed_always and always.cflags == sampled.cflags
+    assert [p.methods for p in always.probes] == [p.methods for p in sampled.probes]
+    # full: every probe, the core start timed too
+    assert (full.counts, full.sampled, full.timed_always) == (False, False, False)
+    assert "-DCOUNTS=0" in full.cflags and by_name(full)["invalidate_range_start"].methods[0] == "fentry"
+    assert plan(f).cflags == full.cflags         # Monitor.start()'s default (tests, watch)
 
 
 def test_sampled_latency_is_counts_with_callbacks_timed_in_windows():

@@ -25,7 +25,7 @@ def test_a_leg_boots_its_kernel_on_one_vcpu_with_the_counter_and_keeps_its_files
     assert guest[guest.index("--insns") + 1] == str(leg / "insns.log")
     assert guest[guest.index("--results") + 1] == str(leg / "RESULTS.md")
     # Only the configurations the table shows: the default build and lean.
-    assert guest[guest.index("--variants") + 1] == "lean,always"
+    assert guest[guest.index("--variants") + 1] == "lean,full"
     assert guest[guest.index("--reps") + 1] == "3"
     assert guest[-2:] == ["--reps", "3"]
 
@@ -48,7 +48,7 @@ def test_variants_are_checked():
     assert variants("") == []
     with pytest.raises(Exception, match="unknown variant kfunc"):
         variants("lean,kfunc")
-    assert set(VARIANTS) == {"kprobe", "hash", "lean", "counts", "always"}
+    assert set(VARIANTS) == {"kprobe", "hash", "lean", "counts", "full"}
 
 
 def test_the_tables_modes_are_the_benchs():
@@ -114,6 +114,7 @@ def default_and_lean(lean):
     default = {"method": "fentry", "instructions": {"kvm": _figures(11230, 14021),
                                                     "kvm:64": _figures(506075, 509143)}}
     return {results_json.DEFAULT: default,
+            results_json.ALWAYS: results_json.same_as(default, results_json.DEFAULT),
             results_json.EVERY_PROBE: results_json.same_as(default, results_json.DEFAULT),
             results_json.LEAN: lean}
 
@@ -132,12 +133,12 @@ def test_table_rows_from_the_runs_files(tmp_path):
                                                  "| 7.2.13+deb14-amd64"]
     cells = rows[2].strip("| ").split(" | ")
     assert len(cells) == lines[0].count("|") - 1
-    assert cells[1] == cells[2] == "1.249 (11,230 -> 14,021)"
-    assert cells[3] == "1.021 (11,300 -> 11,534)"
-    assert cells[4] == "1.006 (506,075 -> 509,143)"
-    assert cells[5:] == ["52.1 s", "102 / 112 MB", "0.35 %", "7:11 (2026-12-05)"]
+    assert cells[1] == cells[2] == cells[3] == "1.249 (11,230 -> 14,021)"
+    assert cells[4] == "1.021 (11,300 -> 11,534)"
+    assert cells[5] == "1.006 (506,075 -> 509,143)"
+    assert cells[6:] == ["52.1 s", "102 / 112 MB", "0.35 %", "7:11 (2026-12-05)"]
     # Where lean cannot run the cell says why, without the error's preamble.
-    assert rows[0].split(" | ")[3] == "not run: no fentry on __mmu_notifier_invalidate_range_start"
+    assert rows[0].split(" | ")[4] == "not run: no fentry on __mmu_notifier_invalidate_range_start"
     failed = rows[1].strip("| ").split(" | ")
     assert failed[1] == "no figures: the leg failed (timed out; its log.txt says why)"
     assert len(failed) == len(cells) and failed[-1] == "25:00 (2026-12-05)"
@@ -152,9 +153,9 @@ def test_a_leg_without_kvm_or_lean_says_so(tmp_path):
     lines = bench_table.table(tmp_path).splitlines()
     cells = lines[2].strip("| ").split(" | ")
     assert cells[0] == "6.1.0-57-amd64 (leg rc 1)"
-    assert cells[1:5] == ["KVM not in the guest", "KVM not in the guest", "not run: not asked (--variants)",
-                          "KVM not in the guest"]
-    assert cells[5:8] == ["-", "-", "-"]
+    assert cells[1:6] == ["KVM not in the guest", "not measured", "KVM not in the guest",
+                          "not run: not asked (--variants)", "KVM not in the guest"]
+    assert cells[6:9] == ["-", "-", "-"]
     # every probe was a run of its own here: the table does not claim they are one.
     assert "The default configuration was every probe then" not in bench_table.table(tmp_path)
 
@@ -186,6 +187,10 @@ def test_the_sampled_default_is_the_time_weighted_mean_of_between_and_in_windows
     assert fig["window_ratio"] == 1.24 and fig["share"] == round(share, 6)
     cell = bench_table.ratio_cell(conf, "kvm")
     assert cell == "1.093 (10,000 -> 10,800; in a window, 8.3% of the time, 12,400)"
+    # latency always holds the window open: its figure is the path in a window
+    always = results_json.in_window(conf)
+    assert always["instructions"]["kvm"]["ratio"] == 1.24 and always["same_run_as"] == results_json.DEFAULT
+    assert bench_table.ratio_cell(always, "kvm") == "1.240 (10,000 -> 12,400)"
     from bench.__main__ import default_row
     row = default_row(r, share)
     assert "latency sampled, callbacks timed 8.3% of the time" in row.target and row.result == "PASS"

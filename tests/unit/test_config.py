@@ -136,7 +136,7 @@ def test_parse_partial_files_keep_defaults(text, settings):
     ("probes:\n  disable: oom\n", "config.yaml: probes.disable: 'oom' is not a list"),
     ("probes:\n  callbacks: fentry\n", "config.yaml: probes.callbacks: 'fentry' is not auto or kprobe"),
     ("probes:\n  lean: yes please\n", "config.yaml: probes.lean: 'yes please' is not true or false"),
-    ("probes:\n  latency: sometimes\n", "config.yaml: probes.latency: 'sometimes' is not sampled, always or off"),
+    ("probes:\n  latency: sometimes\n", "config.yaml: probes.latency: 'sometimes' is not sampled, always, off or full"),
     ("probes:\n  disable: [1]\n", "config.yaml: probes.disable: [1] is not a list"),
     ("discovery:\n  interval: 5\n", "config.yaml: discovery.interval: duration 5 needs a unit"),
     ("discovery:\n  interval: 5 seconds\n", "config.yaml: discovery.interval: invalid duration"),
