@@ -61,6 +61,40 @@ class Ticker:
         self.thread.start()
 
 
+@pytest.mark.skipif(kernel_facts.latencies() == ["sampled"], reason="the installed kernel's tier runs it (a leg "
+                                                                    "runs the default configuration)")
+def test_latency_always_times_every_call_and_counts_them_all():
+    """probes.latency: always is the default's path in a window, held open from the start.
+    Ground truth: the fixture's own count of its callback's calls. Before the module's
+    monitor starts: two in one process would share their kprobes' event names."""
+    from monitor.attach.session import Monitor
+    sym = "mnmon_fx_list_never_fail_start"
+    m = Monitor.start(latency="always")
+    try:
+        assert m.statuses["invalidate_range_start"].method == "counts-fexit"
+        assert m.coverage.counts and m.coverage.timed_always and m.windows.held
+        hist = lambda snap: snap.get(HIST, notifier=sym, module="mnmon_fixture", mode=B)
+        timed = lambda snap: hist(snap).buckets[-1][1] if hist(snap) else 0
+        snaps = {}
+        child = scenarios.run_churn(kind="list", behaviour="never_fail", iterations=300,
+                                    on_ready=lambda info: (_known(m, sym), snaps.setdefault("b", m.snapshot())),
+                                    at_done=lambda: (read_stats(), m.snapshot()))
+        assert child.returncode == 0
+        fixture, after = child.at_done
+        fx = fixture[child.info["slot"]].blockable_ok
+        got_timed = timed(after) - timed(snaps["b"])
+        got_calls = notifier(after, sym, B, "ok") - notifier(snaps["b"], sym, B, "ok")
+        assert fx >= 300 and got_calls == fx and got_timed == fx, (got_timed, got_calls, fx)
+        assert hist(after).sum > 0
+        m.refresh()         # a refresh does not close the window latency always holds
+        assert m.windows.held and m.snapshot().get("mnmon_latency_sampled_ratio") > 0.99
+        # callbacks only: the core start is timed by every probe (latency full)
+        assert after.get("mnmon_invalidate_range_start_duration_seconds", mode=B) is None
+        print(f"latency always: timed {got_timed} == counted {got_calls} == fixture {fx}")
+    finally:
+        m.close()
+
+
 @pytest.fixture(scope="module")
 def mon():
     from monitor.attach.session import Monitor
@@ -109,39 +143,6 @@ def test_latency_off_attaches_no_callback_probe_and_exports_no_latency():
         snap = m.snapshot()
         for family in LATENCY_FAMILIES + ("mnmon_latency_sampled_ratio",):
             assert snap.get(family) is None, f"{family} exported with latency off"
-    finally:
-        m.close()
-
-
-@pytest.mark.skipif(kernel_facts.latencies() == ["sampled"], reason="the installed kernel's tier runs it (a leg "
-                                                                    "runs the default configuration)")
-def test_latency_always_times_every_call_and_counts_them_all():
-    """probes.latency: always is the default's path in a window, held open from the start.
-    Ground truth: the fixture's own count of its callback's calls."""
-    from monitor.attach.session import Monitor
-    sym = "mnmon_fx_list_never_fail_start"
-    m = Monitor.start(latency="always")
-    try:
-        assert m.statuses["invalidate_range_start"].method == "counts-fexit"
-        assert m.coverage.counts and m.coverage.timed_always and m.windows.held
-        hist = lambda snap: snap.get(HIST, notifier=sym, module="mnmon_fixture", mode=B)
-        timed = lambda snap: hist(snap).buckets[-1][1] if hist(snap) else 0
-        snaps = {}
-        child = scenarios.run_churn(kind="list", behaviour="never_fail", iterations=300,
-                                    on_ready=lambda info: (_known(m, sym), snaps.setdefault("b", m.snapshot())),
-                                    at_done=lambda: (read_stats(), m.snapshot()))
-        assert child.returncode == 0
-        fixture, after = child.at_done
-        fx = fixture[child.info["slot"]].blockable_ok
-        got_timed = timed(after) - timed(snaps["b"])
-        got_calls = notifier(after, sym, B, "ok") - notifier(snaps["b"], sym, B, "ok")
-        assert fx >= 300 and got_calls == fx and got_timed == fx, (got_timed, got_calls, fx)
-        assert hist(after).sum > 0
-        m.refresh()         # a refresh does not close the window latency always holds
-        assert m.windows.held and m.snapshot().get("mnmon_latency_sampled_ratio") > 0.99
-        # callbacks only: the core start is timed by every probe (latency full)
-        assert after.get("mnmon_invalidate_range_start_duration_seconds", mode=B) is None
-        print(f"latency always: timed {got_timed} == counted {got_calls} == fixture {fx}")
     finally:
         m.close()
 
