@@ -73,19 +73,9 @@ def test_latency_always_times_every_call_and_counts_them_all():
     try:
         assert m.statuses["invalidate_range_start"].method == "counts-fexit"
         assert m.coverage.counts and m.coverage.timed_always and m.windows.held
-        hist = lambda snap: snap.get(HIST, notifier=sym, module="mnmon_fixture", mode=B)
-        timed = lambda snap: hist(snap).buckets[-1][1] if hist(snap) else 0
-        snaps = {}
-        child = scenarios.run_churn(kind="list", behaviour="never_fail", iterations=300,
-                                    on_ready=lambda info: (_known(m, sym), snaps.setdefault("b", m.snapshot())),
-                                    at_done=lambda: (read_stats(), m.snapshot()))
-        assert child.returncode == 0
-        fixture, after = child.at_done
-        fx = fixture[child.info["slot"]].blockable_ok
-        got_timed = timed(after) - timed(snaps["b"])
-        got_calls = notifier(after, sym, B, "ok") - notifier(snaps["b"], sym, B, "ok")
+        got_timed, got_calls, fx, after = _churn_timed_and_counted(m, sym)
         assert fx >= 300 and got_calls == fx and got_timed == fx, (got_timed, got_calls, fx)
-        assert hist(after).sum > 0
+        assert after.get(HIST, notifier=sym, module="mnmon_fixture", mode=B).sum > 0
         m.refresh()         # a refresh does not close the window latency always holds
         assert m.windows.held and m.snapshot().get("mnmon_latency_sampled_ratio") > 0.99
         # callbacks only: the core start is timed by every probe (latency full)
@@ -152,23 +142,13 @@ def test_a_window_times_every_call_and_outside_one_none_is(mon):
     histogram's count grows by exactly that; with the window closed it does not move, while
     the walk counts every call both times."""
     sym = "mnmon_fx_list_never_fail_start"
-    count = lambda snap: (snap.get(HIST, notifier=sym, module="mnmon_fixture", mode=B).buckets[-1][1]
-                          if snap.get(HIST, notifier=sym, module="mnmon_fixture", mode=B) else 0)
-    calls = lambda snap: notifier(snap, sym, B, "ok")
     mon.ticker.pause()
     try:
         got = {}
         for held in (False, True):
             if held:
                 mon.windows.hold()
-            snaps = {}
-            child = scenarios.run_churn(kind="list", behaviour="never_fail", iterations=300,
-                                        on_ready=lambda info: (_known(mon, sym), snaps.setdefault("b", mon.snapshot())),
-                                        at_done=lambda: (read_stats(), mon.snapshot()))
-            assert child.returncode == 0
-            fixture, after = child.at_done
-            fx = fixture[child.info["slot"]].blockable_ok
-            got[held] = (count(after) - count(snaps["b"]), calls(after) - calls(snaps["b"]), fx)
+            got[held] = _churn_timed_and_counted(mon, sym)[:3]
         (closed_timed, closed_calls, closed_fx), (open_timed, open_calls, open_fx) = got[False], got[True]
         assert closed_fx >= 300 and open_fx >= 300
         assert closed_calls == closed_fx and open_calls == open_fx
@@ -186,6 +166,22 @@ def test_a_million_invalidations_counted_exactly_by_default(mon):
     """The default configuration under load, its windows coming and going every second."""
     got, truth, seconds = count_a_million(mon, lambda sym: _known(mon, sym))
     print(f"default, load: {got} invalidations counted == fixture {truth}, {seconds:.0f} s, 0 lost")
+
+
+def _churn_timed_and_counted(m, sym, iterations=300):
+    """A churn of the fixture's list notifier (callback sym): (calls timed, calls counted,
+    the fixture's own count of them, the snapshot after), the first two as m saw them."""
+    hist = lambda snap: snap.get(HIST, notifier=sym, module="mnmon_fixture", mode=B)
+    timed = lambda snap: hist(snap).buckets[-1][1] if hist(snap) else 0
+    snaps = {}
+    child = scenarios.run_churn(kind="list", behaviour="never_fail", iterations=iterations,
+                                on_ready=lambda info: (_known(m, sym), snaps.setdefault("b", m.snapshot())),
+                                at_done=lambda: (read_stats(), m.snapshot()))
+    assert child.returncode == 0
+    fixture, after = child.at_done
+    before = snaps["b"]
+    return (timed(after) - timed(before), notifier(after, sym, B, "ok") - notifier(before, sym, B, "ok"),
+            fixture[child.info["slot"]].blockable_ok, after)
 
 
 def _known(mon, sym, timeout=15):
