@@ -68,15 +68,18 @@ def test_kernel_facts_by_version():
     assert kernel_facts.ends_paired_on_failure("6.12.117+deb12-amd64")
 
 
-def test_a_leg_runs_the_store_mnmon_picks_and_the_full_tier_both(monkeypatch):
+def test_every_tier_runs_the_store_mnmon_picks_and_both_when_asked(monkeypatch):
     from bed import matrix
     from monitor.plan.attach_plan import HASH, TASK_STORAGE
     monkeypatch.delenv("MNMON_STORES", raising=False)
-    assert kernel_facts.stores("5.10.0-46-amd64") == [TASK_STORAGE, HASH]     # 5.10's skips task storage itself
+    assert kernel_facts.stores("5.10.0-46-amd64") == [HASH]
+    assert kernel_facts.stores("6.1.0-57-amd64") == [TASK_STORAGE]
     for setting in matrix.LEG_ENV:
         monkeypatch.setenv(*setting.split("=", 1))
     assert kernel_facts.stores("5.10.0-46-amd64") == [HASH]
     assert kernel_facts.stores("6.12.117+deb12-amd64") == [TASK_STORAGE]
+    monkeypatch.setenv("MNMON_STORES", "both")
+    assert kernel_facts.stores("6.1.0-57-amd64") == [TASK_STORAGE, HASH]
 
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="5" time="125.4">
