@@ -541,6 +541,18 @@ static __always_inline void count_list_beyond(u64 sub, u8 mode)
 struct list_hint {
 	u64 mm, first;		/* mm's list was [first] alone */
 	u64 start_fn, end_fn;	/* first's callbacks */
+	/*
+	 * Calls of one start callback and one end callback counted here, not in the hashes: in
+	 * a record the path has found already an add costs a few instructions, a hash lookup
+	 * about 160 (bench-profile). Each is the first callback this slot counted, for good, so
+	 * a count never moves between maps under a reader; a hint of other callbacks counts in
+	 * the hashes. User space adds them to the hashes' counts (monitor/read/readers.py).
+	 * The first claim is a plain store (compare-and-swap needs 5.12's BPF atomics): two
+	 * callbacks' first calls on one CPU, one preempting the other between its test and its
+	 * store, would give one call to the other callback.
+	 */
+	u64 own_start_fn, own_end_fn;
+	u64 starts, ends;
 };
 #define NR_HINTS	16
 BPF_PERCPU_ARRAY(list_hints, struct list_hint, NR_HINTS);
@@ -555,6 +567,28 @@ static __always_inline struct list_hint *hint_of(void)
 	return list_hints.lookup(&slot);
 }
 
+/* A blockable, successful call of the hint's start callback fn (h->start_fn). */
+static __always_inline void hint_count_start(struct list_hint *h, u64 fn)
+{
+	if (!h->own_start_fn)
+		h->own_start_fn = fn;
+	if (h->own_start_fn == fn)
+		__sync_fetch_and_add(&h->starts, 1);
+	else
+		count_call(fn, KIND_LIST, MODE_BLOCKABLE, RESULT_OK, 0, false);
+}
+
+/* A call of the hint's end callback fn (h->end_fn). */
+static __always_inline void hint_count_end(struct list_hint *h, u64 fn)
+{
+	if (!h->own_end_fn)
+		h->own_end_fn = fn;
+	if (h->own_end_fn == fn)
+		__sync_fetch_and_add(&h->ends, 1);
+	else
+		count_end(fn);
+}
+
 /* A blockable start that succeeded: every list notifier with a start callback was called. */
 static __always_inline void count_list_ok(u64 mm, u64 first)
 {
@@ -565,7 +599,7 @@ static __always_inline void count_list_ok(u64 mm, u64 first)
 
 	if (h && h->mm == mm && h->first == first) {
 		if (h->start_fn)
-			count_call(h->start_fn, KIND_LIST, MODE_BLOCKABLE, RESULT_OK, 0, false);
+			hint_count_start(h, h->start_fn);
 		return;
 	}
 #pragma unroll
@@ -617,7 +651,7 @@ static __always_inline void attribute_end(u64 mm, const char *subs_now)
 		sub = LOAD_FIELD(u64, subs_now, F_SUBS_LIST);
 		if (sub && sub == h->first) {
 			if (h->end_fn)
-				count_end(h->end_fn);
+				hint_count_end(h, h->end_fn);
 			return;
 		}
 	}

@@ -50,7 +50,10 @@ def _total(leaf):
         return int(getattr(leaf, "value", leaf))
 
 
-ALL_MAPS = ARRAYS + tuple(HASHES) + ("core_stats", "notifier_invalidations")
+# list_hints: the counts configuration's per-CPU hints, which count one start and one end
+# callback each in place of the hashes (bpf/attribute.bpf.c, struct list_hint).
+ALL_MAPS = ARRAYS + tuple(HASHES) + ("core_stats", "notifier_invalidations", "list_hints")
+LIST_OK = tuple(contract.DEFINES[d] for d in ("KIND_LIST", "MODE_BLOCKABLE", "RESULT_OK"))
 
 
 def read_raw(bpf, maps=ALL_MAPS):
@@ -71,7 +74,22 @@ def read_raw(bpf, maps=ALL_MAPS):
         raw.update(core_stats(tables["core_stats"][ctypes.c_int(0)]))
     if "notifier_invalidations" in tables:
         raw.update(notifier_calls(tables["notifier_invalidations"].items()))
+    if "list_hints" in tables:
+        hint_counts(raw, (tables["list_hints"][ctypes.c_int(i)] for i in range(len(tables["list_hints"]))))
     return raw
+
+
+def hint_counts(raw, slots):
+    """Add the calls the list hints counted (each slot's per-CPU struct list_hint copies) to
+    raw's notifier_invalidations (blockable, ok) and notifier_ends."""
+    calls, ends = raw.setdefault("notifier_invalidations", {}), raw.setdefault("notifier_ends", {})
+    for per_cpu in slots:
+        for h in per_cpu:
+            if h.own_start_fn and h.starts:
+                key = (h.own_start_fn, *LIST_OK)
+                calls[key] = calls.get(key, 0) + h.starts
+            if h.own_end_fn and h.ends:
+                ends[h.own_end_fn] = ends.get(h.own_end_fn, 0) + h.ends
 
 
 def counted_addresses(raw):
@@ -274,7 +292,8 @@ class Concern:
 # Each read alone (monitor/read/reading.py): a map that cannot be read costs its concern's families only.
 CONCERNS = {
     "invalidations": Concern(("core_stats",), _invalidations),
-    "notifiers": Concern(("core_stats", "notifier_invalidations", "notifier_latency", "notifier_ends"), _notifiers),
+    "notifiers": Concern(("core_stats", "notifier_invalidations", "notifier_latency", "notifier_ends", "list_hints"),
+                         _notifiers),
     "reaper": Concern(ARRAYS[:6] + ("oom_reap_blocked", "oom_victims_by_cgroup"), _reaper),
     "premature": Concern(("oom_premature_victims", "oom_held_mm_latency", "oom_held_mm_latency_sum_ns"),
                          _premature),

@@ -418,3 +418,16 @@ def test_sample_report_of_lean_says_ends_are_not_counted():
     text = render.table(build_snapshot(raw_maps(), resolve, [], statuses, cov=coverage.measure(statuses, lean=True)))
     assert "invalidate_range_start: blockable ok 100" in text
     assert "invalidate_range_end: not counted (lean)   unpaired starts:" in text
+
+
+def test_the_list_hints_counts_add_to_the_hashes():
+    from types import SimpleNamespace as H
+    raw = {"notifier_invalidations": {(0x10, 0, 0, 0): 5, (0x10, 0, 1, 1): 2}, "notifier_ends": {0x20: 4}}
+    kvm = H(own_start_fn=0x10, own_end_fn=0x20, starts=100, ends=99)
+    other = H(own_start_fn=0x30, own_end_fn=0, starts=7, ends=0)
+    unused = H(own_start_fn=0, own_end_fn=0, starts=0, ends=0)
+    readers.hint_counts(raw, [[kvm, other], [unused, kvm]])      # two slots, two CPUs each
+    # blockable ok calls of each slot's own start callback, and its end callback's calls
+    assert raw["notifier_invalidations"] == {(0x10, 0, 0, 0): 205, (0x10, 0, 1, 1): 2, (0x30, 0, 0, 0): 7}
+    assert raw["notifier_ends"] == {0x20: 202}
+    assert readers.counted_addresses(raw) == {0x10, 0x20, 0x30}
