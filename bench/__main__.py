@@ -124,8 +124,8 @@ def insn_rows(builds, details, share=None):
                 target = INSN_TARGET_LEAN
             if variant == f", {COUNTS_VARIANT}" and one_page:
                 target = INSN_TARGET_COUNTS
-            if variant == f", {FULL_VARIANT}":
-                target = None       # no target of its own: latency always is the continuous one
+            if b > 0 and variant in ("", f", {HASH_VARIANT}", f", {FULL_VARIANT}"):
+                target = None       # every probe's builds (kprobe, hash, full): no target of their own
             states = "every probe / core only"
             if b == 0 and share is not None:
                 # the path in a window is latency always's, which holds the window open
