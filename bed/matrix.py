@@ -27,11 +27,12 @@ PY = str(REPO / ".venv" / "bin" / "python")
 # The probe and OOM tests, and drivers that come while mnmon runs; the million-invalidation
 # load test stays in 6.1's full tier.
 # Every leg runs the default configuration's counts (test_counts.py) and crowd;
-# test_zz_mrelease.py last, as in the full tier.
+# test_zz_mrelease.py last, as in the full tier. The modules from test_probes.py on run
+# every probe on one monitor held across them (tests/kernel/held_monitor.py): one compile.
 LEG_TESTS = ["tests/kernel/test_bed.py", "tests/kernel/test_layout.py", "tests/kernel/test_first_invalidation.py",
-             "tests/kernel/test_crowd.py",
+             "tests/kernel/test_crowd.py", "tests/kernel/test_counts.py",
              "tests/kernel/test_probes.py", "tests/kernel/test_two_pass.py", "tests/kernel/test_premature.py",
-             "tests/kernel/test_counts.py", "tests/kernel/test_zz_mrelease.py"]
+             "tests/kernel/test_zz_mrelease.py"]
 LEG_SELECT = "not a_million"
 # A leg runs mnmon with the in-flight store it picks on its kernel; the installed kernel's
 # full tier runs both stores (tests/kernel/kernel_facts.stores).

@@ -10,10 +10,13 @@ import pytest
 
 from monitor.plan.attach_plan import TASK_STORAGE
 from bed import matrix, scenarios
-from tests.kernel import kernel_facts
+from tests.kernel import held_monitor, kernel_facts
 from bed.evidence import KernelLog, TraceInstance, kvm_invalidations
 from bed.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES, OOM_EVENTS
+
+# The monitor held by the modules before may stay attached through this one (held_monitor.py).
+HOLDS_MONITOR = True
 
 NB, B = "nonblockable", "blockable"
 KVM_START = ("kvm_mmu_notifier_invalidate_range_start", "kvm")
@@ -37,16 +40,12 @@ REAP_CALLS = kernel_facts.oom_reap_calls_per_victim(retries=MAX_OOM_REAP_RETRIES
 def mon(request):
     """Every test runs with in-flight invalidations in task storage (6.1's default) and
     in the hash kernels before 5.12 use; in a matrix leg, with the store mnmon picks there."""
-    from monitor.attach.session import Monitor
     if request.param == TASK_STORAGE and not kernel_facts.at_least(5, 12):
         pytest.skip("task storage for tracing programs needs 5.12+ (4cf1bc1f1045); this kernel has the hash")
-    m = Monitor.start(inflight=request.param)
+    m = held_monitor.monitor(inflight=request.param)    # kept for the modules after (held_monitor.py)
     assert m.plan.inflight == request.param
-    m.received = []
-    m.open_events(m.received.append)
     yield m
     matrix.record(m)            # in a matrix leg: what attached, and how, for the README's table
-    m.close()
 
 
 def drain(mon):

@@ -33,6 +33,9 @@ PANELS = panel_queries()
 # (tests/kernel/test_probes.py reads the family there).
 NOT_IN_DEFAULT = {"mnmon_invalidate_range_start_duration_seconds"}
 RULES = rule_expressions()
+# The monitor held by the modules before may stay attached through this one (held_monitor.py):
+# serve runs in a process of its own.
+HOLDS_MONITOR = True
 
 
 def grafana_expand(expr):

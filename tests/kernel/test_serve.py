@@ -11,6 +11,10 @@ from bed.evidence import kvm_invalidations
 from bed.fixture_dev import read_stats
 from tests.support.mnmon_proc import Serve, run, value
 
+# The monitor held by the modules before may stay attached through this one (held_monitor.py):
+# serve runs in a process of its own.
+HOLDS_MONITOR = True
+
 NB = "nonblockable"
 
 
