@@ -567,26 +567,17 @@ static __always_inline struct list_hint *hint_of(void)
 	return list_hints.lookup(&slot);
 }
 
-/* A blockable, successful call of the hint's start callback fn (h->start_fn). */
-static __always_inline void hint_count_start(struct list_hint *h, u64 fn)
+/* Whether the hint counted a call of its callback fn in place: own is the slot's callback
+ * (the first it counted, kept for good, so a count never moves between maps and a reader
+ * sees each call once), n that callback's count. Else the caller counts it in the hashes. */
+static __always_inline bool hint_claim(u64 *own, u64 *n, u64 fn)
 {
-	if (!h->own_start_fn)
-		h->own_start_fn = fn;
-	if (h->own_start_fn == fn)
-		__sync_fetch_and_add(&h->starts, 1);
-	else
-		count_call(fn, KIND_LIST, MODE_BLOCKABLE, RESULT_OK, 0, false);
-}
-
-/* A call of the hint's end callback fn (h->end_fn). */
-static __always_inline void hint_count_end(struct list_hint *h, u64 fn)
-{
-	if (!h->own_end_fn)
-		h->own_end_fn = fn;
-	if (h->own_end_fn == fn)
-		__sync_fetch_and_add(&h->ends, 1);
-	else
-		count_end(fn);
+	if (!*own)
+		*own = fn;
+	if (*own != fn)
+		return false;
+	__sync_fetch_and_add(n, 1);
+	return true;
 }
 
 /* A blockable start that succeeded: every list notifier with a start callback was called. */
@@ -598,8 +589,9 @@ static __always_inline void count_list_ok(u64 mm, u64 first)
 	u32 i;
 
 	if (h && h->mm == mm && h->first == first) {
-		if (h->start_fn)
-			hint_count_start(h, h->start_fn);
+		/* a blockable, successful call of the hint's start callback */
+		if (h->start_fn && !hint_claim(&h->own_start_fn, &h->starts, h->start_fn))
+			count_call(h->start_fn, KIND_LIST, MODE_BLOCKABLE, RESULT_OK, 0, false);
 		return;
 	}
 #pragma unroll
@@ -650,8 +642,8 @@ static __always_inline void attribute_end(u64 mm, const char *subs_now)
 	if (h && h->mm == mm && subs_now) {
 		sub = LOAD_FIELD(u64, subs_now, F_SUBS_LIST);
 		if (sub && sub == h->first) {
-			if (h->end_fn)
-				hint_count_end(h, h->end_fn);
+			if (h->end_fn && !hint_claim(&h->own_end_fn, &h->ends, h->end_fn))
+				count_end(h->end_fn);
 			return;
 		}
 	}
