@@ -25,7 +25,7 @@ from monitor.read import readers
 from monitor.attach.probe import ProbeStatus, attach_spec, disabled  # noqa: F401 -- ProbeStatus is public here
 from monitor.kernel.symbols import Symbols
 from monitor.attach.callback_watch import CallbackWatcher
-from monitor.attach.latency_windows import LatencyWindows
+from monitor.attach.latency_windows import LatencyWindows, moved
 
 # refresh() hands malloc's free heap back every this many calls (a minute at 5 s), and at
 # once when RSS has grown by this much since the last time (memory.Trimmer says why).
@@ -54,7 +54,9 @@ class Monitor:
                                        sampled=plan.sampled) if bpf is not None else None
         # probes.latency: sampled: the callbacks' timing probes in windows, opened by refresh();
         # always: one window held open from the start (the share of time timed reads 1)
-        self.windows = LatencyWindows(self.watcher.set_timing) if plan.sampled and bpf is not None else None
+        # (a window opens only when a core start ran since the last one: nothing to time else)
+        self.windows = LatencyWindows(self.watcher.set_timing, busy=moved(lambda: readers.core_starts(bpf))) \
+            if plan.sampled and bpf is not None else None
         if self.windows and getattr(plan, "timed_always", False):
             self.windows.hold()
         self.cgroups = cgroups.CgroupNames()

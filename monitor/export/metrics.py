@@ -55,7 +55,8 @@ FAMILIES = {f.name: f for f in [
        "mnmon_notifier_invalidations_total the count.", "notifier", "module", "mode"),
     _f("mnmon_latency_sampled_ratio", "gauge",
        "probes.latency: sampled or always: the fraction of the time since start that callbacks were "
-       "timed (their probes attached), the share of calls the latency histograms hold; 1 with always."),
+       "timed (their probes attached; a window skipped because no invalidation ran since the last "
+       "counts as timed), the share of calls the latency histograms hold; 1 with always."),
     _f("mnmon_oom_victims_total", "counter", "Processes the OOM killer marked as victims."),
     _f("mnmon_oom_tracked_victims_total", "counter",
        "OOM victims by the cgroup (v2 path) they were in, and the Kubernetes pod and container that "

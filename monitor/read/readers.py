@@ -101,6 +101,11 @@ def counted_addresses(raw):
     return ips
 
 
+def core_starts(bpf):
+    """How many core starts ran (every mode and result, all CPUs): one per-CPU read."""
+    return sum(sum(v.invalidate_starts) for v in bpf[b"core_stats"][ctypes.c_int(0)])
+
+
 def core_stats(per_cpu):
     """{field: its entries summed over CPUs} of the core_stats record's per-CPU copies."""
     return {f: [sum(col) for col in zip(*(getattr(v, f) for v in per_cpu))] for f in CORE_STATS}

@@ -1,7 +1,7 @@
 """Sampled latency (probes.latency: sampled): windows opened and closed as ticks come, the
 share of time they were open, and the watcher attaching and detaching callbacks' probes."""
 from monitor.attach import discovery
-from monitor.attach.latency_windows import LatencyWindows
+from monitor.attach.latency_windows import LatencyWindows, moved
 from tests.unit.test_watch import FakeBPF, FakeModuleFentry, _watcher
 
 
@@ -34,6 +34,31 @@ def test_the_first_window_opens_at_the_first_tick_and_closes_after_its_length():
     clock.t += 25
     w.tick()
     assert calls == [True, False, True]
+
+
+def test_a_window_with_nothing_to_time_is_skipped_and_counted_as_timed():
+    # idle: each window would cost a trampoline rebuild per callback probe and time nothing
+    starts = [0]
+    clock, calls = Clock(), []
+    w = LatencyWindows(calls.append, 5.0, 60.0, clock, busy=moved(lambda: starts[0]))
+    for _ in range(30):                 # two and a half idle minutes of 5 s ticks
+        w.tick()
+        clock.t += 5
+    assert calls == [True, False]       # the first at start, as before; then none
+    assert abs(w.share() - 15 / 150) < 1e-9     # 100, 160, 220: one opened, two skipped
+    starts[0] += 1                      # a notifier's mm invalidated (at 250)
+    for _ in range(8):                  # 250 .. 285: the next due (280) opens, 285 closes
+        w.tick()
+        clock.t += 5
+    assert calls == [True, False, True, False]
+
+
+def test_moved_says_whether_the_count_changed_since_it_last_asked():
+    n = [7]
+    busy = moved(lambda: n[0])
+    assert busy() and not busy()
+    n[0] = 8
+    assert busy() and not busy()
 
 
 def test_a_window_lasts_until_the_first_tick_after_its_length():
