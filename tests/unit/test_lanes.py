@@ -19,7 +19,7 @@ def test_every_other_pinned_kernel_gets_a_leg_and_the_installed_one_its_tier():
 def test_longest_first_by_the_last_run_else_by_kind():
     named = lanes.stages("6.1.0-57-amd64", ["5.10.0-46-amd64", "6.12.117+deb12-amd64", "7.2.13+deb14-amd64"])
     assert [n for n, _ in lanes.order(named, {})] == [
-        "system", "kernel 6.1.0-57-amd64", "matrix 7.2.13+deb14-amd64", "matrix 5.10.0-46-amd64:6.1.0-57-amd64",
+        "system", "kernel 6.1.0-57-amd64", "matrix 5.10.0-46-amd64:6.1.0-57-amd64", "matrix 7.2.13+deb14-amd64",
         "matrix 6.12.117+deb12-amd64:6.1.0-57-amd64", "host"]
     # A recorded time wins over the default.
     leg = "matrix 5.10.0-46-amd64:6.1.0-57-amd64"
