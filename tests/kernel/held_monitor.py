@@ -4,11 +4,11 @@ on an idle emulated CPU, up to 150 s beside another guest, most of a leg's time 
 module started its own. The tests read deltas (a snapshot before, one after), so what the
 modules before counted does not enter theirs.
 
-One at a time: two monitors in one process share their kprobes' event names. A module that
-starts a monitor of its own, or unloads a module whose callbacks the held monitor may
-probe by fentry (fentry on a module's text holds it loaded), calls release() first.
+One at a time: two monitors in one process share their kprobes' event names. conftest.py
+releases it before every module that does not say HOLDS_MONITOR = True: those start
+monitors of their own, or unload a module whose callbacks the held monitor may probe by
+fentry (fentry on a module's text holds it loaded).
 """
-from monitor.plan.attach_plan import HASH, TASK_STORAGE
 from tests.kernel import kernel_facts
 
 _held = {}
@@ -16,7 +16,7 @@ _held = {}
 
 def _key(inflight=None, latency="full", **config):
     # None is the store mnmon picks: the key says it, so the same run is not started twice
-    inflight = inflight or (TASK_STORAGE if kernel_facts.at_least(5, 12) else HASH)
+    inflight = inflight or kernel_facts.picked_store()
     return tuple(sorted(dict(config, inflight=inflight, latency=latency).items()))
 
 

@@ -41,7 +41,12 @@ def stores(release=None):
     5.10 leg of every run); both with MNMON_STORES=both."""
     if os.environ.get("MNMON_STORES") == "both":
         return [TASK_STORAGE, HASH]
-    return [TASK_STORAGE if at_least(5, 12, release) else HASH]
+    return [picked_store(release)]
+
+
+def picked_store(release=None):
+    """The in-flight store mnmon picks on this kernel: task storage from 5.12, the hash before."""
+    return TASK_STORAGE if at_least(5, 12, release) else HASH
 
 
 def latencies():

@@ -30,7 +30,7 @@ def fake(monkeypatch):
     from monitor.attach import session
     FakeMonitor.started = []
     monkeypatch.setattr(session, "Monitor", FakeMonitor)
-    monkeypatch.setattr(held_monitor.kernel_facts, "at_least", lambda major, minor: True)
+    monkeypatch.setattr(held_monitor.kernel_facts, "at_least", lambda major, minor, release=None: True)
     yield FakeMonitor
     held_monitor.release()
 
