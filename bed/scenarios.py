@@ -10,7 +10,9 @@ kvm|victim|churn ...` prints one JSON line with its pid and slots, then works.
        non-blockable), a thread parked in uninterruptible sleep, memory grown in a
        small memory cgroup until the OOM killer picks the process; the reaper
        retries ten times and gives up.
-    3. The same with an interval notifier that fails (the kernel logs nothing for it).
+    3. The same with an interval notifier that fails (the kernel logs nothing for it), or
+       several over one range, called in the order they were added: one fails, those
+       before it are called, those after it are not.
     4. Blockable churn with a sleeping notifier, for latency.
 """
 import argparse
@@ -101,6 +103,14 @@ def child_victim(args):
         touch(m)
         keep.append(m)
         slots["interval"] = fx.add_interval(args.interval, addr, len(m))
+    if args.overlap:
+        # Several over one range: equal starts go right in the interval tree, so the kernel
+        # calls them in the order they were added.
+        overlapped, addr = anon_private(args.interval_mb * MB)
+        touch(overlapped)
+        keep.append(overlapped)
+        for name, behaviour in args.overlap:
+            slots[name] = fx.add_interval(behaviour, addr, len(overlapped))
     if args.two_pass:               # 7.1+: the same, with a two-pass interval notifier
         m, addr = anon_private(args.interval_mb * MB)
         touch(m)
@@ -110,6 +120,11 @@ def child_victim(args):
     for name, behaviour in reversed(args.list):
         slots[name] = fx.add_list(behaviour)
     announce(slots=slots)
+    if args.overlap and args.worked:
+        # The driver has worked before the OOM: one blockable invalidation of its range,
+        # every notifier called and succeeding.
+        overlapped.madvise(mmap.MADV_DONTNEED, 0, PAGE)
+        touch(overlapped, PAGE)
     parked = threading.Thread(target=fx.park, args=(args.park_ms,), daemon=True)
     parked.start()
     time.sleep(0.3)                 # let the thread reach msleep() before the OOM kill
@@ -186,10 +201,13 @@ def run_churn(kind="list", behaviour="sleep", sleep_us=0, iterations=100, pages=
                    "--iterations", str(iterations), "--pages", str(pages)], timeout, at_done, on_ready)
 
 
-def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120, on_ready=None, two_pass=None):
+def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120, on_ready=None, two_pass=None,
+            overlap=(), worked=False):
     """Run an OOM victim in its own memory cgroup; returns once every thread has exited.
 
     lists: [(name, behaviour)] in call order, e.g. [("A", "never_fail"), ("B", "fail_nonblock")].
+    overlap: the same for interval notifiers over one range; worked: one blockable
+    invalidation of that range first (after the parent's go).
     """
     cg = CGROUP_ROOT / f"mnmon-victim-{os.getpid()}-{time.monotonic_ns()}"
     cg.mkdir()
@@ -203,6 +221,10 @@ def run_oom(lists=(), interval=None, park_ms=10000, limit_mb=64, timeout=120, on
             argv += ["--interval", interval]
         if two_pass:
             argv += ["--two-pass", two_pass]
+        for name, behaviour in overlap:
+            argv += ["--overlap", f"{name}={behaviour}"]
+        if worked:
+            argv += ["--worked"]
         return _spawn(argv, timeout, on_ready=on_ready)
     finally:
         remove_when_empty(cg)
@@ -258,6 +280,9 @@ def main(argv=None):
     v.add_argument("--list", action="append", default=[], type=lambda s: tuple(s.split("=", 1)))
     v.add_argument("--interval", default=None, help="behaviour of an interval notifier")
     v.add_argument("--two-pass", default=None, help="behaviour of a two-pass interval notifier (7.1+)")
+    v.add_argument("--overlap", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
+                   help="NAME=behaviour: interval notifiers over one range, in call order")
+    v.add_argument("--worked", action="store_true", help="invalidate the overlapping range once, blockable")
     v.add_argument("--interval-mb", type=int, default=8)
     v.add_argument("--no-grow", action="store_true", help="park and wait to be killed")
     args = ap.parse_args(argv)

@@ -35,6 +35,31 @@ _Static_assert(!(F_RB_RIGHT % 8) && !(F_RB_PARENT_COLOR % 8) && !(F_ITN_START % 
 	       "RAW_U64 reads 8-byte fields by index");
 #define RB_DEPTH	24	/* an rb tree of 8 subscriptions is at most 6 deep; 2^12 at 24 */
 
+/*
+ * The sequence check: which interval callback failed a non-blockable start, and which ran
+ * before it, without probing the callbacks. mn_itree_invalidate() passes each callback the
+ * start's cur_seq (odd) and stops at the first that returns false; a callback that returns
+ * true records cur_seq in its subscription (mmu_interval_set_seq(), which every driver
+ * that reads under mmu_interval_read_begin() must call). So after a failed start the
+ * overlapping subscriptions holding cur_seq are the ones that returned true, in tree order,
+ * and the first that does not hold it failed, if its callback is one that always records
+ * it: learnt from the starts that succeeded (every callback there returned true), per
+ * callback, in seq_habits. Offsets from BTF, where the kernel has the fields.
+ */
+#if defined(F_MNI_SEQ) && defined(F_SUBS_SEQ)
+#define SEQ_CHECK	1
+_Static_assert(!(F_MNI_SEQ % 8) && !(F_SUBS_SEQ % 8), "RAW_U64 reads 8-byte fields by index");
+#else
+#define SEQ_CHECK	0
+#define F_MNI_SEQ	0
+#define F_SUBS_SEQ	0
+#endif
+/* An interval subscription's fields the walk reads, from its start, in one copy. */
+#define ITV_START	(F_MNI_TREE + F_ITN_START)
+#define ITV_LAST	(F_MNI_TREE + F_ITN_LAST)
+#define ITV_SPAN	(SEQ_CHECK ? SPAN3(ITV_START, ITV_LAST, F_MNI_SEQ) : MAX2(ITV_START, ITV_LAST) + 8)
+_Static_assert(!(ITV_START % 8) && !(ITV_LAST % 8), "RAW_U64 reads 8-byte fields by index");
+
 /* struct mmu_notifier_subscriptions is private to mm/mmu_notifier.c: offsets from BTF. */
 static __always_inline u64 mm_subscriptions(u64 mm)
 {
@@ -115,32 +140,55 @@ static __always_inline u64 interval_fn(u64 sub)
 	return fn;
 }
 
+/* The walk's sequence check of the overlapping subscription sub, at position n, holding
+ * seq (see SEQ_CHECK); fn: its callback, for one beyond subs[]. */
+static __always_inline void check_seq(struct interval_walk *w, u32 n, u64 sub, u64 seq, u64 fn)
+{
+	if (seq != w->seq) {
+		if (!w->stale_at) {
+			w->stale_at = n + 1;
+			w->stale = sub;
+		}
+	} else if (w->stale_at) {
+		w->kept_after++;
+	} else if (n < MAX_SUBS) {
+		w->kept |= 1 << masked(n, MAX_SUBS - 1);
+	} else {
+		tally_add(&w->lead, fn);
+	}
+}
+
 /*
  * The interval subscriptions overlapping [start, last], in the order the kernel calls
  * them (interval_tree_iter_first/next: by start), from the tree's leftmost node, into w
- * (map memory, zeroed): the first MAX_SUBS one by one, the rest by callback.
+ * (map memory, zeroed but for seq): the first MAX_SUBS one by one, the rest by callback.
  */
 static __always_inline void walk_intervals(u64 node, u64 start, u64 last, struct interval_walk *w)
 {
-	u64 sub;
+	u64 sub, fn;
 	u32 i, n;
 
 #pragma clang loop unroll(disable)
 	for (i = 0; i < MAX_WALK && node; i++) {
 		/* node is the rb member of an interval_tree_node, itself the interval_tree
 		 * member of a struct mmu_interval_notifier (both at 0 as of 7.x) */
-		u64 it[MAX2(F_ITN_START, F_ITN_LAST) / 8 + 1] = {};
+		u64 it[ITV_SPAN / 8] = {};
 
-		bpf_probe_read_kernel(it, sizeof(it), (void *)(node - F_ITN_RB));
-		if (RAW_U64(it, F_ITN_START) > last)	/* in order of start: nothing further overlaps */
+		sub = node - F_ITN_RB - F_MNI_TREE;
+		bpf_probe_read_kernel(it, sizeof(it), (void *)sub);
+		if (RAW_U64(it, ITV_START) > last)	/* in order of start: nothing further overlaps */
 			return;
-		if (RAW_U64(it, F_ITN_LAST) >= start) {
-			sub = node - F_ITN_RB - F_MNI_TREE;
+		if (RAW_U64(it, ITV_LAST) >= start) {
 			n = w->n;
-			if (n < MAX_SUBS)
+			fn = 0;
+			if (n < MAX_SUBS) {
 				w->subs[masked(n, MAX_SUBS - 1)] = sub;
-			else
-				tally_add(&w->crowd, interval_fn(sub));
+			} else {
+				fn = interval_fn(sub);
+				tally_add(&w->crowd, fn);
+			}
+			if (SEQ_CHECK && w->seq)
+				check_seq(w, n, sub, RAW_U64(it, F_MNI_SEQ), fn);
 			w->n = n + 1;
 		}
 		node = rb_next_node(node);
@@ -157,17 +205,19 @@ struct subs_head {
 	u64 list_first;		/* list.first: the list's first subscription */
 	u8 has_itree;
 	u64 leftmost;		/* itree.rb_leftmost */
+	u64 seq;		/* invalidate_seq (SEQ_CHECK) */
 };
 
 /* The fields of subs the walk needs, in one read (they share a cache line). */
 static __always_inline void read_subs_head(u64 subs, struct subs_head *h)
 {
-	u64 raw[SPAN3(F_SUBS_LIST, F_SUBS_HAS_ITREE, F_SUBS_LEFTMOST) / 8] = {};
+	u64 raw[MAX2(SPAN3(F_SUBS_LIST, F_SUBS_HAS_ITREE, F_SUBS_LEFTMOST), F_SUBS_SEQ + 8) / 8] = {};
 
 	bpf_probe_read_kernel(raw, sizeof(raw), (void *)subs);
 	RAW_FIELD(h->list_first, raw, F_SUBS_LIST);
 	RAW_FIELD(h->has_itree, raw, F_SUBS_HAS_ITREE);
 	RAW_FIELD(h->leftmost, raw, F_SUBS_LEFTMOST);
+	h->seq = SEQ_CHECK ? RAW_U64(raw, F_SUBS_SEQ) : 0;
 }
 
 #if CORE_KFUNC
@@ -177,6 +227,7 @@ static __always_inline void read_subs_head_btf(const char *subs, struct subs_hea
 	h->list_first = LOAD_FIELD(u64, subs, F_SUBS_LIST);
 	h->has_itree = LOAD_FIELD(u8, subs, F_SUBS_HAS_ITREE);
 	h->leftmost = LOAD_FIELD(u64, subs, F_SUBS_LEFTMOST);
+	h->seq = SEQ_CHECK ? LOAD_FIELD(u64, subs, F_SUBS_SEQ) : 0;
 }
 
 static __always_inline const char *subs_btf(const struct mmu_notifier_range *range)
@@ -187,8 +238,24 @@ static __always_inline const char *subs_btf(const struct mmu_notifier_range *ran
 }
 #endif
 
-/* c: the start's record; subs and h: its mm's subscriptions and their head. */
-static __always_inline void record_subs(struct core_inflight *c, u64 subs, struct subs_head *h)
+/*
+ * The start's cur_seq, for a walk at its return (which returned ret) to check against, or
+ * 0: seq, the mm's invalidate_seq now, is odd while any start of the mm is running. A
+ * start that succeeded is still running (its end follows): seq is its cur_seq. One that
+ * failed ended its part (mn_itree_inv_end), making seq even, cur_seq + 1, if it was the
+ * only one running; if another still runs, its cur_seq is not known.
+ */
+static __always_inline u64 cur_seq_at_return(u64 seq, int ret)
+{
+	if (!ret)
+		return seq & 1 ? seq : 0;
+	return seq & 1 ? 0 : seq - 1;
+}
+
+/* c: the start's record; subs and h: its mm's subscriptions and their head; at_return:
+ * read at the start's return, which returned ret (then the walk checks sequences). */
+static __always_inline void record_subs(struct core_inflight *c, u64 subs, struct subs_head *h, bool at_return,
+					int ret)
 {
 	u32 n;
 
@@ -196,6 +263,8 @@ static __always_inline void record_subs(struct core_inflight *c, u64 subs, struc
 	c->list_first = h->list_first;
 	if (!h->has_itree || c->end <= c->start)
 		return;
+	if (SEQ_CHECK && at_return)
+		c->itv.seq = cur_seq_at_return(h->seq, ret);
 	walk_intervals(h->leftmost, c->start, c->end - 1, &c->itv);
 	if (c->itv.capped)
 		count_lost();
@@ -215,12 +284,14 @@ static __always_inline void record_intervals(struct core_inflight *c)
 	if (!subs)
 		return;
 	read_subs_head(subs, &h);
-	record_subs(c, subs, &h);
+	record_subs(c, subs, &h, false, 0);
 }
 
 #if CORE_KFUNC
-/* The same in fentry/fexit programs, from the range they were given. */
-static __always_inline void record_intervals_btf(struct core_inflight *c, const struct mmu_notifier_range *range)
+/* The same in fentry/fexit programs, from the range they were given; at_return: in an
+ * fexit, the start having returned ret. */
+static __always_inline void record_intervals_btf(struct core_inflight *c, const struct mmu_notifier_range *range,
+						 bool at_return, int ret)
 {
 	const char *subs;
 	struct subs_head h;
@@ -231,9 +302,122 @@ static __always_inline void record_intervals_btf(struct core_inflight *c, const 
 	if (!subs)
 		return;
 	read_subs_head_btf(subs, &h);
-	record_subs(c, (u64)subs, &h);
+	record_subs(c, (u64)subs, &h, at_return, ret);
 }
 #endif
+
+/*
+ * What an interval callback did with cur_seq in the starts that succeeded, where every
+ * callback returned true: each flag is set once and never cleared (plain stores of 1, so
+ * two CPUs setting one need no atomics, which 5.10's BPF lacks but for add).
+ */
+struct seq_habit {
+	u32 kept;	/* it recorded cur_seq */
+	u32 skipped;	/* it returned true without recording it */
+};
+BPF_HASH(seq_habits, u64, struct seq_habit, 1024);
+
+static __always_inline void learn_seq(u64 fn, bool kept)
+{
+	struct seq_habit none = {}, *h;
+
+	if (!fn)
+		return;
+	h = seq_habits.lookup_or_try_init(&fn, &none);
+	if (!h)
+		return;
+	if (kept && !h->kept)
+		h->kept = 1;
+	else if (!kept && !h->skipped)
+		h->skipped = 1;
+}
+
+/*
+ * After a start that succeeded, walked at its return: every interval callback returned
+ * true; which recorded cur_seq. subs[] one by one; the crowd beyond them by callback, as
+ * having recorded it only if every subscription did (the walk does not keep which of
+ * the crowd's did not, a branch its verifier budget cannot afford), and the first that
+ * did not as having skipped it. Before the attribution, which adds subs[]' callbacks
+ * to the crowd's tally. Loops not unrolled: one lookup in the code, not twelve.
+ */
+static __always_inline void learn_walk(struct interval_walk *w)
+{
+	u32 i;
+
+#pragma clang loop unroll(disable)
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (i >= w->n)
+			break;
+		learn_seq(interval_fn(w->subs[masked(i, MAX_SUBS - 1)]), w->kept & (1 << i));
+	}
+	if (w->stale_at) {
+		learn_seq(interval_fn(w->stale), false);
+		return;
+	}
+#pragma clang loop unroll(disable)
+	for (i = 0; i < MAX_CROWD_FNS; i++) {
+		if (!w->crowd.fn[masked(i, MAX_CROWD_FNS - 1)])
+			break;
+		learn_seq(w->crowd.fn[masked(i, MAX_CROWD_FNS - 1)], true);
+	}
+}
+
+/* fn has recorded cur_seq every time it was seen returning true. */
+static __always_inline bool keeps_seq(u64 fn)
+{
+	struct seq_habit *h = seq_habits.lookup(&fn);
+
+	return h && h->kept && !h->skipped;
+}
+
+/*
+ * A non-blockable start that failed (res), in which no callback probe counted a call (the
+ * counts and lean configurations): its interval calls by the sequence check (SEQ_CHECK).
+ * Returns whether that named its failure; if it shows every interval callback returned
+ * true, the failure was the list pass's, and list_called says so. Otherwise (no check, a
+ * callback not known to record cur_seq, another start holding some, the walk capped)
+ * nothing is counted here.
+ */
+static __always_inline bool seq_named(void *ctx, struct core_inflight *c, u8 res)
+{
+	struct interval_walk *w = &c->itv;
+	u64 fn, called;
+	u32 i;
+
+	if (!SEQ_CHECK || !w->seq || w->kept_after || w->capped || c->nseen)
+		return false;
+	if (!w->stale_at) {
+		if (c->list_first)
+			c->list_called = 1;
+		return false;
+	}
+	fn = interval_fn(w->stale);
+	if (!fn || !keeps_seq(fn))
+		return false;
+#pragma unroll
+	for (i = 0; i < MAX_SUBS; i++) {
+		if (i + 1 >= w->stale_at)
+			break;
+		called = interval_fn(w->subs[i]);
+		if (!called)
+			continue;
+		discover(called, KIND_INTERVAL);
+		count_call(called, KIND_INTERVAL, c->mode, RESULT_OK, 0, false);
+	}
+#pragma unroll
+	for (i = 0; i < MAX_CROWD_FNS; i++) {
+		if (!w->lead.fn[i])
+			break;
+		discover(w->lead.fn[i], KIND_INTERVAL);
+		count_calls(w->lead.fn[i], KIND_INTERVAL, c->mode, RESULT_OK, w->lead.n[i]);
+	}
+	if (w->lead.other)
+		count_calls(0, KIND_INTERVAL, c->mode, RESULT_OK, w->lead.other);
+	discover(fn, KIND_INTERVAL);
+	count_call(fn, KIND_INTERVAL, c->mode, res, 0, false);
+	core_named_failure(ctx, fn, KIND_INTERVAL, c->mode, res);
+	return true;
+}
 
 /*
  * Count the interval calls of a start no probe saw. A non-blockable pass stops at the
@@ -423,6 +607,10 @@ static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, 
 	/* Read at entry (record_intervals): the list the kernel is about to walk. */
 	if (!c->subs)
 		return false;
+	if (SEQ_CHECK && !failed && c->itv.seq)
+		learn_walk(&c->itv);
+	if (failed && c->mode == MODE_NONBLOCKABLE && seq_named(ctx, c, res))
+		return true;
 	if (c->itv.crowd.total || c->nseen > MAX_SEEN) {
 		attribute_crowd(c, ret);
 		return false;
@@ -729,7 +917,8 @@ static __always_inline void attribute_release(u64 mm)
 }
 #else
 static __always_inline void record_intervals(struct core_inflight *c) {}
-static __always_inline void record_intervals_btf(struct core_inflight *c, const struct mmu_notifier_range *range) {}
+static __always_inline void record_intervals_btf(struct core_inflight *c, const struct mmu_notifier_range *range,
+						 bool at_return, int ret) {}
 static __always_inline bool attribute_start(void *ctx, struct core_inflight *c, int ret) { return false; }
 static __always_inline void attribute_end(u64 mm, const char *subs_now) {}
 static __always_inline const char *subs_btf(const struct mmu_notifier_range *range) { return 0; }

@@ -155,7 +155,7 @@ KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_
 		}
 	}
 	read_range_btf(range, &f);
-	record_intervals_btf(core_begin(&f), range);
+	record_intervals_btf(core_begin(&f), range, true, ret);
 	core_start_exit(ctx, ret, false);
 	return 0;
 }
@@ -185,7 +185,7 @@ KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_
 	/* The subscriptions are read at the return: a failed interval pass may have applied
 	 * deferred inserts and removals by then (mn_itree_inv_end), a rare miscount of those. */
 	read_range_btf(range, &f);
-	record_intervals_btf(core_begin(&f), range);
+	record_intervals_btf(core_begin(&f), range, true, ret);
 	core_start_exit(ctx, ret, false);
 	return 0;
 }
@@ -196,7 +196,7 @@ KFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_ran
 	struct range_facts f = {};
 
 	read_range_btf(range, &f);
-	record_intervals_btf(core_begin(&f), range);
+	record_intervals_btf(core_begin(&f), range, false, 0);
 	return 0;
 }
 

@@ -110,6 +110,17 @@ struct interval_walk {
 	struct tally crowd;	/* the ones beyond subs[], by callback */
 	u32 n;			/* how many overlap */
 	u8 capped;		/* the walk stopped at MAX_WALK nodes with more to go */
+	/*
+	 * The sequence check (attribute.bpf.c, walk at a start's return only): seq is the
+	 * start's cur_seq, 0 when the walk made no check. An interval callback that returns
+	 * true records it (mmu_interval_set_seq()).
+	 */
+	u8 kept;		/* bit i: subs[i] holds seq */
+	u32 stale_at;		/* 1-based position of the first that does not; 0: none */
+	u32 kept_after;		/* ones after it that hold seq */
+	u64 seq;
+	u64 stale;		/* the subscription at stale_at */
+	struct tally lead;	/* the ones beyond subs[] before stale_at, by callback */
 };
 
 /*

@@ -42,7 +42,9 @@ FAMILIES = {f.name: f for f in [
        "(the skipped-end bug fixed by c2655835fd8c in 5.12)."),
     _f("mnmon_notifier_invalidations_total", "counter",
        "Notifier invalidate callbacks by outcome. eagain: the notifier would have blocked; "
-       "unobserved: called, but its outcome could not be observed (before its probes attached). "
+       "unobserved: called, but its outcome could not be observed (no probe of its own saw it, and "
+       "neither the kernel's log line nor the interval notifiers' sequence numbers named the "
+       "failure among several candidates). "
        "notifier=\"unattributed\": calls to interval notifiers of a crowd (more than 8 over "
        "one range) whose callback was not among the 4 the walk counts apart: called, callback not "
        "named; notifier=\"unknown\": failed starts no notifier was named for.",

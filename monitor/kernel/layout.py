@@ -58,8 +58,11 @@ FIELDS = (
     ("OC_MEMCG", "oom_control", "memcg", 8, OOM_DOMAIN),
     ("MEMCG_CSS_CGROUP", "mem_cgroup", "css.cgroup", 8, OOM_DOMAIN),
 )
-# Read where the kernel has it, no group lost without: 7.1's two-pass interval ops.
-OPTIONAL = (("MNIOPS_INVALIDATE_START", "mmu_interval_notifier_ops", "invalidate_start", 8),)
+# Read where the kernel has them, no group lost without: 7.1's two-pass interval ops; the
+# sequence numbers that name a failed interval among several (bpf/attribute.bpf.c).
+OPTIONAL = (("MNIOPS_INVALIDATE_START", "mmu_interval_notifier_ops", "invalidate_start", 8),
+            ("MNI_SEQ", "mmu_interval_notifier", "invalidate_seq", 8),
+            ("SUBS_SEQ", "mmu_notifier_subscriptions", "invalidate_seq", 8))
 
 BTF_SOURCE, HEADERS_SOURCE = "BTF", "headers"
 

@@ -276,3 +276,49 @@ def test_a_lone_interval_that_blocked_the_reaper_is_named(mon):
     assert delta("mnmon_oom_reaper_gave_up_total") == 1
     drain(mon)
     print(f"counts, interval OOM: nonblockable eagain {got} == fixture {fdelta(fx, 'interval', 'nonblockable_fail')}")
+
+
+OVERLAPS = {
+    # A, B, C over one range, called in that order: A succeeds, B fails non-blockable, C is
+    # never called.
+    "three": [("A", "never_fail"), ("B", "fail_nonblock"), ("C", "never_fail")],
+    # A crowd: more before the failing one than the walk follows one by one (MAX_SUBS, 8),
+    # and more after it.
+    "crowd": [(f"A{i}", "never_fail") for i in range(10)] + [("B", "fail_nonblock")]
+    + [(f"C{i}", "never_fail") for i in range(3)],
+}
+
+
+@pytest.mark.parametrize("layout", sorted(OVERLAPS))
+def test_which_of_overlapping_intervals_blocked_the_reaper_is_named_by_sequence(mon, layout):
+    """The walk alone cannot tell which of several overlapping intervals failed a
+    non-blockable start: the kernel stops at it. Each callback that returned true recorded
+    the start's sequence number in its subscription (mmu_interval_set_seq()), which the
+    walk at the return reads; the fixture's callbacks did so in the blockable invalidation
+    the driver made first (worked=True). Ground truth: the fixture's own counts, per
+    notifier, of every mode and result."""
+    ok, fail = "mnmon_fx_interval_never_fail", "mnmon_fx_interval_fail_nonblock"
+    child, delta, fx, tp, lines, events = _oom_scenario(mon, (), overlap=OVERLAPS[layout], worked=True)
+    assert child.returncode == -9
+    names = {sym: [n for n, b in OVERLAPS[layout] if b == behaviour]
+             for sym, behaviour in ((ok, "never_fail"), (fail, "fail_nonblock"))}
+    fsum = lambda sym, field: sum(fdelta(fx, n, field) for n in names[sym])
+    nd = lambda sym, mode, result: delta("mnmon_notifier_invalidations_total", notifier=sym,
+                                         module="mnmon_fixture", kind="interval", mode=mode, result=result)
+    b_fail = fdelta(fx, "B", "nonblockable_fail")
+    assert b_fail == REAP_CALLS
+    # the kernel's order: those after B were never called non-blockable
+    assert sum(fdelta(fx, n, "nonblockable_ok") for n, _ in OVERLAPS[layout] if n.startswith("C")) == 0
+    for sym in (ok, fail):
+        assert nd(sym, NB, "eagain") == fsum(sym, "nonblockable_fail"), sym
+        assert nd(sym, NB, "ok") == fsum(sym, "nonblockable_ok"), sym
+        assert nd(sym, B, "ok") == fsum(sym, "blockable_ok"), sym
+        assert nd(sym, NB, "unobserved") == nd(sym, B, "unobserved") == 0, sym
+    assert delta("mnmon_notifier_invalidations_total", notifier="unattributed", module="unattributed",
+                 kind="interval", mode=NB, result="ok") == 0
+    assert delta("mnmon_oom_reap_blocked_total", notifier=fail, module="mnmon_fixture") == REAP_CALLS
+    assert delta("mnmon_oom_reap_blocked_total", notifier="unknown", module="unknown") == 0
+    assert delta("mnmon_oom_reaper_gave_up_total") == 1
+    drain(mon)
+    print(f"counts, {len(OVERLAPS[layout])} overlapping intervals OOM: {fail} eagain {nd(fail, NB, 'eagain')} == "
+          f"fixture {b_fail}; {ok} nonblockable ok {nd(ok, NB, 'ok')} == fixture {fsum(ok, 'nonblockable_ok')}")

@@ -7,7 +7,7 @@ from bed import scenarios
 from tests.kernel import kernel_facts
 from bed.fixture_dev import read_stats
 from tests.kernel.test_bed import MAX_OOM_REAP_RETRIES
-from tests.kernel.test_probes import B, NB, _oom_scenario, drain, fdelta, value
+from tests.kernel.test_probes import B, NB, REAP_CALLS, _oom_scenario, drain, fdelta, value
 from monitor.plan.decisions import Off
 
 pytestmark = pytest.mark.skipif(not kernel_facts.at_least(5, 6), reason="lean needs the subscription walk (5.6+)")
@@ -90,3 +90,24 @@ def test_lean_names_which_of_two_list_notifiers_failed_from_the_kernels_log(mon)
         assert nd(sym, "unobserved") == 0, sym
     assert delta("mnmon_oom_reap_blocked_total", notifier=b_start, module="mnmon_fixture") == MAX_OOM_REAP_RETRIES
     assert delta("mnmon_oom_reap_blocked_total", notifier=a_start, module="mnmon_fixture") == 0
+
+
+def test_lean_cannot_tell_which_of_overlapping_intervals_failed_and_says_so(mon):
+    """Lean walks only the starts that fail, so it never learns which interval callbacks
+    record the sequence number (the counts configuration does: tests/kernel/test_counts.py).
+    Of A and B over one range, B failing: the failure is nobody's (notifier="unknown"), and
+    A, surely called first, is counted as called with its outcome unobserved. Ground truth:
+    the fixture's counts."""
+    ok, fail = "mnmon_fx_interval_never_fail", "mnmon_fx_interval_fail_nonblock"
+    child, delta, fx, tp, lines, events = _oom_scenario(
+        mon, (), overlap=[("A", "never_fail"), ("B", "fail_nonblock")], worked=True)
+    assert child.returncode == -9
+    b_fail = fdelta(fx, "B", "nonblockable_fail")
+    assert b_fail > 0 and fdelta(fx, "A", "nonblockable_ok") == b_fail
+    nd = lambda sym, result: delta("mnmon_notifier_invalidations_total", notifier=sym, module="mnmon_fixture",
+                                   kind="interval", mode=NB, result=result)
+    assert nd(ok, "unobserved") == fdelta(fx, "A", "nonblockable_ok")
+    assert nd(ok, "ok") == nd(fail, "eagain") == nd(fail, "unobserved") == 0
+    assert delta("mnmon_invalidate_range_start_total", mode=NB, result="eagain") >= b_fail
+    assert delta("mnmon_oom_reap_blocked_total", notifier="unknown", module="unknown") == REAP_CALLS
+    assert delta("mnmon_oom_reap_blocked_total", notifier=fail, module="mnmon_fixture") == 0
