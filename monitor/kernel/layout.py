@@ -91,6 +91,9 @@ class Layout:
                  else "the running kernel's own headers (no BTF)")
         if self.source == BTF_SOURCE:
             where = f"{len(self.offsets)} fields from {where}"
+            if WALK not in self.missing and not {"MNI_SEQ", "SUBS_SEQ"} <= set(self.offsets):
+                where += ("; no invalidate_seq: which of several overlapping interval notifiers "
+                          "failed a non-blockable start stays unknown")
         return where + (f"; missing: {self.lacks(*self.missing)}" if self.missing else "")
 
 

@@ -74,6 +74,13 @@ def test_the_optional_two_pass_op_is_simply_absent_before_7_1():
     assert lay.missing == {} and "MNIOPS_INVALIDATE_START" not in lay.offsets
 
 
+def test_without_sequence_numbers_the_walk_runs_and_the_summary_says_what_stays_unknown():
+    lay = layout.from_btf(kernel_blob(drop=("invalidate_seq",)))
+    assert lay.missing == {} and not {"MNI_SEQ", "SUBS_SEQ"} & set(lay.offsets)
+    assert "no invalidate_seq: which of several overlapping interval notifiers failed" in lay.summary()
+    assert "invalidate_seq" not in layout.from_btf(kernel_blob()).summary()
+
+
 def test_no_btf_falls_back_to_own_headers_only(tmp_path):
     assert layout.read("matching", tmp_path / "none") == (layout.headers_only(), "")
     assert layout.read("other", tmp_path / "none") == (None, "no BTF (/sys/kernel/btf/vmlinux)")
