@@ -93,9 +93,11 @@ def test_lean_names_which_of_two_list_notifiers_failed_from_the_kernels_log(mon)
 
 
 def test_lean_cannot_tell_which_of_overlapping_intervals_failed_and_says_so(mon):
-    """Lean walks only the starts that fail, so it never learns which interval callbacks
-    record the sequence number (the counts configuration does: tests/kernel/test_counts.py).
-    Of A and B over one range, B failing: the failure is nobody's (notifier="unknown"), and
+    """Lean walks only non-blockable and failed starts, so it learns which interval callbacks
+    record the sequence number only from a non-blockable start that succeeded, and here none
+    does: B fails each (the counts configuration learns from every start that succeeds:
+    tests/kernel/test_counts.py). Of A and B over one range, B failing: the failure is
+    nobody's (notifier="unknown"), and
     A, surely called first, is counted as called with its outcome unobserved. Ground truth:
     the fixture's counts."""
     ok, fail = "mnmon_fx_interval_never_fail", "mnmon_fx_interval_fail_nonblock"
