@@ -180,11 +180,11 @@ static __always_inline void walk_intervals(u64 node, u64 start, u64 last, struct
 			return;
 		if (RAW_U64(it, ITV_LAST) >= start) {
 			n = w->n;
-			fn = interval_fn(sub);
+			fn = 0;
 			if (n < MAX_SUBS) {
 				w->subs[masked(n, MAX_SUBS - 1)] = sub;
-				w->fns[masked(n, MAX_SUBS - 1)] = fn;
 			} else {
+				fn = interval_fn(sub);
 				tally_add(&w->crowd, fn);
 			}
 			if (SEQ_CHECK && w->seq)
@@ -348,7 +348,7 @@ static __always_inline void learn_walk(struct interval_walk *w)
 	for (i = 0; i < MAX_SUBS; i++) {
 		if (i >= w->n)
 			break;
-		learn_seq(w->fns[masked(i, MAX_SUBS - 1)], w->kept & (1 << i));
+		learn_seq(interval_fn(w->subs[masked(i, MAX_SUBS - 1)]), w->kept & (1 << i));
 	}
 	if (w->stale_at) {
 		learn_seq(interval_fn(w->stale), false);
@@ -398,7 +398,7 @@ static __always_inline bool seq_named(void *ctx, struct core_inflight *c, u8 res
 	for (i = 0; i < MAX_SUBS; i++) {
 		if (i + 1 >= w->stale_at)
 			break;
-		called = w->fns[i];
+		called = interval_fn(w->subs[i]);
 		if (!called)
 			continue;
 		discover(called, KIND_INTERVAL);
@@ -469,7 +469,7 @@ static __always_inline bool attribute_intervals(void *ctx, struct core_inflight 
 			continue;
 		if (c->failed_at && i + 1 > c->failed_at)
 			break;				/* not called: the pass stopped before */
-		fn = c->itv.fns[i];
+		fn = interval_fn(sub);
 		if (!fn)
 			continue;
 		discover(fn, KIND_INTERVAL);
@@ -546,7 +546,7 @@ static __always_inline void attribute_crowd(struct core_inflight *c, int ret)
 	for (i = 0; i < MAX_SUBS; i++) {
 		if (i >= c->nintervals)
 			break;
-		fn = c->itv.fns[i];
+		fn = interval_fn(c->itv.subs[i]);
 		if (fn)
 			tally_add(t, fn);
 	}
@@ -899,7 +899,7 @@ static __always_inline void attribute_release(u64 mm)
 
 		if (i >= w->n)
 			break;
-		fn = w->fns[i];
+		fn = interval_fn(w->subs[i]);
 		if (!fn)
 			continue;
 		count_call(fn, KIND_INTERVAL, MODE_BLOCKABLE, RESULT_OK, 0, false);

@@ -107,7 +107,6 @@ struct tally {
  */
 struct interval_walk {
 	u64 subs[MAX_SUBS];	/* the first overlapping subscriptions, in the kernel's order */
-	u64 fns[MAX_SUBS];	/* their callbacks (interval_fn()), read once */
 	struct tally crowd;	/* the ones beyond subs[], by callback */
 	u32 n;			/* how many overlap */
 	u8 capped;		/* the walk stopped at MAX_WALK nodes with more to go */
