@@ -97,24 +97,25 @@ def child_victim(args):
     fx = Fixture()
     slots = {}
     keep = []
-    if args.interval:
-        # The interval covers memory touched up front, so every reap attempt meets it.
+
+    def touched():
+        # An interval covers memory touched up front, so every reap attempt meets it.
         m, addr = anon_private(args.interval_mb * MB)
         touch(m)
         keep.append(m)
+        return m, addr
+
+    if args.interval:
+        m, addr = touched()
         slots["interval"] = fx.add_interval(args.interval, addr, len(m))
     if args.overlap:
         # Several over one range: equal starts go right in the interval tree, so the kernel
         # calls them in the order they were added.
-        overlapped, addr = anon_private(args.interval_mb * MB)
-        touch(overlapped)
-        keep.append(overlapped)
+        overlapped, addr = touched()
         for name, behaviour in args.overlap:
             slots[name] = fx.add_interval(behaviour, addr, len(overlapped))
     if args.two_pass:               # 7.1+: the same, with a two-pass interval notifier
-        m, addr = anon_private(args.interval_mb * MB)
-        touch(m)
-        keep.append(m)
+        m, addr = touched()
         slots["two_pass"] = fx.add_two_pass(args.two_pass, addr, len(m))
     # List notifiers go on the head of the mm's hlist: the last one added is called first.
     for name, behaviour in reversed(args.list):
@@ -277,10 +278,11 @@ def main(argv=None):
     v = sub.add_parser("victim")
     v.add_argument("--cgroup", required=True)
     v.add_argument("--park-ms", type=int, default=10000)
-    v.add_argument("--list", action="append", default=[], type=lambda s: tuple(s.split("=", 1)))
+    name_behaviour = lambda s: tuple(s.split("=", 1))      # NAME=behaviour
+    v.add_argument("--list", action="append", default=[], type=name_behaviour)
     v.add_argument("--interval", default=None, help="behaviour of an interval notifier")
     v.add_argument("--two-pass", default=None, help="behaviour of a two-pass interval notifier (7.1+)")
-    v.add_argument("--overlap", action="append", default=[], type=lambda s: tuple(s.split("=", 1)),
+    v.add_argument("--overlap", action="append", default=[], type=name_behaviour,
                    help="NAME=behaviour: interval notifiers over one range, in call order")
     v.add_argument("--worked", action="store_true", help="invalidate the overlapping range once, blockable")
     v.add_argument("--interval-mb", type=int, default=8)

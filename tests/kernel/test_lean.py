@@ -97,9 +97,8 @@ def test_lean_cannot_tell_which_of_overlapping_intervals_failed_and_says_so(mon)
     record the sequence number only from a non-blockable start that succeeded, and here none
     does: B fails each (the counts configuration learns from every start that succeeds:
     tests/kernel/test_counts.py). Of A and B over one range, B failing: the failure is
-    nobody's (notifier="unknown"), and
-    A, surely called first, is counted as called with its outcome unobserved. Ground truth:
-    the fixture's counts."""
+    nobody's (notifier="unknown"), and A, surely called first, is counted as called with its
+    outcome unobserved. Ground truth: the fixture's counts."""
     ok, fail = "mnmon_fx_interval_never_fail", "mnmon_fx_interval_fail_nonblock"
     child, delta, fx, tp, lines, events = _oom_scenario(
         mon, (), overlap=[("A", "never_fail"), ("B", "fail_nonblock")], worked=True)
