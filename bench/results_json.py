@@ -49,15 +49,6 @@ def sampled_ratio(r, share):
     return ((1 - share) * r.insns_of("core") + share * r.insns_of("full")) / r.insns_of("off")
 
 
-def in_window(config):
-    """latency always from the default's figures: the path in a window, all the time."""
-    out = {}
-    for mode, fig in config["instructions"].items():
-        out[mode] = {k: v for k, v in fig.items() if k not in ("share", "window_ratio", "core")}
-        out[mode]["ratio"] = fig["window_ratio"]
-    return {"method": config["method"], "instructions": out, "same_run_as": DEFAULT}
-
-
 def not_run(why):
     """A configuration this run did not measure, and why (a few words for the table)."""
     return {"not_run": why}

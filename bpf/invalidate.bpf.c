@@ -124,6 +124,46 @@ int core_end_entry(struct pt_regs *ctx)
 }
 #endif
 
+#if CORE_KFUNC && COUNTS && TIME_START
+/*
+ * probes.latency: always, on the counts configuration: the core start timed too, by an
+ * entry on the same trampoline as the counts fexit (one program run more, not another
+ * trampoline). The start time waits in the thread's own record: a blockable start may
+ * sleep and move CPU. An entry seen without its return (attached between the two) leaves
+ * start_ts to the thread's next entry, which writes over it.
+ */
+KFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_range *range)
+{
+	struct core_inflight *c = core_record(true);
+
+	if (c)
+		c->start_ts = bpf_ktime_get_ns();
+	return 0;
+}
+
+/* At the counts fexit, before anything else reads the record: the start's time, by mode. */
+static __always_inline void time_start(const struct mmu_notifier_range *range)
+{
+	struct core_inflight *c = core_record(false);
+	struct core_stats *st;
+	u64 ns, mode;
+
+	if (!c || !c->start_ts)
+		return;
+	ns = bpf_ktime_get_ns() - c->start_ts;
+	c->start_ts = 0;
+	st = core_stats_here();
+	if (!st)
+		return;
+	mode = range_mode_btf(range);
+	__sync_fetch_and_add(&st->invalidate_start_latency[masked(mode * NR_LAT_SLOTS + log2_slot(ns),
+								    NR_MODES * NR_LAT_SLOTS - 1)], 1);
+	__sync_fetch_and_add(&st->invalidate_start_latency_sum_ns[masked(mode, NR_MODES - 1)], ns);
+}
+#else
+static __always_inline void time_start(const struct mmu_notifier_range *range) {}
+#endif
+
 #if CORE_KFUNC && COUNTS
 /*
  * The counts configuration (latency off, attach_plan.py): this fexit and the end's fentry
@@ -140,6 +180,7 @@ KRETFUNC_PROBE(__mmu_notifier_invalidate_range_start, const struct mmu_notifier_
 	struct core_stats *st;
 	const char *subs;
 
+	time_start(range);
 	/* A BTF-typed argument: plain loads (the verifier guards them), not helper calls. */
 	if ((LOAD_FIELD(u32, range, F_RANGE_FLAGS) & RANGE_BLOCKABLE) && !ret) {
 		subs = subs_btf(range);

@@ -70,6 +70,10 @@
 #ifndef COUNTS
 #define COUNTS 0
 #endif
+/* probes.latency: always: the counts configuration times the core start too (invalidate.bpf.c) */
+#ifndef TIME_START
+#define TIME_START 0
+#endif
 #ifndef KPROBE_TWINS
 #define KPROBE_TWINS 1
 #endif
@@ -159,6 +163,9 @@ struct core_inflight {
 	u8 list_called;			/* a probed list callback ran: the interval pass succeeded */
 	u8 list_failed;			/* a probed list callback failed */
 	u8 failure_attributed;		/* a failure of this start has an owner */
+	/* probes.latency: always: when the core start's entry ran (invalidate.bpf.c, TIME_START).
+	 * Apart from ts: the counts fexit clears the record (core_begin()) after reading it. */
+	u64 start_ts;
 };
 
 /* An __oom_reap_task_mm call in flight: the notifiers that failed inside it. */

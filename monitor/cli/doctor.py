@@ -66,7 +66,8 @@ def probe_lines(statuses, cov, attempted):
         return out + [premature_line(statuses, cov, attempted)]
     if cov.timed_always:
         out.append(f"configuration: counts with latency always ({counts}); every callback call timed "
-                   f"by the callbacks' own entry and return programs")
+                   f"by the callbacks' own entry and return programs, and the core start by an entry "
+                   f"beside its fexit")
     elif cov.sampled:
         out.append(f"configuration: counts with sampled latency ({counts}); callbacks timed in windows of "
                    f"{latency_windows.WINDOW:g} s (at least one discovery interval) every {latency_windows.PERIOD:g} s, "

@@ -139,7 +139,7 @@ def plan(facts, force=None, inflight=None, callbacks=None, lean=False, latency="
     latency_note = ""
     sampled = config == COUNTS and latency in TIMED
     try:
-        probes = _configure(probes, caps[WALK], api, config, sampled)
+        probes = _configure(probes, caps[WALK], api, config, sampled, always=sampled and latency == "always")
     except ValueError as e:
         if lean or latency not in TIMED:
             raise
@@ -287,6 +287,7 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
         f"-DLEAN={int(config == LEAN_CONFIG)}",
         f"-DKPROBE_TWINS={int(any(p.methods[:1] == (KPROBE,) and FENTRY in p.programs for p in by.values()))}",
         f"-DCOUNTS={int(config == COUNTS)}",
+        f"-DTIME_START={int(bool(by['invalidate_range_start'].programs.get(COUNTS_FEXIT, (None,))[0]))}",
         f"-DFAILURE_LOG={int('list_failure_log' in by and bool(by['list_failure_log'].methods))}",
     ]
     out += _layout(facts).cflags() if _layout(facts) else ["-DBTF_LAYOUT=0"]
@@ -298,9 +299,10 @@ def _cflags(facts, api, by, caps, ring_buffer, inflight, ends_paired, cb_fentry,
     return out
 
 
-def _configure(probes, walk, api, config, sampled=False):
+def _configure(probes, walk, api, config, sampled=False, always=False):
     """probes as a configuration has them (see plan()); ValueError where lean or counts cannot run.
-    sampled: counts with callbacks timed in windows, which keeps the probes that find callbacks."""
+    sampled: counts with callbacks timed in windows, which keeps the probes that find callbacks;
+    always: ... timed all the time, the core start too."""
     start = next(p for p in probes if p.probe == "invalidate_range_start")
     if config == FULL:
         why = None
@@ -321,11 +323,12 @@ def _configure(probes, walk, api, config, sampled=False):
         row = catalogue.BY_NAME[p.probe]
         if config == FULL and row.full_off:
             continue        # not a probe of this configuration: no series says it is off
-        programs = getattr(row, f"{config}_programs", None)
+        programs = (always and row.always_programs) or getattr(row, f"{config}_programs", None)
         dropped = "" if sampled and row.discovers else getattr(row, f"{config}_off", "")
         if programs:
             p = ProbeSpec(p.probe, p.targets, tuple(programs), programs, core=p.core,
-                          feeds=(sampled and row.sampled_feeds) or getattr(row, f"{config}_feeds"))
+                          feeds=(always and row.always_feeds) or (sampled and row.sampled_feeds)
+                          or getattr(row, f"{config}_feeds"))
         elif dropped:
             p = ProbeSpec(p.probe, p.targets, reason=prefix + dropped, core=p.core, off=off, feeds=p.feeds)
         out.append(p)

@@ -59,6 +59,8 @@ class Row:
     counts_programs: dict = field(default=None, compare=False)
     counts_feeds: tuple = None
     sampled_feeds: tuple = None     # ... with callbacks timed in windows (probes.latency: sampled)
+    always_programs: dict = field(default=None, compare=False)   # ... timed always (probes.latency: always)
+    always_feeds: tuple = None
     discovers: bool = False         # finds callbacks only: kept where callbacks are timed in windows
     full_off: str = ""              # not a probe of the full configuration (callback probes), and why
     fallback: tuple = ()            # (targets, method) standing in where no method can attach it
@@ -75,7 +77,12 @@ ROWS = (
         lean_feeds=feeds(*START_FAMILIES),
         counts_programs={COUNTS_FEXIT: (None, "kretfunc____mmu_notifier_invalidate_range_start")},
         counts_feeds=feeds(*START_FAMILIES[:-1], "mnmon_invalidations_total"),
-        sampled_feeds=feeds(*START_FAMILIES, "mnmon_invalidations_total")),
+        sampled_feeds=feeds(*START_FAMILIES, "mnmon_invalidations_total"),
+        # latency always times the core start too: an entry beside the counts fexit
+        always_programs={COUNTS_FEXIT: ("kfunc____mmu_notifier_invalidate_range_start",
+                                        "kretfunc____mmu_notifier_invalidate_range_start")},
+        always_feeds=feeds(*START_FAMILIES, "mnmon_invalidate_range_start_duration_seconds",
+                           "mnmon_invalidations_total")),
     Row("invalidate_range_end", ("__mmu_notifier_invalidate_range_end",),
         {FENTRY: ("kfunc____mmu_notifier_invalidate_range_end", None), KPROBE: ("core_end_entry", None)},
         feeds("mnmon_invalidate_range_end_total", "mnmon_invalidations_in_progress"),

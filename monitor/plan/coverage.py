@@ -69,7 +69,7 @@ def measure(statuses, lean=False, specs=None, walk=None, callbacks=None, callbac
     if lean or counts and not sampled:
         callbacks = attach_plan.no_callbacks(attach_plan.LEAN_CONFIG if lean else attach_plan.COUNTS)
     return Coverage(
-        counted=counted, timed=counted and not lean and not counts,
+        counted=counted, timed=counted and (not lean and not counts or bool(sampled and always)),
         ends=("mnmon_invalidate_range_end_total", None) in feeds,
         walked=counted and walk is None, lean=bool(lean), counts=bool(counts), sampled=bool(counts and sampled),
         timed_always=bool(counts and sampled and always),

@@ -64,23 +64,32 @@ class Ticker:
 @pytest.mark.skipif(kernel_facts.latencies() == ["sampled"], reason="the installed kernel's tier runs it (a leg "
                                                                     "runs the default configuration)")
 def test_latency_always_times_every_call_and_counts_them_all():
-    """probes.latency: always is the default's path in a window, held open from the start.
-    Ground truth: the fixture's own count of its callback's calls. Before the module's
-    monitor starts: two in one process would share their kprobes' event names."""
+    """probes.latency: always is the default's path in a window, held open from the start,
+    and the core start timed by an entry beside the counts fexit. Ground truth: the
+    fixture's own count of its callback's calls (one per start of its mm). Before the
+    module's monitor starts: two in one process would share their kprobes' event names."""
     from monitor.attach.session import Monitor
     sym = "mnmon_fx_list_never_fail_start"
     m = Monitor.start(latency="always")
     try:
         assert m.statuses["invalidate_range_start"].method == "counts-fexit"
         assert m.coverage.counts and m.coverage.timed_always and m.windows.held
-        got_timed, got_calls, fx, after = _churn_timed_and_counted(m, sym)
+        assert m.statuses["invalidate_range_start"].attached
+        got_timed, got_calls, fx, after, before = _churn_timed_and_counted(m, sym)
         assert fx >= 300 and got_calls == fx and got_timed == fx, (got_timed, got_calls, fx)
         assert after.get(HIST, notifier=sym, module="mnmon_fixture", mode=B).sum > 0
         m.refresh()         # a refresh does not close the window latency always holds
         assert m.windows.held and m.snapshot().get("mnmon_latency_sampled_ratio") > 0.99
-        # callbacks only: the core start is timed by every probe (latency full)
-        assert after.get("mnmon_invalidate_range_start_duration_seconds", mode=B) is None
-        print(f"latency always: timed {got_timed} == counted {got_calls} == fixture {fx}")
+        # every start of the churn timed, the fixture's among them: the histograms' counts rise
+        # by the starts' count, of every mode and result
+        starts = lambda snap: sum(v for _, v in snap.family("mnmon_invalidate_range_start_total"))
+        start_hist = lambda snap, mode: snap.get("mnmon_invalidate_range_start_duration_seconds", mode=mode)
+        timed_starts = lambda snap: sum(h.buckets[-1][1] for h in (start_hist(snap, x) for x in (B, NB)) if h)
+        got_starts, got_timed_starts = starts(after) - starts(before), timed_starts(after) - timed_starts(before)
+        assert got_starts >= fx and got_timed_starts == got_starts, (got_timed_starts, got_starts, fx)
+        assert start_hist(after, B).sum > start_hist(before, B).sum
+        print(f"latency always: timed {got_timed} == counted {got_calls} == fixture {fx}; "
+              f"starts timed {got_timed_starts} == counted {got_starts} (fixture's mm {fx})")
     finally:
         m.close()
 
@@ -181,7 +190,7 @@ def _churn_timed_and_counted(m, sym, iterations=300):
     fixture, after = child.at_done
     before = snaps["b"]
     return (timed(after) - timed(before), notifier(after, sym, B, "ok") - notifier(before, sym, B, "ok"),
-            fixture[child.info["slot"]].blockable_ok, after)
+            fixture[child.info["slot"]].blockable_ok, after, before)
 
 
 def _known(mon, sym, timeout=15):

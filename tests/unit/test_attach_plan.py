@@ -80,7 +80,7 @@ def cflags(api, structs, core_kfunc, reap_kfunc, gave_up, ringbuf, task_storage=
     if failure_log is None:
         failure_log = int(bool(lean or counts))
     out += [f"-DCB_KFUNC={cb_kfunc}", f"-DLEAN={lean}", f"-DKPROBE_TWINS={twins}", f"-DCOUNTS={counts}",
-            f"-DFAILURE_LOG={failure_log}"]
+            "-DTIME_START=0", f"-DFAILURE_LOG={failure_log}"]
     return out + (LAYOUT.cflags() if btf else ["-DBTF_LAYOUT=0"])
 
 
@@ -580,10 +580,19 @@ def test_counts_refused_where_it_cannot_run(release, btf, kfunc, why):
 def test_latency_always_is_sampled_held_open_and_full_is_every_probe():
     f = facts("6.1.0-56-amd64", btf=True, kfunc=True)
     sampled, always, full = (plan(f, latency=x) for x in ("sampled", "always", "full"))
-    # always: the same programs as sampled (the counts fexit, callbacks' timing probes)
+    # always: the same probes as sampled (the counts fexit, callbacks' timing probes), and an
+    # entry beside the counts fexit that times the core start
     assert (always.counts, always.sampled, always.timed_always) == (True, True, True)
-    assert not sampled.timed_always and always.cflags == sampled.cflags
+    assert not sampled.timed_always
+    assert [c for c in always.cflags if c != "-DTIME_START=1"] == [c for c in sampled.cflags if c != "-DTIME_START=0"]
+    assert "-DTIME_START=1" in always.cflags and "-DTIME_START=0" in sampled.cflags
     assert [p.methods for p in always.probes] == [p.methods for p in sampled.probes]
+    start, start_sampled = by_name(always)["invalidate_range_start"], by_name(sampled)["invalidate_range_start"]
+    assert start.programs["counts-fexit"] == ("kfunc____mmu_notifier_invalidate_range_start",
+                                              "kretfunc____mmu_notifier_invalidate_range_start")
+    assert start_sampled.programs["counts-fexit"][0] is None
+    duration = ("mnmon_invalidate_range_start_duration_seconds", None)
+    assert duration in start.feeds and duration not in start_sampled.feeds
     # full: every probe, the core start timed too
     assert (full.counts, full.sampled, full.timed_always) == (False, False, False)
     assert "-DCOUNTS=0" in full.cflags and by_name(full)["invalidate_range_start"].methods[0] == "fentry"

@@ -24,8 +24,8 @@ def test_a_leg_boots_its_kernel_on_one_vcpu_with_the_counter_and_keeps_its_files
     assert guest[1:3] == ["-m", "bench"]
     assert guest[guest.index("--insns") + 1] == str(leg / "insns.log")
     assert guest[guest.index("--results") + 1] == str(leg / "RESULTS.md")
-    # Only the configurations the table shows: the default build and lean.
-    assert guest[guest.index("--variants") + 1] == "lean,full"
+    # Only the configurations the table shows: the default build, lean, latency always and every probe.
+    assert guest[guest.index("--variants") + 1] == "lean,always,full"
     assert guest[guest.index("--reps") + 1] == "3"
     assert guest[-2:] == ["--reps", "3"]
 
@@ -48,7 +48,7 @@ def test_variants_are_checked():
     assert variants("") == []
     with pytest.raises(Exception, match="unknown variant kfunc"):
         variants("lean,kfunc")
-    assert set(VARIANTS) == {"kprobe", "hash", "lean", "counts", "full"}
+    assert set(VARIANTS) == {"kprobe", "hash", "lean", "counts", "full", "always"}
 
 
 def test_the_tables_modes_are_the_benchs():
@@ -187,10 +187,6 @@ def test_the_sampled_default_is_the_time_weighted_mean_of_between_and_in_windows
     assert fig["window_ratio"] == 1.24 and fig["share"] == round(share, 6)
     cell = bench_table.ratio_cell(conf, "kvm")
     assert cell == "1.093 (10,000 -> 10,800; in a window, 8.3% of the time, 12,400)"
-    # latency always holds the window open: its figure is the path in a window
-    always = results_json.in_window(conf)
-    assert always["instructions"]["kvm"]["ratio"] == 1.24 and always["same_run_as"] == results_json.DEFAULT
-    assert bench_table.ratio_cell(always, "kvm") == "1.240 (10,000 -> 12,400)"
     from bench.__main__ import default_row
     row = default_row(r, share)
     assert "latency sampled, callbacks timed 8.3% of the time" in row.target and row.result == "PASS"

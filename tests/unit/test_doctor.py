@@ -102,7 +102,8 @@ def test_the_default_says_counts_with_sampled_latency_and_where_it_cannot_run_wh
     always = plan(facts("6.1.0-56-amd64", btf=True, kfunc=True), latency="always")
     lines = doctor.probe_lines(statuses, coverage.of(always, statuses), True)
     assert any(l.startswith("configuration: counts with latency always (") and l.endswith("every callback call "
-               "timed by the callbacks' own entry and return programs") for l in lines)
+               "timed by the callbacks' own entry and return programs, and the core start by an entry beside "
+               "its fexit") for l in lines)
     assert not any("windows" in l for l in lines if l.startswith("configuration"))
     # kprobes only: every probe runs, and report() says why in a line of its own
     kp = plan(facts("5.4.0-150-generic", btf=True, kfunc=True), latency="sampled")
